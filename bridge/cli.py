@@ -1,0 +1,64 @@
+"""The ``monbridge`` command: serve, list, cleanup.
+
+Parses arguments only; heavy imports (flask, eventlet) happen inside ``serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from device_agent.config import DEFAULT_PORT
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="monbridge", description="Watch and steer a device from a browser.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    serve = sub.add_parser("serve", help="run the bridge for a running device")
+    serve.add_argument("--attach", default="auto", metavar="NAME|auto",
+                       help="device name to attach to; 'auto' picks the only running device (default)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--rate", type=float, default=60.0, help="maximum relay rate in Hz (default 60)")
+    serve.add_argument("--async-mode", choices=("eventlet", "threading"), default="eventlet")
+    serve.add_argument("--specs", default="", help="directory of view files (default ./specs)")
+    serve.add_argument("--token", default=None,
+                       help="access token (default: $MONBRIDGE_TOKEN, else a random one)")
+    serve.add_argument("--log", default="", help="log file (default stderr)")
+    serve.add_argument("--exit-with-device", action="store_true",
+                       help="exit when the device closes (used when a device launches its bridge)")
+
+    sub.add_parser("list", help="list devices that have shared memory in /dev/shm")
+    clean = sub.add_parser("cleanup", help="remove shared memory left by devices that are gone")
+    clean.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.cmd == "cleanup":
+        from device_agent.cleanup import main as cleanup_main
+
+        return cleanup_main(["--dry-run"] if args.dry_run else [])
+    if args.cmd == "list":
+        from device_agent.cleanup import scan
+
+        devices = scan()
+        for dev in devices:
+            status = "running" if dev.alive else "gone (run: monbridge cleanup)"
+            print(f"{dev.device}\tpid {dev.pid}\t{status}\t{len(dev.segments)} segments")
+        if not devices:
+            print("no devices")
+        return 0
+    if args.token is None:
+        args.token = os.environ.get("MONBRIDGE_TOKEN") or None
+    from bridge.server import serve
+
+    return serve(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

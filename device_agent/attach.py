@@ -1,0 +1,288 @@
+"""The reading side of a device's shared memory: used by the bridge, tests and benchmarks.
+
+Imports only numpy and the standard library. An attacher never unlinks and never lets
+the resource tracker own a segment (see shm.py). Each reader keeps its own cursor, so
+any number of readers can follow one device.
+
+    dev = DeviceAttachment("robot_arm")
+    temps = dev.channel("temps")              # RecordsReader
+    batch = temps.read(cursor=0)              # .records (structured array), .first, .missed
+    reply = dev.call("set_speed", {"value": 1.5})   # a blocking round trip, for scripts
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from .channels import EVENT_META, EVENT_TO_CLIENT, dtype_from_json
+from .control import ControlLayout
+from .doorbell import Doorbell, Ringer
+from .errors import ChannelError, LayoutError
+from .frames import FrameSlots
+from .layout import HEADER_SIZE, SegmentKind, control_segment_name
+from .records import RecordRing
+from .shm import attach_segment, close_segment, list_segments
+
+
+@dataclass(frozen=True)
+class RecordsBatch:
+    records: np.ndarray  # structured array with the channel's dtype, oldest first
+    first: int           # sequence number of records[0]
+    missed: int          # records between the cursor and ``first`` that were overwritten
+    next_cursor: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    t: float
+    array: np.ndarray    # shape (rows, *declared_shape[1:]), a private copy
+
+
+@dataclass(frozen=True)
+class Event:
+    seq: int
+    t: float
+    message: Any
+    to: str | None       # a client id, or None for everyone
+
+
+class _Reader:
+    def __init__(self, spec: dict[str, Any], kind: SegmentKind) -> None:
+        self.spec = spec
+        self.name: str = spec["name"]
+        self.kind: str = spec["kind"]
+        self._shm = attach_segment(spec["segment"])
+        layout.read_header(self._shm.buf, expect=kind)
+
+    def close(self) -> None:
+        self._core = None
+        close_segment(self._shm)
+
+
+class RecordsReader(_Reader):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec, SegmentKind.RECORDS)
+        self.dtype = dtype_from_json(spec["dtype"])
+        self._core = RecordRing(self._shm.buf, HEADER_SIZE)
+        if self._core.record_size != self.dtype.itemsize:
+            raise LayoutError(f"channel {self.name!r}: ring holds {self._core.record_size}-byte records, "
+                              f"manifest says {self.dtype.itemsize}")
+
+    @property
+    def write_count(self) -> int:
+        return self._core.write_count
+
+    def read(self, cursor: int, max_records: int | None = None) -> RecordsBatch:
+        got = self._core.read(cursor, max_records)
+        return RecordsBatch(got.records.view(self.dtype), got.first, got.missed, got.next_cursor)
+
+
+class FrameReader(_Reader):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec, SegmentKind.FRAME)
+        self.dtype = np.dtype(spec["dtype"])
+        self.shape = tuple(spec["shape"])
+        self._core = FrameSlots(self._shm.buf, HEADER_SIZE)
+
+    @property
+    def latest(self) -> int:
+        return self._core.latest
+
+    def read_latest(self, after: int = 0) -> Frame | None:
+        got = self._core.read_latest(after)
+        if got is None:
+            return None
+        return Frame(got.seq, got.t, got.data.view(self.dtype).reshape((got.rows, *self.shape[1:])))
+
+
+class EventsReader(_Reader):
+    def __init__(self, spec: dict[str, Any]) -> None:
+        super().__init__(spec, SegmentKind.EVENTS)
+        self._core = RecordRing(self._shm.buf, HEADER_SIZE)
+
+    @property
+    def write_count(self) -> int:
+        return self._core.write_count
+
+    def read(self, cursor: int, max_records: int | None = None) -> tuple[list[Event], int, int]:
+        """Return (events, missed, next_cursor)."""
+        got = self._core.read(cursor, max_records)
+        events = []
+        for i, rec in enumerate(got.records):
+            raw = rec.tobytes()
+            t, n, flags = EVENT_META.unpack_from(raw, 0)
+            try:
+                message = json.loads(raw[EVENT_META.size : EVENT_META.size + n])
+            except ValueError:
+                continue
+            to = None
+            if flags & EVENT_TO_CLIENT and isinstance(message, dict):
+                to, message = message.get("to"), message.get("message")
+            events.append(Event(got.first + i, t, message, to))
+        return events, got.missed, got.next_cursor
+
+
+_READERS = {"records": RecordsReader, "frame": FrameReader, "events": EventsReader}
+
+
+class DeviceAttachment:
+    """Everything a bridge needs from one device's shared memory."""
+
+    def __init__(self, device: str) -> None:
+        self.device = layout.check_name("device", device)
+        self._shm = attach_segment(control_segment_name(device))  # FileNotFoundError if absent
+        try:
+            self.header = layout.read_header(self._shm.buf, expect=SegmentKind.CONTROL)
+            self._ctl = ControlLayout(self._shm.buf)
+        except Exception:
+            close_segment(self._shm)
+            raise
+        self._manifest_version = -1
+        self.manifest: dict[str, Any] = {}
+        self.channels: dict[str, RecordsReader | FrameReader | EventsReader] = {}
+        self._ringer = Ringer()
+        self._ids = itertools.count(1)
+        self._doorbell: Doorbell | None = None
+        self._bridge_info: dict[str, Any] = {}
+        self.refresh()
+
+    # -- device status -----------------------------------------------------------------
+
+    @property
+    def writer_pid(self) -> int:
+        return self.header.writer_pid
+
+    def heartbeat_age(self, now: float | None = None) -> float:
+        return (time.time() if now is None else now) - layout.read_heartbeat(self._shm.buf)
+
+    @property
+    def closed(self) -> bool:
+        return layout.is_closed(self._shm.buf)
+
+    # -- manifest, channels, state -----------------------------------------------------
+
+    def refresh(self) -> bool:
+        """Re-read the manifest if it changed and attach new channels; True if it changed."""
+        version = self._ctl.manifest.version
+        if version == self._manifest_version:
+            return False
+        version, data = self._ctl.manifest.read()
+        manifest = json.loads(data)
+        for spec in manifest.get("channels", []):
+            if spec["name"] not in self.channels:
+                try:
+                    self.channels[spec["name"]] = _READERS[spec["kind"]](spec)
+                except FileNotFoundError:
+                    continue  # announced but gone (device closing); picked up next time
+        self.manifest = manifest
+        self._manifest_version = version
+        return True
+
+    def channel(self, name: str) -> Any:
+        try:
+            return self.channels[name]
+        except KeyError:
+            raise ChannelError(f"device {self.device!r} has no channel {name!r} "
+                               f"(channels: {', '.join(self.channels) or 'none'})") from None
+
+    @property
+    def state_version(self) -> int:
+        return self._ctl.state.version
+
+    def state(self) -> tuple[int, dict[str, Any]]:
+        version, data = self._ctl.state.read()
+        return version, (json.loads(data) if data else {})
+
+    # -- what the bridge writes --------------------------------------------------------
+
+    def publish_clients(self, table: list[dict[str, Any]]) -> None:
+        self._ctl.clients.write(json.dumps(table, separators=(",", ":")).encode())
+
+    def publish_bridge(self, **info: Any) -> None:
+        """Merge ``info`` (url, pid, ...) into what the device knows about its bridge."""
+        self._bridge_info.update(info)
+        self._ctl.bridge.write(json.dumps(self._bridge_info, separators=(",", ":")).encode())
+
+    def listen_for_replies(self) -> Doorbell:
+        """Bind a doorbell the device rings after writing replies, and tell the device."""
+        if self._doorbell is None:
+            self._doorbell = Doorbell(f"{self.device}.bridge")
+            self.publish_bridge(doorbell=self._doorbell.address, pid=os.getpid())
+        return self._doorbell
+
+    # -- commands ----------------------------------------------------------------------
+
+    def send_command(self, name: str, args: dict[str, Any] | None = None,
+                     client: dict[str, Any] | None = None, command_id: int | None = None) -> int:
+        """Queue a command for the device and ring its doorbell; return the command id.
+
+        Raises QueueFull (the device is not taking commands) or MessageTooLarge.
+        """
+        cid = next(self._ids) if command_id is None else command_id
+        msg = {"id": cid, "name": name, "args": args or {}}
+        if client is not None:
+            msg["client"] = client
+        self._ctl.commands.put(json.dumps(msg, separators=(",", ":")).encode())
+        self._ringer.ring(self.manifest.get("doorbell", ""))
+        return cid
+
+    def take_replies(self) -> list[dict[str, Any]]:
+        replies = []
+        while (raw := self._ctl.replies.get()) is not None:
+            try:
+                replies.append(json.loads(raw))
+            except ValueError:
+                continue
+        return replies
+
+    def call(self, name: str, args: dict[str, Any] | None = None, timeout: float = 5.0) -> dict[str, Any]:
+        """Send a command and wait for its reply (a blocking helper for scripts and tests).
+
+        Only one caller per attachment may wait for replies at a time.
+        """
+        bell = self.listen_for_replies()
+        cid = self.send_command(name, args)
+        deadline = time.monotonic() + timeout
+        while True:
+            for reply in self.take_replies():
+                if reply.get("id") == cid:
+                    return reply
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {"id": cid, "ok": False, "error": {"code": "timeout", "message": f"no reply to {name} in {timeout} s"}}
+            bell.wait(min(left, 0.05))
+
+    def close(self) -> None:
+        for reader in self.channels.values():
+            reader.close()
+        self.channels.clear()
+        self._ctl = None  # type: ignore[assignment]
+        if self._doorbell is not None:
+            self._doorbell.close()
+        self._ringer.close()
+        close_segment(self._shm)
+
+    def __enter__(self) -> "DeviceAttachment":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def running_devices() -> list[str]:
+    """Names of devices whose control segment exists in /dev/shm."""
+    names = []
+    for seg in list_segments():
+        parts = seg[len(layout.SEGMENT_PREFIX):].rsplit(".", 1)
+        if len(parts) == 2 and parts[1] == "ctl":
+            names.append(parts[0])
+    return names

@@ -1,0 +1,132 @@
+"""Parse the MON environment variable into a MonitorConfig.
+
+Sans-I/O apart from reading a JSON config file named by MON. Standard library only.
+
+MON forms:
+    unset, "" or "0"        monitoring off: every call is a cheap no-op
+    "1"                     on, with defaults
+    a path to a .json file  on, settings from the file (an object with the keys below)
+    "k=v,k=v"               on, settings inline, e.g. MON=port=0,rate=30
+
+Keys: name, host, port, rate, specs, token, async_mode, log, bridge.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+DEFAULT_PORT = 8050
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    enabled: bool = False
+    name: str = ""               # device name; default: the main script's file name
+    host: str = "127.0.0.1"      # the bridge's bind address
+    port: int = DEFAULT_PORT     # 0 picks a free port
+    rate: float = 60.0           # the bridge's maximum relay rate, Hz
+    specs: str = ""              # directory of view files; default: ./specs if present
+    token: str = ""              # access token; default: a random one per run
+    async_mode: str = "eventlet" # or "threading"
+    log: str = ""                # bridge log file; default: stderr
+    bridge: bool = True          # launch the bridge beside the device
+
+
+_KEYS = [f.name for f in fields(MonitorConfig) if f.name != "enabled"]
+
+
+def parse_mon(value: str | None) -> MonitorConfig:
+    """Turn the text of MON into a config; raise ConfigError naming the bad part."""
+    if value is None or value.strip() in ("", "0"):
+        return MonitorConfig(enabled=False)
+    text = value.strip()
+    if text == "1":
+        return MonitorConfig(enabled=True)
+    if text.endswith(".json") or (os.path.sep in text and "=" not in text):
+        return _from_file(text)
+    if "=" not in text:
+        raise ConfigError(
+            f"MON={value!r} is not understood: use 1, a path to a .json file, or key=value pairs "
+            f"separated by commas (keys: {', '.join(_KEYS)})"
+        )
+    settings: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        key, sep, val = part.partition("=")
+        key = key.strip()
+        if not sep:
+            raise ConfigError(f"MON: {part!r} is not key=value (keys: {', '.join(_KEYS)})")
+        settings[key] = val.strip()
+    return config_from_dict(settings, source="MON")
+
+
+def _from_file(path: str) -> MonitorConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"MON names the config file {path!r}, which does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"MON config file {path!r} cannot be read: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"MON config file {path!r} must hold a JSON object, not {type(data).__name__}")
+    return config_from_dict(data, source=path)
+
+
+def config_from_dict(settings: dict[str, Any], source: str = "config", base: MonitorConfig | None = None) -> MonitorConfig:
+    """Validate settings (strings or JSON values) on top of ``base``; raise ConfigError."""
+    out: dict[str, Any] = {}
+    for key, raw in settings.items():
+        if key not in _KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r} (known: {', '.join(_KEYS)})")
+        out[key] = _convert(key, raw, source)
+    return replace(base or MonitorConfig(), enabled=True, **out)
+
+
+def _convert(key: str, raw: Any, source: str) -> Any:
+    bad = f"{source}: {key}={raw!r} is invalid"
+    if key == "port":
+        try:
+            port = int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{bad}: must be an integer 0-65535") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{bad}: must be an integer 0-65535")
+        return port
+    if key == "rate":
+        try:
+            rate = float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{bad}: must be a number of Hz, 1-1000") from None
+        if not 1 <= rate <= 1000:
+            raise ConfigError(f"{bad}: must be a number of Hz, 1-1000")
+        return rate
+    if key == "bridge":
+        if isinstance(raw, bool):
+            return raw
+        if str(raw).lower() in ("1", "true", "yes", "on"):
+            return True
+        if str(raw).lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{bad}: must be 0 or 1")
+    if key == "async_mode":
+        if raw not in ("eventlet", "threading"):
+            raise ConfigError(f"{bad}: must be eventlet or threading")
+        return raw
+    if key == "name":
+        if not isinstance(raw, str) or not _NAME_RE.match(raw):
+            raise ConfigError(f"{bad}: use 1-48 letters, digits, '_' or '-'")
+        return raw
+    if not isinstance(raw, str):
+        raise ConfigError(f"{bad}: must be a string")
+    if key == "token" and raw and len(raw) < 8:
+        raise ConfigError(f"{bad}: a token must be at least 8 characters")
+    return raw

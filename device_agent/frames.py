@@ -1,0 +1,173 @@
+"""FrameSlots: the latest N-D array (image, point cloud) in several slots, seqlocked.
+
+Sans-I/O: operates on any writable buffer. Imports only numpy and the standard library.
+
+The writer never waits: frame k goes to slot k % nslots (at least 3), so a reader
+copying the newest frame is only disturbed if the writer laps all slots during the
+copy — then the reader notices (stamp changed) and retries with the newer frame.
+
+Body layout, at ``base`` (normally 64, right after the segment header):
+
+    offset  size  type  field
+    0       8     u64   latest        sequence number of the newest complete frame (0: none)
+    8       8     u64   nslots
+    16      8     u64   frame_nbytes  bytes of the largest frame (declared shape × itemsize)
+    24      8     u64   slot_size     64 + frame_nbytes rounded up to 64
+    32      32          reserved
+    64      nslots × slot_size        slots; frame k (k ≥ 1) lives in slot k % nslots
+
+    slot:   0   8   u64  stamp   2k+1 while frame k is being written; 2k+2 once complete
+            8   8   f64  t       device time of the frame
+            16  8   u64  nbytes  bytes valid in this frame (a frame may have fewer rows)
+            24  8   u64  rows    length of the first dimension in this frame
+            32  32       reserved
+            64  frame_nbytes     data, C order; 64-byte aligned
+
+Writer, frame k: stamp := 2k+1; fence; data, t, nbytes, rows; fence; stamp := 2k+2;
+                 fence; latest := k.
+Reader:          k := latest; s1 := stamp(slot k); require s1 == 2k+2; copy; fence;
+                 s2 := stamp; valid iff s2 == s1, else retry with the new latest.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ChannelError
+from .fence import fence
+
+BODY_HEADER = 64
+SLOT_HEADER = 64
+MIN_SLOTS = 3
+_LATEST, _NSLOTS, _FRAME_NBYTES, _SLOT_SIZE = 0, 1, 2, 3
+_SLOT_META = struct.Struct("=dQQ")  # t, nbytes, rows at slot offset 8
+
+
+def slot_size_for(frame_nbytes: int) -> int:
+    return SLOT_HEADER + (frame_nbytes + 63) // 64 * 64
+
+
+def slots_bytes(nslots: int, frame_nbytes: int) -> int:
+    return BODY_HEADER + nslots * slot_size_for(frame_nbytes)
+
+
+@dataclass(frozen=True)
+class FrameRead:
+    seq: int
+    t: float
+    rows: int
+    data: np.ndarray  # uint8, a private copy of the frame's bytes
+
+
+class FrameSlots:
+    """One set of frame slots inside a buffer. ``format`` creates; the constructor attaches."""
+
+    def __init__(self, buf: memoryview | bytearray, base: int) -> None:
+        if base % 64:
+            raise ValueError(f"'base' must be a multiple of 64, got {base}")
+        self._mv = memoryview(buf).cast("B")
+        self._words = self._mv[: len(self._mv) // 8 * 8].cast("Q")
+        self._bytes = np.frombuffer(self._mv, dtype=np.uint8)
+        b = base // 8
+        self._latest = b + _LATEST
+        self.nslots = self._words[b + _NSLOTS]
+        self.frame_nbytes = self._words[b + _FRAME_NBYTES]
+        self.slot_size = self._words[b + _SLOT_SIZE]
+        if self.nslots < MIN_SLOTS or self.slot_size != slot_size_for(self.frame_nbytes):
+            raise ChannelError(f"no frame slots at offset {base}")
+        self._slots0 = base + BODY_HEADER
+        if self._slots0 + self.nslots * self.slot_size > len(self._mv):
+            raise ChannelError("frame slots run past the end of the buffer")
+        self._count = self._words[self._latest]
+        self._writing = -1
+
+    @classmethod
+    def format(cls, buf: memoryview | bytearray, base: int, nslots: int, frame_nbytes: int) -> "FrameSlots":
+        if not isinstance(nslots, int) or nslots < MIN_SLOTS:
+            raise ChannelError(f"'slots' must be an integer >= {MIN_SLOTS}, got {nslots!r}")
+        if not isinstance(frame_nbytes, int) or frame_nbytes <= 0:
+            raise ChannelError(f"'frame_nbytes' must be a positive integer, got {frame_nbytes!r}")
+        need = base + slots_bytes(nslots, frame_nbytes)
+        if need > len(buf):
+            raise ChannelError(f"frame slots need {need} bytes, buffer has {len(buf)}")
+        mv = memoryview(buf).cast("B")
+        mv[base : base + BODY_HEADER] = bytes(BODY_HEADER)
+        for i in range(nslots):  # stamps and metadata only; data is written before it is read
+            off = base + BODY_HEADER + i * slot_size_for(frame_nbytes)
+            mv[off : off + SLOT_HEADER] = bytes(SLOT_HEADER)
+        words = mv[: len(mv) // 8 * 8].cast("Q")
+        b = base // 8
+        words[b + _NSLOTS] = nslots
+        words[b + _FRAME_NBYTES] = frame_nbytes
+        words[b + _SLOT_SIZE] = slot_size_for(frame_nbytes)
+        words.release()
+        return cls(buf, base)
+
+    def data_offset(self, slot: int) -> int:
+        """Byte offset of slot ``slot``'s data (for building per-slot array views)."""
+        return self._slots0 + slot * self.slot_size + SLOT_HEADER
+
+    # -- writer (exactly one) ---------------------------------------------------------
+
+    @property
+    def latest(self) -> int:
+        return self._words[self._latest]
+
+    def begin_write(self) -> int:
+        """Claim the next slot; return its index. Write the data, then call end_write()."""
+        k = self._count + 1
+        slot = k % self.nslots
+        self._writing = (self._slots0 + slot * self.slot_size) // 8
+        self._words[self._writing] = 2 * k + 1
+        fence()
+        return slot
+
+    def end_write(self, t: float, nbytes: int, rows: int) -> None:
+        k = self._count + 1
+        _SLOT_META.pack_into(self._mv, self._writing * 8 + 8, t, nbytes, rows)
+        fence()
+        self._words[self._writing] = 2 * k + 2
+        self._count = k
+        fence()
+        self._words[self._latest] = k
+
+    def write(self, data: bytes | memoryview | np.ndarray, t: float, rows: int = 0) -> int:
+        """Copy ``data`` (bytes-like) into the next slot and publish it; return its sequence."""
+        src = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+        if len(src) > self.frame_nbytes:
+            raise ChannelError(f"frame is {len(src)} bytes, slots hold {self.frame_nbytes}")
+        slot = self.begin_write()
+        off = self.data_offset(slot)
+        self._bytes[off : off + len(src)] = src
+        self.end_write(t, len(src), rows)
+        return self._count
+
+    # -- readers (any number) ---------------------------------------------------------
+
+    def read_latest(self, after: int = 0, attempts: int = 100) -> FrameRead | None:
+        """Copy out the newest complete frame if its sequence is greater than ``after``.
+
+        Returns None if there is nothing newer, or if the writer lapped every slot during
+        each of ``attempts`` copies (only when it publishes faster than a copy takes).
+        """
+        for _ in range(attempts):
+            k = self._words[self._latest]
+            fence()
+            if k == 0 or k <= after:
+                return None
+            slot_off = self._slots0 + (k % self.nslots) * self.slot_size
+            s1 = self._words[slot_off // 8]
+            if s1 != 2 * k + 2:
+                continue  # lapped between reading latest and the stamp
+            fence()
+            t, nbytes, rows = _SLOT_META.unpack_from(self._mv, slot_off + 8)
+            if nbytes > self.frame_nbytes:
+                continue
+            data = self._bytes[slot_off + SLOT_HEADER : slot_off + SLOT_HEADER + nbytes].copy()
+            fence()
+            if self._words[slot_off // 8] == s1:
+                return FrameRead(k, t, rows, data)
+        return None

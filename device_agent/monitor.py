@@ -1,0 +1,409 @@
+"""Monitor: what ``device_agent.start()`` returns when MON is set.
+
+Imports only numpy and the standard library; it launches the bridge with ``subprocess``
+(a fresh interpreter, never fork) and never imports it.
+
+Threads: one daemon service thread per monitor beats the heartbeat every
+HEARTBEAT_PERIOD, wakes on the command doorbell and (dispatch="thread") runs command
+handlers one at a time. The device's own loop only ever writes to shared memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+
+from . import layout
+from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, dtype_to_json, records_dtype
+from .commands import CommandSpec, Dispatcher, make_spec
+from .config import MonitorConfig
+from .control import CONTROL_SIZE, ControlLayout
+from .doorbell import Doorbell, Ringer
+from .errors import ChannelError, DeviceNameInUse, LayoutError
+from .frames import MIN_SLOTS, slots_bytes
+from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
+from .records import ring_bytes
+from .shm import attach_segment, close_segment, create_segment, destroy_segment, list_segments, pid_alive, unlink_segment
+
+HEARTBEAT_PERIOD = 0.1
+BRIDGE_EXIT_WAIT = 3.0
+
+Channel = RecordsChannel | FrameChannel | EventsChannel
+
+
+class Monitor:
+    """A running monitor: channels, shared state, commands, and the bridge beside it."""
+
+    enabled = True
+
+    def __init__(self, config: MonitorConfig, name: str, dispatch: str = "thread") -> None:
+        if dispatch not in ("thread", "manual"):
+            raise ValueError(f"'dispatch' must be 'thread' or 'manual', got {dispatch!r}")
+        self.name = check_name("device", name)
+        self.config = config
+        self.token = config.token or secrets.token_urlsafe(16)
+        self._closed = False
+        self._lock = threading.RLock()
+        self._segments: dict[str, Any] = {}  # segment name -> SharedMemory, all created by us
+        self._channels: dict[str, Channel] = {}
+        self._manifest_channels: list[dict[str, Any]] = []
+        self._ctl_shm = self._create(control_segment_name(self.name), CONTROL_SIZE, SegmentKind.CONTROL)
+        self._ctl = ControlLayout(self._ctl_shm.buf, format=True)
+        self._doorbell = Doorbell(f"{self.name}.device")
+        self._ringer = Ringer()
+        self._dispatcher = Dispatcher(self._ctl.commands, self._ctl.replies)
+        self._manual = dispatch == "manual"
+        self.state = SharedState(self._ctl.state)
+        self.state.update()
+        self._clients_cache: tuple[int, tuple[dict[str, Any], ...]] = (-1, ())
+        self._bridge_seen = (-1, {})
+        self._publish_manifest()
+        self._bridge: subprocess.Popen | None = None
+        self.url: str | None = None
+        self._url_printed = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._service, name=f"monbridge-{self.name}", daemon=True)
+        self._thread.start()
+        if config.bridge:
+            self._launch_bridge()
+        atexit.register(_close_ref, weakref.ref(self))
+        _install_sigterm(self)
+
+    # -- channels ----------------------------------------------------------------------
+
+    def records(self, name: str, fields: Any, capacity: int = 8192) -> RecordsChannel:
+        """A ring of fixed-size records, e.g. ``records("temps", {"t": "f8", "v": "f4"})``."""
+        dtype = records_dtype(fields)
+        spec = {"name": name, "kind": "records", "dtype": dtype_to_json(dtype), "capacity": capacity}
+        existing = self._existing(name, spec)
+        if existing is not None:
+            return existing
+        size = HEADER_SIZE + ring_bytes(_positive("capacity", capacity), dtype.itemsize)
+
+        def make(buf: memoryview) -> RecordsChannel:
+            from .records import RecordRing
+
+            RecordRing.format(buf, HEADER_SIZE, capacity, dtype.itemsize)
+            return RecordsChannel(name, dtype, buf)
+
+        return self._add_channel(name, spec, size, SegmentKind.RECORDS, make)
+
+    def frame(self, name: str, shape: tuple[int, ...] | int, dtype: Any = "f4", slots: int = MIN_SLOTS) -> FrameChannel:
+        """The latest N-D array, e.g. ``frame("cloud", shape=(20000, 3), dtype="f4")``."""
+        shape = (shape,) if isinstance(shape, int) else tuple(int(d) for d in shape)
+        if not shape or any(d <= 0 for d in shape):
+            raise ChannelError(f"frame {name!r}: 'shape' must be positive dimensions, got {shape!r}")
+        try:
+            dt = np.dtype(dtype).newbyteorder("=")
+        except TypeError as exc:
+            raise ChannelError(f"frame {name!r}: bad dtype {dtype!r}: {exc}") from None
+        if dt.names is not None or dt.hasobject or dt.kind not in "fiub":
+            raise ChannelError(f"frame {name!r}: dtype must be a plain numeric type, got {dt}")
+        nbytes = int(np.prod(shape)) * dt.itemsize
+        spec = {"name": name, "kind": "frame", "dtype": dt.str, "shape": list(shape), "slots": slots}
+        existing = self._existing(name, spec)
+        if existing is not None:
+            return existing
+        size = HEADER_SIZE + slots_bytes(_positive("slots", slots), nbytes)
+
+        def make(buf: memoryview) -> FrameChannel:
+            from .frames import FrameSlots
+
+            FrameSlots.format(buf, HEADER_SIZE, slots, nbytes)
+            return FrameChannel(name, shape, dt, buf)
+
+        return self._add_channel(name, spec, size, SegmentKind.FRAME, make)
+
+    def events(self, name: str, capacity: int = 1024, max_bytes: int = 4096) -> EventsChannel:
+        """Variable-size JSON messages, at most ``max_bytes`` each; the oldest are overwritten."""
+        from .channels import EVENT_META
+
+        spec = {"name": name, "kind": "events", "capacity": capacity, "max_bytes": max_bytes}
+        existing = self._existing(name, spec)
+        if existing is not None:
+            return existing
+        record = EVENT_META.size + _positive("max_bytes", max_bytes)
+        size = HEADER_SIZE + ring_bytes(_positive("capacity", capacity), record)
+
+        def make(buf: memoryview) -> EventsChannel:
+            from .records import RecordRing
+
+            RecordRing.format(buf, HEADER_SIZE, capacity, record)
+            return EventsChannel(name, max_bytes, buf)
+
+        return self._add_channel(name, spec, size, SegmentKind.EVENTS, make)
+
+    def _existing(self, name: str, spec: dict[str, Any]) -> Channel | None:
+        check_name("channel", name)
+        with self._lock:
+            if self._closed:
+                raise ChannelError(f"monitor {self.name!r} is closed")
+            for known in self._manifest_channels:
+                if known["name"] == name:
+                    if {k: v for k, v in known.items() if k != "segment"} != spec:
+                        raise ChannelError(f"channel {name!r} already exists with a different spec: {known}")
+                    return self._channels[name]
+        return None
+
+    def _add_channel(self, name: str, spec: dict, size: int, kind: SegmentKind, make: Callable) -> Any:
+        with self._lock:
+            seg_name = channel_segment_name(self.name, name)
+            shm = self._create(seg_name, size, kind)
+            try:
+                channel = make(shm.buf)
+            except Exception:
+                self._drop_segment(seg_name)
+                raise
+            self._channels[name] = channel
+            self._manifest_channels.append({**spec, "segment": seg_name})
+            self._publish_manifest()
+            return channel
+
+    # -- commands, clients -------------------------------------------------------------
+
+    def command(self, fn: Callable | None = None, *, name: str | None = None,
+                params: dict[str, dict[str, Any]] | None = None, coalesce: bool = False) -> Any:
+        """Declare a command handler: ``@mon.command`` or ``@mon.command(coalesce=True)``."""
+
+        def register(f: Callable) -> Callable:
+            spec = make_spec(f, name, params, coalesce)
+            with self._lock:
+                self._dispatcher.commands[spec.name] = spec
+                self._publish_manifest()
+            return f
+
+        return register(fn) if fn is not None else register
+
+    def poll(self, limit: int | None = None) -> int:
+        """Run waiting commands now (for ``dispatch="manual"``); return how many ran."""
+        with self._lock:
+            if self._closed:
+                return 0
+            n = self._dispatcher.run_pending(limit)
+            if n:
+                self._ring_bridge()
+        return n
+
+    @property
+    def clients(self) -> tuple[dict[str, Any], ...]:
+        """The bridge's clients table (read-only snapshot; empty when no bridge is attached)."""
+        if self._closed:
+            return ()
+        version = self._ctl.clients.version
+        if version != self._clients_cache[0]:
+            version, data = self._ctl.clients.read()
+            try:
+                table = tuple(json.loads(data)) if data else ()
+            except ValueError:
+                table = ()
+            self._clients_cache = (version, table)
+        return self._clients_cache[1]
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop publishing, tell the bridge, remove every segment. Safe to call twice."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._stop.set()
+        self._ringer.ring(self._doorbell.address)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=2)
+        layout.mark_closed(self._ctl_shm.buf)
+        self._ring_bridge()
+        for channel in self._channels.values():
+            channel._detach()
+        self.state._detach()
+        self._channels.clear()
+        self._dispatcher.inbox = self._dispatcher.outbox = None  # drop every view of the segment
+        del self._ctl
+        for seg_name in list(self._segments):
+            self._drop_segment(seg_name)
+        self._doorbell.close()
+        self._ringer.close()
+        if self._bridge is not None and self._bridge.poll() is None:
+            try:
+                self._bridge.wait(timeout=BRIDGE_EXIT_WAIT)
+            except subprocess.TimeoutExpired:
+                self._bridge.terminate()
+                try:
+                    self._bridge.wait(timeout=BRIDGE_EXIT_WAIT)
+                except subprocess.TimeoutExpired:
+                    self._bridge.kill()
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _create(self, seg_name: str, size: int, kind: SegmentKind) -> Any:
+        size = (size + 4095) // 4096 * 4096
+        try:
+            shm = create_segment(seg_name, size)
+        except FileExistsError:
+            _remove_stale(self.name, seg_name)
+            shm = create_segment(seg_name, size)
+        layout.write_header(shm.buf, kind, os.getpid(), time.time())
+        self._segments[seg_name] = shm
+        return shm
+
+    def _drop_segment(self, seg_name: str) -> None:
+        destroy_segment(self._segments.pop(seg_name))
+
+    def _publish_manifest(self) -> None:
+        manifest = {
+            "device": self.name,
+            "pid": os.getpid(),
+            "doorbell": self._doorbell.address,
+            "heartbeat_period": HEARTBEAT_PERIOD,
+            "channels": self._manifest_channels,
+            "commands": [spec.catalog_entry() for spec in self._dispatcher.commands.values()],
+        }
+        self._ctl.manifest.write(json.dumps(manifest, separators=(",", ":")).encode())
+
+    def _service(self) -> None:
+        last_beat = 0.0
+        buf = self._ctl_shm.buf
+        while not self._stop.is_set():
+            self._doorbell.wait(HEARTBEAT_PERIOD)
+            if self._stop.is_set():
+                break
+            now = time.time()
+            if now - last_beat >= HEARTBEAT_PERIOD * 0.5:
+                layout.write_heartbeat(buf, now)
+                last_beat = now
+            if not self._manual:
+                try:
+                    if self._dispatcher.run_pending():
+                        self._ring_bridge()
+                except Exception:  # never let the service thread die
+                    import logging
+
+                    logging.getLogger("device_agent").exception("command dispatch failed")
+            self._watch_bridge()
+
+    def _bridge_info(self) -> dict[str, Any]:
+        version = self._ctl.bridge.version
+        if version != self._bridge_seen[0] and version % 2 == 0 and version:
+            _, data = self._ctl.bridge.read()
+            try:
+                self._bridge_seen = (version, json.loads(data))
+            except ValueError:
+                self._bridge_seen = (version, {})
+        return self._bridge_seen[1]
+
+    def _ring_bridge(self) -> None:
+        if not hasattr(self, "_ctl"):
+            return
+        address = self._bridge_info().get("doorbell")
+        if address:
+            self._ringer.ring(address)
+
+    def _watch_bridge(self) -> None:
+        if self._url_printed:
+            return
+        url = self._bridge_info().get("url")
+        if url:
+            self.url = url
+            self._url_printed = True
+            print(f"monbridge: dashboard for {self.name!r} at {url}", file=sys.stderr, flush=True)
+        elif self._bridge is not None and self._bridge.poll() is not None:
+            self._url_printed = True
+            print(
+                f"monbridge: the bridge exited with code {self._bridge.returncode} before serving "
+                f"(see its message above); the device keeps running without a dashboard",
+                file=sys.stderr, flush=True,
+            )
+
+    def _launch_bridge(self) -> None:
+        c = self.config
+        cmd = [sys.executable, "-m", "bridge", "serve", "--attach", self.name, "--host", c.host,
+               "--port", str(c.port), "--rate", str(c.rate), "--async-mode", c.async_mode,
+               "--exit-with-device"]
+        if c.specs:
+            cmd += ["--specs", c.specs]
+        if c.log:
+            cmd += ["--log", c.log]
+        env = {k: v for k, v in os.environ.items() if k != "MON"}
+        env["MONBRIDGE_TOKEN"] = self.token  # not on the command line, where `ps` shows it
+        self._bridge = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
+
+    def wait_url(self, timeout: float = 15.0) -> str | None:
+        """Block until the bridge reports its URL (or ``timeout``); return it or None."""
+        deadline = time.monotonic() + timeout
+        while self.url is None and time.monotonic() < deadline:
+            if self._bridge is not None and self._bridge.poll() is not None:
+                break
+            time.sleep(0.02)
+        return self.url
+
+
+def _positive(what: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ChannelError(f"'{what}' must be a positive integer, got {value!r}")
+    return value
+
+
+def _remove_stale(device: str, seg_name: str) -> None:
+    """``seg_name`` exists. Remove the device's leftovers if their owner is gone, else refuse."""
+    ctl_name = control_segment_name(device)
+    owner = 0
+    try:
+        shm = attach_segment(ctl_name)
+        try:
+            header = layout.read_header(shm.buf)
+            owner = 0 if header.closed else header.writer_pid
+        finally:
+            close_segment(shm)
+    except (FileNotFoundError, LayoutError, ValueError):
+        pass
+    if owner and owner != os.getpid() and pid_alive(owner):
+        raise DeviceNameInUse(
+            f"device name {device!r} is in use by process {owner}; stop it, or give this one "
+            f"another name with MON=name=other (segment {seg_name})"
+        )
+    removed = [n for n in list_segments(f"{layout.SEGMENT_PREFIX}{device}.") if unlink_segment(n)]
+    if removed and owner != os.getpid():
+        print(f"monbridge: removed {len(removed)} stale segment(s) of {device!r} "
+              f"left by a process that is gone", file=sys.stderr)
+
+
+def _close_ref(ref: "weakref.ref[Monitor]") -> None:
+    mon = ref()
+    if mon is not None:
+        mon.close()
+
+
+_sigterm_monitors: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
+
+
+def _install_sigterm(mon: Monitor) -> None:
+    """Close monitors on SIGTERM, if the program has not claimed SIGTERM itself."""
+    _sigterm_monitors.add(mon)
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        for m in list(_sigterm_monitors):
+            m.close()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
