@@ -20,14 +20,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--attach", default="auto", metavar="NAME|auto",
                        help="device name to attach to; 'auto' picks the only running device (default)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
-                       help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--port", type=int, default=None,
+                       help=f"port (default {DEFAULT_PORT}, or a free one if that is taken; 0 picks a free one)")
     serve.add_argument("--rate", type=float, default=60.0, help="maximum relay rate in Hz (default 60)")
     serve.add_argument("--async-mode", choices=("eventlet", "threading"), default="eventlet")
     serve.add_argument("--specs", default="", help="directory of view files (default ./specs)")
     serve.add_argument("--token", default=None,
                        help="access token (default: $MONBRIDGE_TOKEN, else a random one)")
     serve.add_argument("--log", default="", help="log file (default stderr)")
+    serve.add_argument("--command-timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
+    serve.add_argument("--offline-after", type=float, default=1.0,
+                       help="heartbeat age in seconds after which the device counts as offline (default 1)")
+    serve.add_argument("--command-rate", type=float, default=100.0, help="commands per second per client, bursts of twice that (default 100)")
     serve.add_argument("--exit-with-device", action="store_true",
                        help="exit when the device closes (used when a device launches its bridge)")
 
@@ -37,8 +41,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _green() -> None:
+    """Monkey-patch for eventlet before flask, socketio or our own servers are imported."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # EventletDeprecationWarning: known, see DESIGN.md
+        import eventlet
+
+        eventlet.monkey_patch()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "serve" and args.async_mode == "eventlet":
+        _green()
     if args.cmd == "cleanup":
         from device_agent.cleanup import main as cleanup_main
 

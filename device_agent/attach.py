@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import logging
+
 import numpy as np
 
 from . import layout
@@ -30,6 +32,8 @@ from .frames import FrameSlots
 from .layout import HEADER_SIZE, SegmentKind, control_segment_name
 from .records import RecordRing
 from .shm import attach_segment, close_segment, list_segments
+
+log = logging.getLogger("device_agent")
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,16 @@ class _Reader:
         self.name: str = spec["name"]
         self.kind: str = spec["kind"]
         self._shm = attach_segment(spec["segment"])
-        layout.read_header(self._shm.buf, expect=kind)
+        try:
+            layout.read_header(self._shm.buf, expect=kind)
+            self._open()
+        except Exception:
+            self._core = None
+            close_segment(self._shm)
+            raise
+
+    def _open(self) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
         self._core = None
@@ -70,8 +83,10 @@ class _Reader:
 
 class RecordsReader(_Reader):
     def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec, SegmentKind.RECORDS)
         self.dtype = dtype_from_json(spec["dtype"])
+        super().__init__(spec, SegmentKind.RECORDS)
+
+    def _open(self) -> None:
         self._core = RecordRing(self._shm.buf, HEADER_SIZE)
         if self._core.record_size != self.dtype.itemsize:
             raise LayoutError(f"channel {self.name!r}: ring holds {self._core.record_size}-byte records, "
@@ -88,9 +103,11 @@ class RecordsReader(_Reader):
 
 class FrameReader(_Reader):
     def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec, SegmentKind.FRAME)
         self.dtype = np.dtype(spec["dtype"])
         self.shape = tuple(spec["shape"])
+        super().__init__(spec, SegmentKind.FRAME)
+
+    def _open(self) -> None:
         self._core = FrameSlots(self._shm.buf, HEADER_SIZE)
 
     @property
@@ -107,6 +124,8 @@ class FrameReader(_Reader):
 class EventsReader(_Reader):
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec, SegmentKind.EVENTS)
+
+    def _open(self) -> None:
         self._core = RecordRing(self._shm.buf, HEADER_SIZE)
 
     @property
@@ -183,6 +202,8 @@ class DeviceAttachment:
                     self.channels[spec["name"]] = _READERS[spec["kind"]](spec)
                 except FileNotFoundError:
                     continue  # announced but gone (device closing); picked up next time
+                except (LayoutError, ChannelError, KeyError, ValueError) as exc:
+                    log.warning("channel %r of %r cannot be read: %s", spec.get("name"), self.device, exc)
         self.manifest = manifest
         self._manifest_version = version
         return True

@@ -62,7 +62,8 @@ def records_dtype(fields: Any) -> np.dtype:
             raise ChannelError(
                 f"record field {name!r} has type {sub}; use numbers or booleans (f8, f4, i4, u2, ?, ...)"
             )
-    return dtype.newbyteorder("=") if dtype.byteorder not in "=|" else dtype
+    # repack: no padding, native order, so the manifest's (name, format) list rebuilds it exactly
+    return np.dtype([(name, dtype.fields[name][0].newbyteorder("=")) for name in dtype.names])
 
 
 def dtype_to_json(dtype: np.dtype) -> list[list[Any]]:

@@ -33,11 +33,14 @@ def scan() -> list[DeviceSegments]:
         except (FileNotFoundError, ValueError, OSError):
             continue
         try:
-            header = layout.read_header(shm.buf, expect=layout.SegmentKind.CONTROL)
-            dev.pid = header.writer_pid
-            dev.alive = pid_alive(header.writer_pid) and not header.closed
-        except LayoutError:
-            pass
+            pid = layout.peek_owner(shm.buf)
+            if pid is not None:
+                dev.pid = pid
+                try:
+                    closed = layout.read_header(shm.buf).closed
+                except LayoutError:  # another monbridge version: judge by its pid alone
+                    closed = False
+                dev.alive = pid_alive(pid) and not closed
         finally:
             close_segment(shm)
     return sorted(devices.values(), key=lambda d: d.device)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,48}")
 DEFAULT_PORT = 8050
 
 
@@ -30,7 +30,7 @@ class MonitorConfig:
     enabled: bool = False
     name: str = ""               # device name; default: the main script's file name
     host: str = "127.0.0.1"      # the bridge's bind address
-    port: int = DEFAULT_PORT     # 0 picks a free port
+    port: int | None = None      # None: 8050, or a free port if that is taken; 0: a free port
     rate: float = 60.0           # the bridge's maximum relay rate, Hz
     specs: str = ""              # directory of view files; default: ./specs if present
     token: str = ""              # access token; default: a random one per run
@@ -93,7 +93,11 @@ def config_from_dict(settings: dict[str, Any], source: str = "config", base: Mon
 
 def _convert(key: str, raw: Any, source: str) -> Any:
     bad = f"{source}: {key}={raw!r} is invalid"
+    if key in ("port", "rate") and isinstance(raw, bool):
+        raise ConfigError(f"{bad}: must be a number, not a boolean")
     if key == "port":
+        if isinstance(raw, float):
+            raise ConfigError(f"{bad}: must be an integer 0-65535")
         try:
             port = int(raw)
         except (TypeError, ValueError):
@@ -122,7 +126,7 @@ def _convert(key: str, raw: Any, source: str) -> Any:
             raise ConfigError(f"{bad}: must be eventlet or threading")
         return raw
     if key == "name":
-        if not isinstance(raw, str) or not _NAME_RE.match(raw):
+        if not isinstance(raw, str) or not _NAME_RE.fullmatch(raw):
             raise ConfigError(f"{bad}: use 1-48 letters, digits, '_' or '-'")
         return raw
     if not isinstance(raw, str):

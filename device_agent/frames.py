@@ -25,8 +25,8 @@ Body layout, at ``base`` (normally 64, right after the segment header):
 
 Writer, frame k: stamp := 2k+1; fence; data, t, nbytes, rows; fence; stamp := 2k+2;
                  fence; latest := k.
-Reader:          k := latest; s1 := stamp(slot k); require s1 == 2k+2; copy; fence;
-                 s2 := stamp; valid iff s2 == s1, else retry with the new latest.
+Reader:          k := latest; fence; s1 := stamp(slot k); require s1 == 2k+2; fence;
+                 copy; fence; s2 := stamp; valid iff s2 == s1, else retry with the new latest.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ Segment header (all fields native byte order — little-endian on x86-64 and aar
     12      4     u32   kind             0 control, 1 records, 2 frame, 3 events
     16      8     u64   writer pid       the device process that created the segment
     24      8     f64   created          unix time
-    32      8     f64   heartbeat        unix time of the writer's last beat (control only)
-    40      8     u64   closed           1 once the writer closed cleanly
+    32      8     f64   heartbeat        unix time of the writer's last beat; set to
+                                         `created` everywhere, kept beating only in control
+    40      8     u64   closed           1 once the writer closed cleanly (control only)
     48      16          reserved         zero
 
 The kind-specific body starts at HEADER_SIZE (64).
@@ -42,7 +43,7 @@ assert _HEADER.size == HEADER_SIZE
 HEARTBEAT_OFFSET = 32
 CLOSED_OFFSET = 40
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,48}$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,48}")
 
 
 class SegmentKind(enum.IntEnum):
@@ -88,11 +89,24 @@ def read_header(buf: memoryview | bytearray, expect: SegmentKind | None = None) 
 
 
 def write_heartbeat(buf: memoryview | bytearray, now: float) -> None:
-    struct.pack_into("=d", buf, HEARTBEAT_OFFSET, now)
+    """One aligned 8-byte store (a C double assignment), so a reader never sees half of it."""
+    with memoryview(buf).cast("B")[:HEADER_SIZE] as head, head.cast("d") as doubles:
+        doubles[HEARTBEAT_OFFSET // 8] = now
 
 
 def read_heartbeat(buf: memoryview | bytearray) -> float:
     return struct.unpack_from("=d", buf, HEARTBEAT_OFFSET)[0]
+
+
+def peek_owner(buf: memoryview | bytearray) -> int | None:
+    """The writer pid of anything with our magic, whatever its layout version; else None.
+
+    Used before reclaiming or cleaning up a segment: a live device of another monbridge
+    version must not lose its segments just because we cannot read them.
+    """
+    if len(buf) < HEADER_SIZE or bytes(buf[:8]) != MAGIC:
+        return None
+    return struct.unpack_from("=Q", buf, 16)[0]
 
 
 def mark_closed(buf: memoryview | bytearray) -> None:
@@ -107,7 +121,7 @@ def check_name(what: str, name: str) -> str:
     """Return ``name`` if it is a valid device/channel/command name, else raise."""
     from .errors import ChannelError
 
-    if not isinstance(name, str) or not _NAME_RE.match(name):
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
         raise ChannelError(
             f"{what} name {name!r} is invalid: use 1-48 letters, digits, '_' or '-'"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import os
 import secrets
 import signal
@@ -59,8 +60,12 @@ class Monitor:
         self._channels: dict[str, Channel] = {}
         self._manifest_channels: list[dict[str, Any]] = []
         self._ctl_shm = self._create(control_segment_name(self.name), CONTROL_SIZE, SegmentKind.CONTROL)
-        self._ctl = ControlLayout(self._ctl_shm.buf, format=True)
-        self._doorbell = Doorbell(f"{self.name}.device")
+        try:
+            self._ctl = ControlLayout(self._ctl_shm.buf, format=True)
+            self._doorbell = Doorbell(f"{self.name}.device")
+        except Exception:
+            self._drop_segment(control_segment_name(self.name))
+            raise
         self._ringer = Ringer()
         self._dispatcher = Dispatcher(self._ctl.commands, self._ctl.replies)
         self._manual = dispatch == "manual"
@@ -288,15 +293,12 @@ class Monitor:
             if now - last_beat >= HEARTBEAT_PERIOD * 0.5:
                 layout.write_heartbeat(buf, now)
                 last_beat = now
-            if not self._manual:
-                try:
-                    if self._dispatcher.run_pending():
-                        self._ring_bridge()
-                except Exception:  # never let the service thread die
-                    import logging
-
-                    logging.getLogger("device_agent").exception("command dispatch failed")
-            self._watch_bridge()
+            try:
+                if not self._manual and self._dispatcher.run_pending():
+                    self._ring_bridge()
+                self._watch_bridge()
+            except Exception:  # never let the service thread (and the heartbeat) die
+                logging.getLogger("device_agent").exception("monbridge service thread")
 
     def _bridge_info(self) -> dict[str, Any]:
         version = self._ctl.bridge.version
@@ -334,8 +336,9 @@ class Monitor:
     def _launch_bridge(self) -> None:
         c = self.config
         cmd = [sys.executable, "-m", "bridge", "serve", "--attach", self.name, "--host", c.host,
-               "--port", str(c.port), "--rate", str(c.rate), "--async-mode", c.async_mode,
-               "--exit-with-device"]
+               "--rate", str(c.rate), "--async-mode", c.async_mode, "--exit-with-device"]
+        if c.port is not None:
+            cmd += ["--port", str(c.port)]
         if c.specs:
             cmd += ["--specs", c.specs]
         if c.log:
@@ -360,26 +363,46 @@ def _positive(what: str, value: Any) -> int:
     return value
 
 
-def _remove_stale(device: str, seg_name: str) -> None:
-    """``seg_name`` exists. Remove the device's leftovers if their owner is gone, else refuse."""
-    ctl_name = control_segment_name(device)
-    owner = 0
+def segment_owner(seg_name: str) -> int | None:
+    """The pid that wrote ``seg_name`` if that process still runs and has not closed it."""
     try:
-        shm = attach_segment(ctl_name)
+        shm = attach_segment(seg_name)
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        pid = layout.peek_owner(shm.buf)
+        if pid is None or not pid_alive(pid):
+            return None
         try:
-            header = layout.read_header(shm.buf)
-            owner = 0 if header.closed else header.writer_pid
-        finally:
-            close_segment(shm)
-    except (FileNotFoundError, LayoutError, ValueError):
-        pass
-    if owner and owner != os.getpid() and pid_alive(owner):
+            closed = layout.read_header(shm.buf).closed
+        except LayoutError:
+            closed = False  # another monbridge version: trust the pid
+        return None if closed else pid
+    finally:
+        close_segment(shm)
+
+
+def _remove_stale(device: str, seg_name: str) -> None:
+    """``seg_name`` exists. Remove it if its owner is gone, else refuse.
+
+    For the control segment, every leftover segment of the device goes with it.
+    """
+    owner = segment_owner(seg_name)
+    if owner == os.getpid():
+        raise DeviceNameInUse(
+            f"this process already runs a monitor named {device!r}; reuse it, or pass another name"
+        )
+    if owner is not None:
         raise DeviceNameInUse(
             f"device name {device!r} is in use by process {owner}; stop it, or give this one "
             f"another name with MON=name=other (segment {seg_name})"
         )
-    removed = [n for n in list_segments(f"{layout.SEGMENT_PREFIX}{device}.") if unlink_segment(n)]
-    if removed and owner != os.getpid():
+    if seg_name == control_segment_name(device):
+        leftovers = list_segments(f"{layout.SEGMENT_PREFIX}{device}.")
+    else:
+        leftovers = [seg_name]
+    removed = [n for n in leftovers if unlink_segment(n)]
+    if removed:
         print(f"monbridge: removed {len(removed)} stale segment(s) of {device!r} "
               f"left by a process that is gone", file=sys.stderr)
 

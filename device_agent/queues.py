@@ -23,13 +23,14 @@ writer refuses (QueueFull) rather than overwrite; the reader never blocks the wr
     32      32          reserved
     64      slot_count × slot_size  slots: [u64 length][data]; message i in slot i % slot_count
 
-    Writer: if tail - head == slot_count: full. Else write slot; fence; tail += 1.
+    Writer: if tail - head >= slot_count: full. Else write slot; fence; tail += 1.
     Reader: if head == tail: empty. Else fence; copy slot; fence; head += 1.
 """
 
 from __future__ import annotations
 
 import struct
+import time
 
 from .errors import LayoutError, MessageTooLarge, QueueFull
 from .fence import fence
@@ -83,19 +84,32 @@ class SeqlockBlob:
         self._words[self._seq] = seq + 1
         return seq + 1
 
-    def read(self, attempts: int = 1000) -> tuple[int, bytes]:
-        """Return (version, data). Raises LayoutError if a writer stays mid-write throughout."""
-        for _ in range(attempts):
+    def read(self, patience: float = 1.0) -> tuple[int, bytes]:
+        """Return (version, data). Retries while a write is under way; a writer can be
+        descheduled mid-write for milliseconds, so spin briefly, then sleep between tries.
+        Raises LayoutError if the blob stays mid-write for ``patience`` seconds (its writer
+        died mid-write)."""
+        deadline = None
+        spins = 0
+        while True:
             s1 = self._words[self._seq]
             if s1 & 1:
+                spins += 1
+                if spins > 100:
+                    now = time.monotonic()
+                    deadline = deadline or now + patience
+                    if now > deadline:
+                        raise LayoutError("blob stays mid-write: its writer died while writing it")
+                    time.sleep(0.0005)
                 continue
             fence()
             (n,) = _U64.unpack_from(self._mv, self._len_off)
             data = bytes(self._mv[self._data : self._data + min(n, self.capacity)])
             fence()
-            if self._words[self._seq] == s1 and n <= self.capacity:
+            if self._words[self._seq] == s1:
+                if n > self.capacity:
+                    raise LayoutError(f"blob says it holds {n} bytes, more than its {self.capacity}: corrupt")
                 return s1, data
-        raise LayoutError("blob is being written continuously or its writer died mid-write")
 
 
 class MessageQueue:

@@ -23,8 +23,10 @@ Body layout, at ``base`` (normally 64, right after the segment header):
 
 Writer, record n:  stamp := 2n+1; fence; payload; fence; stamp := 2n+2; fence;
                    write_count := n+1.
-Reader, record n:  s1 := stamp; payload copy; fence; s2 := stamp.
-                   Valid iff s1 == s2 == 2n+2. Any other stamp means the slot was being
+Reader, records [start, W):  W := write_count; fence; s1 := stamps; payload copy;
+                   fence; s2 := stamps. Record n is valid iff s1 == s2 == 2n+2. (Reading
+                   W first guarantees every slot below W was complete once; the second
+                   stamp check catches an overwrite that began during the copy.) Any other stamp means the slot was being
                    written, or already holds record n + k·capacity: record n is gone.
 
 Why a reader cannot see a stamp before its payload: see fence.py and docs/shm-layout.md.
@@ -75,6 +77,8 @@ class RecordRing:
         mv = memoryview(buf).cast("B")
         if base % 8:
             raise ValueError(f"'base' must be a multiple of 8, got {base}")
+        if base + BODY_HEADER > len(mv):
+            raise ChannelError(f"no record ring at offset {base}: the buffer has only {len(mv)} bytes")
         self._words = mv[: len(mv) // 8 * 8].cast("Q")
         b = base // 8
         self._wc = b + _WRITE_COUNT
@@ -133,6 +137,8 @@ class RecordRing:
 
     def write(self, payload: bytes | bytearray | memoryview, mv: memoryview) -> None:
         """Append one record. ``mv`` is the byte view of the ring's buffer (fast path)."""
+        if len(payload) != self.record_size:
+            raise ChannelError(f"record is {len(payload)} bytes, ring holds {self.record_size}-byte records")
         n = self._count
         slot = n % self.capacity
         stamp_index = self._stamp0 + slot * self._slot_words
@@ -212,6 +218,10 @@ class RecordRing:
 
     def read(self, cursor: int, max_records: int | None = None) -> RingRead:
         """Copy out every complete record from ``cursor`` on (at most the newest ``max_records``)."""
+        if cursor < 0:
+            raise ValueError(f"'cursor' must be >= 0, got {cursor!r}")
+        if max_records is not None and max_records < 1:
+            raise ValueError(f"'max_records' must be a positive integer or None, got {max_records!r}")
         written = self._words[self._wc]
         fence()
         if cursor > written:  # the writer restarted behind us: start over from what it has

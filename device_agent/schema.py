@@ -85,6 +85,13 @@ def check_param(command: str, spec: dict[str, Any]) -> dict[str, Any]:
     unknown = set(spec) - {"name", "type", "default", "enum", "minimum", "maximum", "doc"}
     if unknown:
         raise TypeError(f"{where}: unknown schema keys {sorted(unknown)}")
+    for bound in ("minimum", "maximum"):
+        if bound in spec:
+            value = spec[bound]
+            if spec["type"] not in ("number", "integer"):
+                raise TypeError(f"{where}: {bound!r} applies only to number and integer parameters")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+                raise TypeError(f"{where}: {bound!r} must be a finite number, got {value!r}")
     if "default" in spec:
         try:
             _check_value(spec, spec["default"])
@@ -117,6 +124,13 @@ def validate_args(command: str, params: list[dict[str, Any]], args: Any) -> dict
     return out
 
 
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def _check_value(p: dict[str, Any], value: Any, command: str = "") -> Any:
     prefix = f"{command}: " if command else ""
     t = p["type"]
@@ -131,7 +145,7 @@ def _check_value(p: dict[str, Any], value: Any, command: str = "") -> Any:
         raise CommandError(
             "invalid_args", f"{prefix}argument {p['name']!r} must be {t}, got {type(value).__name__} {value!r:.40}"
         )
-    if t == "number" and not math.isfinite(value):
+    if t == "number" and not _finite(value):
         raise CommandError("invalid_args", f"{prefix}argument {p['name']!r} must be finite, got {value!r}")
     if "enum" in p and value not in p["enum"]:
         raise CommandError("invalid_args", f"{prefix}argument {p['name']!r} must be one of {p['enum']!r}, got {value!r}")

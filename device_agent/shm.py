@@ -8,46 +8,67 @@ unlink the device's segment when the attacher exits.
 
 from __future__ import annotations
 
+import mmap
 import os
-import sys
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 
 from .layout import SEGMENT_PREFIX
 
 SHM_DIR = "/dev/shm"
-_created_here: set[str] = set()  # registered with this process's tracker as their creator
 
 
 def create_segment(name: str, size: int) -> SharedMemory:
     """Create a segment (mode 0600). The creator's resource tracker unlinks it if the
     device is killed with SIGKILL; a clean close unlinks it directly."""
-    shm = SharedMemory(name=name, create=True, size=size)
-    _created_here.add(name)
-    return shm
+    return SharedMemory(name=name, create=True, size=size)
 
 
 def destroy_segment(shm: SharedMemory) -> None:
     """The creator's end: close and unlink. Safe if it is already gone."""
     close_segment(shm)
-    _created_here.discard(shm.name)
     try:
         shm.unlink()
     except FileNotFoundError:
         pass
 
 
-def attach_segment(name: str) -> SharedMemory:
-    """Attach to an existing segment without letting the resource tracker own it."""
-    if sys.version_info >= (3, 13):
-        return SharedMemory(name=name, track=False)  # type: ignore[call-arg]
-    shm = SharedMemory(name=name)
-    if name not in _created_here:  # attaching to our own segment: the creator's entry stays
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
-    return shm
+class AttachedSegment:
+    """An existing segment mapped without the resource tracker ever hearing of it.
+
+    ``SharedMemory(name)`` registers even when it only attaches (Python < 3.13), and
+    processes started by multiprocessing share one tracker, so an attacher's
+    unregister would also erase the creator's entry. Mapping it ourselves avoids both.
+    """
+
+    def __init__(self, name: str) -> None:
+        import _posixshmem
+
+        self.name = name
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise ValueError(f"segment {name!r} is empty")
+            self._mmap = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        self.size = size
+        self.buf: memoryview | None = memoryview(self._mmap)
+
+    def close(self) -> None:
+        """Unmap; safe to call twice. Raises BufferError while views of ``buf`` exist."""
+        if self.buf is not None:
+            self.buf.release()
+            self.buf = None
+        self._mmap.close()
 
 
-def close_segment(shm: SharedMemory) -> None:
+def attach_segment(name: str) -> AttachedSegment:
+    """Map an existing segment for reading and writing; never unlinks it."""
+    return AttachedSegment(name)
+
+
+def close_segment(shm: SharedMemory | AttachedSegment) -> None:
     """Close our mapping; safe to call twice. Views still held elsewhere keep it mapped."""
     try:
         shm.close()

@@ -1,0 +1,162 @@
+"""CommandBroker: validate client commands, queue them for the device, route the replies.
+
+No Flask or socketio imports: the server passes in an ``Event`` factory for its async
+mode. ``submit`` never blocks (it runs inline, in arrival order); ``wait`` blocks the
+calling task until the reply, a timeout, or the device going offline.
+
+Checks, in order, each answered with an error acknowledgement and nothing enqueued:
+forbidden (role), bad_request/invalid_args/too_large (shape), rate_limited (per client),
+offline, unknown_command / invalid_args (against the device's catalog), queue_full.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from device_agent.errors import CommandError, MessageTooLarge, QueueFull
+from device_agent.schema import validate_args
+
+from .device_link import DeviceLink
+from .protocol import ProtocolError, error, ok, parse_command
+
+
+@dataclass
+class Ticket:
+    id: int
+    sid: str
+    name: str
+    sent_at: float
+    deadline: float
+    event: Any
+    ack: dict[str, Any] | None = None
+
+
+@dataclass
+class RateLimit:
+    """Token bucket: ``rate`` commands per second, bursts of ``burst``."""
+
+    rate: float
+    burst: float
+    tokens: float = field(default=0.0)
+    stamp: float = field(default=0.0)
+
+    def allow(self, now: float) -> bool:
+        if self.stamp == 0.0:
+            self.tokens, self.stamp = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class CommandBroker:
+    def __init__(self, link: DeviceLink, make_event: Callable[[], Any], timeout: float = 5.0,
+                 max_bytes: int = 4096, rate: float = 50.0, burst: float = 100.0) -> None:
+        self.link = link
+        self.make_event = make_event
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self.rate, self.burst = rate, burst
+        self._pending: dict[int, Ticket] = {}
+        self._limits: dict[str, RateLimit] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # submit may run on several threads in threading mode
+        self.rtts: list[float] = []    # recent round trips (s), for metrics; bounded
+        self.counts = {"accepted": 0, "rejected": 0, "timeouts": 0}
+
+    def submit(self, sid: str, client: dict[str, Any], payload: Any) -> Ticket | dict[str, Any]:
+        """Validate and enqueue; return a Ticket to ``wait`` on, or an error ack at once."""
+        try:
+            if client.get("role") != "operator":
+                raise ProtocolError("forbidden", "this connection may only watch: commands need the operator token")
+            name, args = parse_command(payload, self.max_bytes)
+            now = time.monotonic()
+            with self._lock:
+                limit = self._limits.setdefault(sid, RateLimit(self.rate, self.burst))
+                if not limit.allow(now):
+                    raise ProtocolError("rate_limited", f"{name}: more than {self.rate:g} commands/s from this client")
+                dev = self.link.device
+                if dev is None or not self.link.online:
+                    raise ProtocolError("offline", f"{name}: the device is offline")
+                catalog = {c["name"]: c for c in dev.manifest.get("commands", [])}
+                if name not in catalog:
+                    known = ", ".join(sorted(catalog)) or "none"
+                    raise ProtocolError("unknown_command", f"unknown command {name!r} (known: {known})")
+                validate_args(name, catalog[name]["params"], args)
+                cid = next(self._ids)
+                try:
+                    dev.send_command(name, args, client=client, command_id=cid)
+                except QueueFull:
+                    raise ProtocolError("queue_full", f"{name}: the device is not taking commands (queue full)") from None
+                except MessageTooLarge as exc:
+                    raise ProtocolError("too_large", f"{name}: {exc}") from None
+                ticket = Ticket(cid, sid, name, now, now + self.timeout, self.make_event())
+                self._pending[cid] = ticket
+                self.counts["accepted"] += 1
+                return ticket
+        except CommandError as exc:
+            self.counts["rejected"] += 1
+            return error(exc.code, exc.message)
+        except ProtocolError as exc:
+            self.counts["rejected"] += 1
+            return exc.ack()
+
+    def wait(self, ticket: Ticket) -> dict[str, Any]:
+        """Block until the ticket is answered; a reply pump or ``expire`` answers it."""
+        ticket.event.wait(max(0.0, ticket.deadline - time.monotonic()) + 1.0)
+        if ticket.ack is None:
+            self._finish(ticket.id, error("timeout", f"{ticket.name}: no reply from the device in {self.timeout:g} s"))
+        return ticket.ack or error("timeout", f"{ticket.name}: no reply")
+
+    def on_replies(self, replies: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        for reply in replies:
+            cid = reply.get("id")
+            if reply.get("ok"):
+                ack = ok(result=reply.get("result"))
+                if reply.get("coalesced"):
+                    ack["coalesced"] = True
+            else:
+                err = reply.get("error") or {}
+                ack = error(str(err.get("code", "handler_error")), str(err.get("message", "command failed")))
+            ticket = self._finish(cid, ack)
+            if ticket is not None:
+                self.rtts.append(now - ticket.sent_at)
+                if len(self.rtts) > 1000:
+                    del self.rtts[:500]
+
+    def expire(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            late = [t for t in self._pending.values() if t.deadline <= now]
+        for ticket in late:
+            self.counts["timeouts"] += 1
+            self._finish(ticket.id, error("timeout", f"{ticket.name}: no reply from the device in {self.timeout:g} s"))
+
+    def fail_all(self, code: str, message: str) -> None:
+        with self._lock:
+            ids = list(self._pending)
+        for cid in ids:
+            self._finish(cid, error(code, message))
+
+    def forget_client(self, sid: str) -> None:
+        with self._lock:
+            self._limits.pop(sid, None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _finish(self, cid: Any, ack: dict[str, Any]) -> Ticket | None:
+        with self._lock:
+            ticket = self._pending.pop(cid, None)
+        if ticket is not None:
+            ticket.ack = ack
+            ticket.event.set()
+        return ticket

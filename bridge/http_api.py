@@ -1,0 +1,124 @@
+"""HTTP routes: health, channels, state, clients, metrics, and POST /api/command.
+
+Reads everything from the Bridge object in ``current_app.config["bridge"]``. Reads are
+open on a loopback bind and need the token otherwise; commands always need the
+operator token (``Authorization: Bearer <token>`` or ``?token=``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .clients import role_for, token_from
+from .protocol import error
+
+api = Blueprint("api", __name__)
+
+_STATUS = {"bad_request": 400, "invalid_args": 400, "too_large": 413, "unauthorized": 401, "forbidden": 403,
+           "unknown_command": 404, "rate_limited": 429, "queue_full": 503, "offline": 503, "timeout": 504,
+           "handler_error": 500, "bad_result": 500, "internal": 500}
+
+
+def _bridge() -> Any:
+    return current_app.config["bridge"]
+
+
+def _role() -> str | None:
+    b = _bridge()
+    body = request.get_json(silent=True) if request.method == "POST" else None
+    auth = {"token": body["token"]} if isinstance(body, dict) and isinstance(body.get("token"), str) else None
+    return role_for(token_from(auth, request.environ), b.options.token, b.options.require_token)
+
+
+@api.before_request
+def check_token() -> Any:
+    if request.path.startswith("/api/") or request.path == "/metrics":
+        if _role() is None:
+            return jsonify(error("unauthorized", "missing or wrong token")), 401
+    return None
+
+
+@api.get("/api/health")
+def health() -> Any:
+    b = _bridge()
+    return jsonify({"ok": True, "device": b.link.status(), "clients": len(b.clients),
+                    "uptime": round(time.time() - b.started, 3), "url_path": "/"})
+
+
+@api.get("/api/channels")
+def channels() -> Any:
+    b = _bridge()
+    return jsonify({"channels": b.channel_list(), "commands": b.command_catalog()})
+
+
+@api.get("/api/state")
+def state() -> Any:
+    return jsonify({"values": _bridge().state_snapshot()})
+
+
+@api.get("/api/clients")
+def clients() -> Any:
+    return jsonify({"clients": _bridge().client_rows()})
+
+
+@api.post("/api/command")
+def command() -> Any:
+    b = _bridge()
+    if _role() != "operator":
+        ack = error("forbidden", "commands need the operator token (Authorization: Bearer <token>)")
+        return jsonify(ack), 403
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return jsonify(error("bad_request", 'send JSON: {"name": "...", "args": {...}}')), 400
+    payload = {k: v for k, v in body.items() if k != "token"}
+    client = {"id": "http:" + str(request.remote_addr), "address": str(request.remote_addr), "role": "operator"}
+    ack = b.run_command(client["id"], payload, client=client)
+    status = 200 if ack.get("ok") else _STATUS.get(ack["error"]["code"], 400)
+    return jsonify(ack), status
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    b = _bridge()
+    lines = [
+        "# HELP monbridge_device_online 1 if the device's heartbeat is fresh.",
+        "# TYPE monbridge_device_online gauge",
+        f"monbridge_device_online {int(b.link.online)}",
+        "# TYPE monbridge_clients gauge",
+        f"monbridge_clients {len(b.clients)}",
+        "# TYPE monbridge_relay_tick_seconds gauge",
+        f"monbridge_relay_tick_seconds {b.tick_seconds:.6f}",
+        "# TYPE monbridge_commands_total counter",
+    ]
+    for outcome, n in b.broker.counts.items():
+        lines.append(f'monbridge_commands_total{{outcome="{outcome}"}} {n}')
+    rtts = sorted(b.broker.rtts)
+    if rtts:
+        lines += ["# TYPE monbridge_command_rtt_seconds summary",
+                  f'monbridge_command_rtt_seconds{{quantile="0.5"}} {rtts[len(rtts) // 2]:.6f}',
+                  f'monbridge_command_rtt_seconds{{quantile="0.99"}} {rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]:.6f}']
+    for metric, kind, attr in (("publish_rate", "gauge", "publish_rate"), ("delivered_rate", "gauge", "delivered_rate"),
+                               ("delivered_total", "counter", "delivered"), ("skipped_total", "counter", "skipped"),
+                               ("missed_total", "counter", "missed"), ("lag_seconds", "gauge", "lag")):
+        lines.append(f"# TYPE monbridge_channel_{metric} {kind}")
+        for name, stats in sorted(b.relay.stats.items()):
+            value = getattr(stats, attr)
+            if value is not None:
+                lines.append(f'monbridge_channel_{metric}{{channel="{name}"}} {value:g}')
+    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+
+
+@api.get("/")
+def index() -> Any:
+    b = _bridge()
+    name = b.link.device_name or "(no device yet)"
+    return Response(
+        "<!doctype html><meta charset=utf-8><title>monbridge</title>"
+        f"<h1>monbridge: {name}</h1><p>The bridge is running. The dashboard is served here once "
+        "the web UI is built; meanwhile see <a href=/api/health>/api/health</a> and "
+        "<a href=/api/channels>/api/channels</a>.</p>",
+        mimetype="text/html",
+    )

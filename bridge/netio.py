@@ -1,0 +1,116 @@
+"""Network plumbing per async mode: the listening socket, running and stopping the server.
+
+Why TCP_NODELAY: without it ~25% of 60 Hz messages arrive 10-30 ms late (Nagle plus
+delayed ACK; see DESIGN.md). It is set on the listening socket; Linux copies it to every
+accepted connection.
+
+eventlet mode expects ``eventlet.monkey_patch()`` to have run before anything else was
+imported (bridge/cli.py does it for ``serve``), so sockets, select and locks here are green.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any, Callable
+
+from device_agent.config import DEFAULT_PORT
+
+log = logging.getLogger("bridge")
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def listen(host: str, port: int | None) -> tuple[socket.socket, int]:
+    """Bind ``host:port``; ``None`` means DEFAULT_PORT, or a free port if that is taken."""
+    try:
+        sock = _bind(host, DEFAULT_PORT if port is None else port)
+    except OSError as exc:
+        if port is None:
+            log.info("port %d is taken; using a free port instead", DEFAULT_PORT)
+            sock = _bind(host, 0)
+        elif exc.errno in (98, 48):  # EADDRINUSE on Linux, macOS
+            raise OSError(exc.errno, f"port {port} on {host} is in use; choose another with --port N "
+                                     f"(or MON=port=N), or --port 0 for a free one") from None
+        else:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock, sock.getsockname()[1]
+
+
+def server(mode: str, sock: socket.socket, app: Any) -> tuple[Callable[[], None], Callable[[], None]]:
+    """Return (run, stop): run serves until stop is called (from any task)."""
+    if mode == "eventlet":
+        import eventlet.wsgi
+        import greenlet
+
+        main = greenlet.getcurrent()
+
+        def run() -> None:
+            eventlet.wsgi.server(sock, app, log_output=False, log=_QuietLog(), debug=False)
+
+        def stop() -> None:  # eventlet.wsgi.server returns on SystemExit
+            eventlet.hubs.get_hub().schedule_call_global(0, main.throw, SystemExit(0))
+
+        return run, stop
+
+    from werkzeug.serving import ThreadedWSGIServer, WSGIRequestHandler
+
+    class NoDelayHandler(WSGIRequestHandler):
+        disable_nagle_algorithm = True
+
+        def log_request(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    host, port = sock.getsockname()[:2]
+    srv = ThreadedWSGIServer(host, port, app, handler=NoDelayHandler, fd=sock.fileno())
+    srv.daemon_threads = True
+    import threading
+
+    def stop_threaded() -> None:
+        threading.Thread(target=srv.shutdown, daemon=True).start()
+
+    return srv.serve_forever, stop_threaded
+
+
+class _QuietLog:
+    def write(self, *args: Any) -> None:
+        pass
+
+    def info(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def error(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        log.error(msg, *args)
+
+    def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
+        log.warning(msg, *args)
+
+
+def fd_waiter(mode: str) -> Callable[[int, float], bool]:
+    """A function that waits until ``fd`` is readable or ``timeout`` passes (green under eventlet)."""
+    import select
+
+    def wait(fd: int, timeout: float) -> bool:
+        ready, _, _ = select.select([fd], [], [], timeout)
+        return bool(ready)
+
+    return wait

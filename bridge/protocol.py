@@ -1,0 +1,195 @@
+"""The Socket.IO protocol between the bridge and its clients: parsing and building messages.
+
+Sans-I/O: no sockets, no Flask; numpy and the standard library only. The wire format is
+documented in docs/protocol.md; this module is the code that reads and writes it.
+
+Every client → bridge event is answered by an acknowledgement:
+    {"ok": true, ...}   or   {"ok": false, "error": {"code": "...", "message": "..."}}
+
+Error codes: bad_request, unknown_channel, unknown_command, invalid_args, too_large,
+forbidden, rate_limited, queue_full, offline, timeout, handler_error, bad_result,
+bad_message, unauthorized.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .decimate import min_max_rows
+
+PROTOCOL_VERSION = 1
+
+
+class ProtocolError(Exception):
+    """A client's request was rejected; becomes an error acknowledgement."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def ack(self) -> dict[str, Any]:
+        return error(self.code, self.message)
+
+
+def ok(**fields: Any) -> dict[str, Any]:
+    return {"ok": True, **fields}
+
+
+def error(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    channels: tuple[str, ...]
+    rate: float
+    max_points: int | None
+    window: float | None   # seconds the chart keeps; with max_points sets a per-update budget
+
+    def points_per_update(self) -> int | None:
+        """The most rows one data message for this subscription may carry."""
+        if self.max_points is None:
+            return None
+        if self.window is None:
+            return self.max_points
+        return max(2, int(self.max_points / (self.window * self.rate)))
+
+
+def _object(payload: Any, event: str) -> dict[str, Any]:
+    if payload is None:
+        return {}
+    if not isinstance(payload, dict):
+        raise ProtocolError("bad_request", f"{event}: payload must be an object, got {type(payload).__name__}")
+    return payload
+
+
+def _channel_list(payload: dict[str, Any], event: str, known: set[str]) -> tuple[str, ...]:
+    channels = payload.get("channels")
+    if not isinstance(channels, list) or not channels or not all(isinstance(c, str) for c in channels):
+        raise ProtocolError("bad_request", f"{event}: 'channels' must be a non-empty list of channel names")
+    unknown = [c for c in channels if c not in known]
+    if unknown:
+        raise ProtocolError(
+            "unknown_channel",
+            f"{event}: unknown channel {unknown[0]!r} (channels: {', '.join(sorted(known)) or 'none'})",
+        )
+    return tuple(dict.fromkeys(channels))
+
+
+def _number(payload: dict[str, Any], key: str, event: str, low: float, high: float) -> float | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise ProtocolError("bad_request", f"{event}: {key!r} must be a number from {low:g} to {high:g}, got {value!r}")
+    return value
+
+
+def parse_subscribe(payload: Any, known: set[str], max_rate: float) -> Subscribe:
+    p = _object(payload, "subscribe")
+    extra = set(p) - {"channels", "rate", "max_points", "window"}
+    if extra:
+        raise ProtocolError("bad_request", f"subscribe: unknown key {sorted(extra)[0]!r}")
+    channels = _channel_list(p, "subscribe", known)
+    rate = _number(p, "rate", "subscribe", 0.1, 1000.0) or max_rate
+    max_points = _number(p, "max_points", "subscribe", 2, 1_000_000)
+    window = _number(p, "window", "subscribe", 0.01, 86_400.0)
+    return Subscribe(channels, min(rate, max_rate), int(max_points) if max_points else None, window)
+
+
+def parse_unsubscribe(payload: Any, known: set[str]) -> tuple[str, ...]:
+    p = _object(payload, "unsubscribe")
+    return _channel_list(p, "unsubscribe", known)
+
+
+def parse_command(payload: Any, max_bytes: int) -> tuple[str, dict[str, Any]]:
+    p = _object(payload, "command")
+    name = p.get("name")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError("bad_request", "command: 'name' must be the command's name")
+    args = p.get("args", {})
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise ProtocolError("invalid_args", f"{name}: 'args' must be an object, got {type(args).__name__}")
+    try:
+        size = len(json.dumps(args, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError("invalid_args", f"{name}: args are not plain JSON: {exc}") from None
+    if size > max_bytes:
+        raise ProtocolError("too_large", f"{name}: args are {size} bytes, the limit is {max_bytes}")
+    return name, args
+
+
+def parse_ping(payload: Any) -> Any:
+    p = _object(payload, "ping")
+    t = p.get("t")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
+        raise ProtocolError("bad_request", f"ping: 't' must be a number, got {type(t).__name__}")
+    return t
+
+
+# -- bridge → client ---------------------------------------------------------------------
+
+def field_list(dtype: np.dtype) -> list[dict[str, Any]]:
+    out = []
+    for name in dtype.names:
+        sub = dtype.fields[name][0]
+        out.append({"name": name, "dtype": _js_dtype(sub.base), "shape": list(sub.shape)})
+    return out
+
+
+def _js_dtype(dt: np.dtype) -> str:
+    """The numpy type as little-endian text, e.g. 'f8', 'u2' — the JS decoder's names."""
+    return f"{dt.kind}{dt.itemsize}" if dt.kind != "b" else "b1"
+
+
+def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
+                   budget: int | None = None) -> dict[str, Any]:
+    """A ``data`` message for a records batch: one binary column per field.
+
+    ``seq`` spans the records the batch covers (before decimation); ``count`` is the number
+    of rows sent. With a ``budget``, rows are reduced by min/max per bucket.
+    """
+    n = len(records)
+    decimated = False
+    if budget is not None and n > budget:
+        records = records[min_max_rows(records, budget)]
+        decimated = True
+    names = records.dtype.names
+    t = float(records["t"][-1]) if n and "t" in names and not records.dtype["t"].shape else None
+    return {
+        "channel": channel,
+        "kind": "records",
+        "seq": [first, first + n - 1],
+        "missed": missed,
+        "t": t,
+        "count": len(records),
+        "decimated": decimated,
+        "fields": field_list(records.dtype),
+        "columns": [np.ascontiguousarray(records[name]).astype(_le(records.dtype[name].base), copy=False).tobytes()
+                    for name in names],
+    }
+
+
+def encode_frame(channel: str, seq: int, t: float, array: np.ndarray, missed: int) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "kind": "frame",
+        "seq": [seq, seq],
+        "missed": missed,
+        "t": t,
+        "dtype": _js_dtype(array.dtype),
+        "shape": list(array.shape),
+        "data": np.ascontiguousarray(array).astype(_le(array.dtype), copy=False).tobytes(),
+    }
+
+
+def _le(dt: np.dtype) -> np.dtype:
+    return dt.newbyteorder("<") if dt.itemsize > 1 else dt

@@ -1,0 +1,246 @@
+"""Relay: move subscribed channels from shared memory to clients, once per tick.
+
+No Flask or socketio imports: the server passes ``emit(event, data, sids)`` and
+``congested(sid) -> bool``. Called from one background task; not thread-safe on its own
+(the server serialises subscribe/unsubscribe with ``lock``).
+
+Per tick, for each channel with subscribers due on this tick (a subscription at rate r
+is due every round(max_rate / r) ticks, so equal rates stay in phase):
+* records/events: read the ring once from the lowest cursor among due subscribers; each
+  subscriber gets the records after its own cursor. Subscribers with the same cursor,
+  budget and missed count get one message encoded once (``emit`` to a list of sids).
+* frame: read the newest frame once; send it to every due subscriber that has not seen it.
+* A congested client (its outbox over the limit) is not sent anything this tick: its
+  records cursor skips to the newest record and the skipped count is reported as
+  ``missed`` in its next message; frames and state are simply superseded (latest wins).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from device_agent.attach import EventsReader, FrameReader, RecordsReader
+
+from .device_link import DeviceLink
+from .protocol import Subscribe, encode_frame, encode_records
+
+Emit = Callable[[str, Any, list[str]], None]
+
+
+@dataclass
+class Subscription:
+    sid: str
+    channel: str
+    rate: float
+    every: int
+    budget: int | None
+    cursor: int = 0        # records/events: next sequence wanted; frame: last sequence sent
+    missed: int = 0        # skipped while congested, reported with the next message
+    sent: int = 0
+    skipped: int = 0
+
+
+@dataclass
+class ChannelStats:
+    published: int = 0     # write count when last sampled
+    publish_rate: float = 0.0
+    delivered: int = 0     # messages emitted (per recipient)
+    delivered_rate: float = 0.0
+    skipped: int = 0
+    missed: int = 0
+    lag: float | None = None  # now - device time of the newest item sent
+    _sample_t: float = 0.0
+    _sample_delivered: int = 0
+
+
+class Relay:
+    def __init__(self, link: DeviceLink, emit: Emit, congested: Callable[[str], bool], max_rate: float) -> None:
+        self.link = link
+        self.emit = emit
+        self.congested = congested
+        self.max_rate = max_rate
+        self.lock = threading.Lock()
+        self.subs: dict[str, dict[str, Subscription]] = defaultdict(dict)  # channel -> sid -> sub
+        self.stats: dict[str, ChannelStats] = defaultdict(ChannelStats)
+        self._start = 0  # round-robin start, so a slow channel cannot starve the others
+
+    # -- subscriptions -----------------------------------------------------------------
+
+    def subscribe(self, sid: str, req: Subscribe) -> None:
+        every = max(1, round(self.max_rate / req.rate))
+        budget = req.points_per_update()
+        dev = self.link.device
+        with self.lock:
+            for name in req.channels:
+                reader = dev.channels.get(name) if dev else None
+                cursor = _now_cursor(reader)
+                self.subs[name][sid] = Subscription(sid, name, req.rate, every, budget, cursor)
+
+    def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
+        with self.lock:
+            for name in channels:
+                self.subs.get(name, {}).pop(sid, None)
+
+    def drop_client(self, sid: str) -> None:
+        with self.lock:
+            for subs in self.subs.values():
+                subs.pop(sid, None)
+
+    def subscriptions_of(self, sid: str) -> list[dict[str, Any]]:
+        return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped}
+                for subs in self.subs.values() if (s := subs.get(sid))]
+
+    def reset_cursors(self) -> None:
+        """A new device process: every cursor starts from what it has now."""
+        dev = self.link.device
+        with self.lock:
+            for name, subs in self.subs.items():
+                cursor = _now_cursor(dev.channels.get(name) if dev else None)
+                for s in subs.values():
+                    s.cursor, s.missed = cursor, 0
+
+    # -- the tick ----------------------------------------------------------------------
+
+    def tick(self, tick_no: int, budget_s: float) -> int:
+        """Relay every due channel; stop early past ``budget_s``. Return messages emitted."""
+        dev = self.link.device
+        if dev is None or not self.link.online:
+            return 0
+        start = time.monotonic()
+        sent = 0
+        with self.lock:
+            names = [n for n, subs in self.subs.items() if subs]
+            if not names:
+                return 0
+            k = self._start % len(names)
+            order = names[k:] + names[:k]
+            self._start += 1
+            for i, name in enumerate(order):
+                if i and time.monotonic() - start > budget_s:
+                    break  # over budget: the rest go first next tick (round robin)
+                reader = dev.channels.get(name)
+                due = [s for s in self.subs[name].values() if tick_no % s.every == 0]
+                if reader is None or not due:
+                    continue
+                if isinstance(reader, RecordsReader):
+                    sent += self._relay_records(name, reader, due)
+                elif isinstance(reader, FrameReader):
+                    sent += self._relay_frame(name, reader, due)
+                elif isinstance(reader, EventsReader):
+                    sent += self._relay_events(name, reader, due)
+        return sent
+
+    def _ready(self, due: list[Subscription], newest: int, stats: ChannelStats, records: bool) -> list[Subscription]:
+        ready = []
+        for s in due:
+            if self.congested(s.sid):
+                s.skipped += 1
+                stats.skipped += 1
+                if records and newest > s.cursor:  # skip forward, count exactly what was skipped
+                    s.missed += newest - s.cursor
+                    stats.missed += newest - s.cursor
+                    s.cursor = newest
+            else:
+                ready.append(s)
+        return ready
+
+    def _relay_records(self, name: str, reader: RecordsReader, due: list[Subscription]) -> int:
+        stats = self.stats[name]
+        ready = [s for s in self._ready(due, reader.write_count, stats, True)]
+        if not ready:
+            return 0
+        batch = reader.read(min(s.cursor for s in ready))
+        groups: dict[tuple[int, int | None, int], list[Subscription]] = defaultdict(list)
+        for s in ready:
+            if batch.next_cursor > s.cursor:
+                groups[(s.cursor, s.budget, s.missed)].append(s)
+        sent = 0
+        for (cursor, budget, missed), members in groups.items():
+            offset = max(0, cursor - batch.first)
+            lost = max(0, batch.first - cursor)
+            records = batch.records[offset:]
+            for s in members:
+                s.cursor, s.missed = batch.next_cursor, 0
+            if lost:
+                stats.missed += lost * len(members)
+            if not len(records):
+                continue
+            msg = encode_records(name, records, batch.first + offset, missed + lost, budget)
+            self._send("data", msg, members, stats)
+            if msg["t"] is not None:
+                stats.lag = time.time() - msg["t"]
+            sent += len(members)
+        return sent
+
+    def _relay_frame(self, name: str, reader: FrameReader, due: list[Subscription]) -> int:
+        stats = self.stats[name]
+        latest = reader.latest
+        ready = [s for s in self._ready(due, latest, stats, False) if s.cursor < latest]
+        if not ready:
+            return 0
+        frame = reader.read_latest(after=min(s.cursor for s in ready))
+        if frame is None:
+            return 0
+        groups: dict[int, list[Subscription]] = defaultdict(list)
+        for s in ready:
+            if s.cursor < frame.seq:
+                groups[s.cursor].append(s)
+        for last, members in groups.items():
+            missed = frame.seq - last - 1 if last else 0
+            self._send("data", encode_frame(name, frame.seq, frame.t, frame.array, missed), members, stats)
+            for s in members:
+                s.cursor = frame.seq
+        stats.lag = time.time() - frame.t
+        return sum(len(m) for m in groups.values())
+
+    def _relay_events(self, name: str, reader: EventsReader, due: list[Subscription]) -> int:
+        stats = self.stats[name]
+        ready = self._ready(due, reader.write_count, stats, True)
+        if not ready:
+            return 0
+        events, _, next_cursor = reader.read(min(s.cursor for s in ready))
+        sent = 0
+        for s in ready:
+            mine = [e for e in events if e.seq >= s.cursor and (e.to is None or e.to == s.sid)]
+            first_seq = events[0].seq if events else next_cursor
+            lost = max(0, first_seq - s.cursor)
+            missed, s.cursor, s.missed = s.missed + lost, next_cursor, 0
+            if not mine:
+                continue
+            msg = {"channel": name, "kind": "events", "seq": [mine[0].seq, mine[-1].seq], "missed": missed,
+                   "t": mine[-1].t, "events": [{"seq": e.seq, "t": e.t, "message": e.message} for e in mine]}
+            self._send("event", msg, [s], stats)
+            sent += 1
+        return sent
+
+    def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats) -> None:
+        self.emit(event, msg, [s.sid for s in members])
+        for s in members:
+            s.sent += 1
+        stats.delivered += len(members)
+
+    def sample_rates(self, now: float) -> None:
+        """Update publish/delivered rates (call about once a second)."""
+        dev = self.link.device
+        for name, stats in list(self.stats.items()):
+            reader = dev.channels.get(name) if dev else None
+            count = getattr(reader, "write_count", None)
+            if count is None:
+                count = getattr(reader, "latest", 0)
+            dt = now - stats._sample_t if stats._sample_t else 0.0
+            if dt > 0:
+                stats.publish_rate = max(0.0, (count - stats.published) / dt)
+                stats.delivered_rate = (stats.delivered - stats._sample_delivered) / dt
+            stats.published, stats._sample_t, stats._sample_delivered = count, now, stats.delivered
+
+
+def _now_cursor(reader: Any) -> int:
+    if isinstance(reader, FrameReader):
+        return 0  # a new subscriber gets the current frame right away
+    if reader is None:
+        return 0
+    return reader.write_count

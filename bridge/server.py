@@ -1,0 +1,425 @@
+"""The bridge server: Flask-SocketIO handlers and background tasks around the sans-I/O parts.
+
+Wiring only. What each part does lives elsewhere: device_link.py (attach, online/offline,
+restart), relay.py (subscriptions, the tick), commands.py (validation, queueing,
+replies), clients.py (table, roles, tokens), protocol.py (messages), http_api.py
+(routes), netio.py (listening socket, running and stopping the WSGI server per async mode).
+
+Tasks (``socketio.start_background_task``, so eventlet and threading both work):
+* relay: every 1/rate s — device status, state changes, channel data, clients table;
+* replies: waits on the bridge's doorbell and routes the device's replies.
+No handler lets an exception escape: it is logged with exc_info and answered with an
+``internal`` error acknowledgement.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from device_agent.doorbell import Doorbell
+from flask import Flask, request
+from flask_socketio import SocketIO
+
+from . import netio
+from .clients import ClientInfo, ClientTable, is_loopback, role_for, token_from
+from .commands import CommandBroker, Ticket
+from .device_link import DeviceLink
+from .protocol import PROTOCOL_VERSION, ProtocolError, error, ok, parse_ping, parse_subscribe, parse_unsubscribe
+from .relay import Relay
+
+log = logging.getLogger("bridge")
+OUTBOX_LIMIT = 64            # engine.io packets queued for one client before it counts as congested
+STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
+
+
+@dataclass
+class Options:
+    attach: str = "auto"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    rate: float = 60.0
+    async_mode: str = "eventlet"
+    specs: str = ""
+    token: str = ""
+    require_token: bool = False       # refuse connections without the token (non-loopback binds)
+    exit_with_device: bool = False
+    command_timeout: float = 5.0
+    offline_after: float = 1.0
+    command_rate: float = 100.0
+
+
+def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Never let a client's input crash a handler: log and answer 'internal'."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ProtocolError as exc:
+            return exc.ack()
+        except Exception as exc:
+            log.error("handler %s failed", fn.__name__, exc_info=True)
+            return error("internal", f"the bridge failed to handle this: {type(exc).__name__}")
+
+    return wrapper
+
+
+class Bridge:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.started = time.time()
+        self.url = ""
+        self.app = Flask("monbridge", static_folder=None)
+        self.app.config["bridge"] = self
+        self.socketio = SocketIO(
+            self.app,
+            async_mode=options.async_mode,
+            max_http_buffer_size=256 * 1024,
+            ping_interval=10,
+            ping_timeout=10,
+            logger=False,
+            engineio_logger=False,
+        )
+        self.server = self.socketio.server
+        self.link = DeviceLink(options.attach, offline_after=options.offline_after)
+        self.clients = ClientTable()
+        self.relay = Relay(self.link, self._emit, self._congested, options.rate)
+        self.broker = CommandBroker(self.link, self.server.eio.create_event, timeout=options.command_timeout,
+                                    rate=options.command_rate, burst=max(10.0, options.command_rate * 2))
+        self.doorbell = Doorbell("bridge")
+        self._state: dict[str, Any] = {}
+        self._state_version = -1
+        self._needs_full_state: set[str] = set()
+        self._clients_version = -1
+        self._stop_requested = False
+        self._stopper: Callable[[], None] | None = None
+        self.ticks = 0
+        self.tick_seconds = 0.0
+        self._register_handlers()
+        from .http_api import api
+
+        self.app.register_blueprint(api)
+
+    # -- socket.io handlers ------------------------------------------------------------
+
+    def _register_handlers(self) -> None:
+        sio = self.socketio
+
+        @sio.on("connect")
+        def on_connect(auth: Any = None) -> Any:
+            env = request.environ
+            role = role_for(token_from(auth, env), self.options.token, self.options.require_token)
+            if role is None:
+                log.info("refused a connection from %s: missing or wrong token", env.get("REMOTE_ADDR"))
+                raise ConnectionRefusedError(
+                    "unauthorized: missing or wrong token; open the URL the bridge printed (it ends in ?token=...)"
+                )
+            sid = request.sid
+            self.clients.add(ClientInfo(sid, str(env.get("REMOTE_ADDR", "")), str(env.get("HTTP_USER_AGENT", "")), role))
+            sio.emit("hello", self.hello(sid, role), to=sid)
+            sio.emit("state", {"full": True, "values": dict(self._state)}, to=sid)
+            return True
+
+        @sio.on("disconnect")
+        def on_disconnect(*_: Any) -> None:
+            sid = request.sid
+            self.relay.drop_client(sid)
+            self.broker.forget_client(sid)
+            self.clients.remove(sid)
+            self._needs_full_state.discard(sid)
+
+        @sio.on("subscribe")
+        @_guarded
+        def on_subscribe(payload: Any = None) -> Any:
+            req = parse_subscribe(payload, self._channel_names(), self.options.rate)
+            self.relay.subscribe(request.sid, req)
+            sio.emit("state", {"full": True, "values": dict(self._state)}, to=request.sid)
+            return ok(channels=list(req.channels), rate=req.rate, max_points=req.max_points,
+                      points_per_update=req.points_per_update())
+
+        @sio.on("unsubscribe")
+        @_guarded
+        def on_unsubscribe(payload: Any = None) -> Any:
+            channels = parse_unsubscribe(payload, self._channel_names() | self._subscribed(request.sid))
+            self.relay.unsubscribe(request.sid, channels)
+            return ok(channels=list(channels))
+
+        @sio.on("ping")
+        @_guarded
+        def on_ping(payload: Any = None) -> Any:
+            return ok(t=parse_ping(payload), server_t=time.time())
+
+        @sio.on("command")
+        def on_command_unordered(payload: Any = None) -> Any:  # only reached if the hook is bypassed
+            return self.run_command(request.sid, payload)
+
+        @sio.on("*")
+        @_guarded
+        def on_unknown(event: str, *args: Any) -> Any:
+            return error("bad_request", f"unknown event {event!r} (events: subscribe, unsubscribe, command, ping)")
+
+        self._install_ordered_commands()
+
+    def _install_ordered_commands(self) -> None:
+        """Queue each 'command' inline, in the order it arrived, and wait for its reply in a task.
+
+        python-socketio runs every event handler in its own task, so two commands from one
+        client could reach the queue in either order (a slider's 87% after its 100%). We
+        intercept 'command' packets where they are read — one client at a time, in order —
+        validate and enqueue there (never blocking), and only the wait for the device's
+        reply, and the acknowledgement, run in a task.
+        """
+        from socketio import packet as sio_packet
+
+        server = self.server
+        original = server._handle_event
+
+        def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: list[Any]) -> Any:
+            if not data or data[0] != "command":
+                return original(eio_sid, namespace, ack_id, data)
+            ns = namespace or "/"
+            sid = server.manager.sid_from_eio_sid(eio_sid, ns)
+            if sid is None or not server.manager.is_connected(sid, ns):
+                return None
+            ticket = self.submit_command(sid, data[1] if len(data) > 1 else None)
+
+            def finish() -> None:
+                ack = self.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
+                if ack_id is not None:
+                    server._send_packet(eio_sid, server.packet_class(sio_packet.ACK, namespace=ns, id=ack_id, data=[ack]))
+
+            server.start_background_task(finish)
+            return None
+
+        server._handle_event = handle_event
+
+    def submit_command(self, sid: str, payload: Any) -> Ticket | dict[str, Any]:
+        info = self.clients.get(sid)
+        client = {"id": sid, "address": info.address, "role": info.role} if info else {"id": sid, "role": "viewer"}
+        try:
+            return self.broker.submit(sid, client, payload)
+        except Exception as exc:
+            log.error("command from %s failed", sid, exc_info=True)
+            return error("internal", f"the bridge failed to handle this command: {type(exc).__name__}")
+
+    def run_command(self, sid: str, payload: Any, client: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Submit and wait (for HTTP and the fallback handler)."""
+        if client is not None:
+            ticket = self.broker.submit(sid, client, payload)
+        else:
+            ticket = self.submit_command(sid, payload)
+        return self.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
+
+    # -- what clients get --------------------------------------------------------------
+
+    def hello(self, sid: str, role: str) -> dict[str, Any]:
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "sid": sid,
+            "role": role,
+            "device": self.link.status(),
+            "channels": self.channel_list(),
+            "commands": self.command_catalog(),
+            "max_rate": self.options.rate,
+            "server_time": time.time(),
+        }
+
+    def channel_list(self) -> list[dict[str, Any]]:
+        dev = self.link.device
+        if dev is None:
+            return []
+        return [{k: v for k, v in spec.items() if k != "segment"} for spec in dev.manifest.get("channels", [])]
+
+    def command_catalog(self) -> list[dict[str, Any]]:
+        dev = self.link.device
+        return list(dev.manifest.get("commands", [])) if dev else []
+
+    def _channel_names(self) -> set[str]:
+        dev = self.link.device
+        return set(dev.channels) if dev else set()
+
+    def _subscribed(self, sid: str) -> set[str]:
+        return {s["channel"] for s in self.relay.subscriptions_of(sid)}
+
+    def state_snapshot(self) -> dict[str, Any]:
+        return dict(self._state)
+
+    def client_rows(self) -> list[dict[str, Any]]:
+        return self.clients.rows(lambda sid: {"subscriptions": self.relay.subscriptions_of(sid),
+                                              "queued": self._outbox(sid)})
+
+    # -- emitting ----------------------------------------------------------------------
+
+    def _emit(self, event: str, data: Any, sids: list[str]) -> None:
+        self.socketio.emit(event, data, to=sids if len(sids) > 1 else sids[0])
+
+    def _outbox(self, sid: str) -> int:
+        try:
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
+            return self.server.eio.sockets[eio_sid].queue.qsize()
+        except (KeyError, AttributeError, TypeError):
+            return 0
+
+    def _congested(self, sid: str) -> bool:
+        return self._outbox(sid) > OUTBOX_LIMIT
+
+    # -- background tasks --------------------------------------------------------------
+
+    def relay_loop(self) -> None:
+        period = 1.0 / self.options.rate
+        next_tick = time.monotonic()
+        next_status = 0.0
+        while not self._stop_requested:
+            started = time.monotonic()
+            try:
+                self._tick(started, next_status)
+                if started >= next_status:
+                    next_status = started + STATUS_PERIOD
+            except Exception:
+                log.error("relay tick failed", exc_info=True)
+            self.ticks += 1
+            self.tick_seconds = time.monotonic() - started
+            next_tick += period
+            delay = next_tick - time.monotonic()
+            if delay < -period:  # fell behind: do not try to catch up with a burst
+                next_tick = time.monotonic()
+                delay = 0
+            self.socketio.sleep(max(0.0, delay))
+        self._shutdown()
+
+    def _tick(self, now_mono: float, next_status: float) -> None:
+        changes = self.link.poll()
+        for note in changes.notes:
+            log.info("%s", note)
+        if changes.attached:
+            self.relay.reset_cursors()
+            self.broker.fail_all("offline", "the device restarted before answering")
+            self._state_version = -1
+            self.link.device.publish_bridge(url=self.url, pid=os.getpid(), doorbell=self.doorbell.address)
+            self._clients_version = -1
+        if changes.channels:
+            self.socketio.emit("channels", {"channels": self.channel_list(), "commands": self.command_catalog()})
+        if changes.online is False:
+            self.broker.fail_all("offline", "the device went offline before answering")
+        if changes.online is not None or now_mono >= next_status:
+            self.socketio.emit("device", self.link.status())
+        if changes.closed and self.options.exit_with_device:
+            log.info("the device closed; exiting (--exit-with-device)")
+            self._stop_requested = True
+            return
+        self._relay_state(full=changes.attached)
+        self.relay.tick(self.ticks, budget_s=0.6 / self.options.rate)
+        if now_mono >= next_status:
+            self.relay.sample_rates(time.time())
+        dev = self.link.device
+        if dev is not None and self.clients.version != self._clients_version:
+            self._clients_version = self.clients.version
+            try:
+                dev.publish_clients(self.client_rows())
+            except Exception as exc:  # a huge table must not stop the relay
+                log.warning("cannot publish the clients table to the device: %s", exc)
+
+    def _relay_state(self, full: bool) -> None:
+        dev = self.link.device
+        sids = self.clients.sids()
+        if dev is not None and dev.state_version != self._state_version:
+            version, values = dev.state()
+            changed = values if full else {k: v for k, v in values.items() if self._state.get(k, _MISSING) != v}
+            self._state, self._state_version = values, version
+            if changed or full:
+                self._needs_full_state.update(s for s in sids if self._congested(s))
+                ready = [s for s in sids if s not in self._needs_full_state]
+                if ready:
+                    self._emit("state", {"full": full, "values": changed}, ready)
+        for sid in [s for s in self._needs_full_state if not self._congested(s)]:
+            self._needs_full_state.discard(sid)
+            self._emit("state", {"full": True, "values": dict(self._state)}, [sid])
+
+    def reply_loop(self) -> None:
+        wait = netio.fd_waiter(self.options.async_mode)
+        while not self._stop_requested:
+            wait(self.doorbell.fileno(), 0.05)
+            self.doorbell.drain()
+            dev = self.link.device
+            try:
+                if dev is not None:
+                    replies = dev.take_replies()
+                    if replies:
+                        self.broker.on_replies(replies)
+                self.broker.expire()
+            except Exception:
+                log.error("reply routing failed", exc_info=True)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop_requested = True
+
+    def _shutdown(self) -> None:
+        self.broker.fail_all("offline", "the bridge is shutting down")
+        if self._stopper is not None:
+            self._stopper()
+
+    def close(self) -> None:
+        self.link.close()
+        self.doorbell.close()
+
+
+_MISSING = object()
+
+
+def serve(args: Any) -> int:
+    """Run the bridge until the device closes (with --exit-with-device), SIGINT or SIGTERM."""
+    logging.basicConfig(
+        # launched by a device: its terminal is the user's, so only warnings unless logging to a file
+        level=logging.WARNING if args.exit_with_device and not args.log else logging.INFO,
+        filename=args.log or None,
+        format="%(asctime)s monbridge %(levelname)s %(message)s",
+    )
+    for noisy in ("werkzeug", "engineio", "socketio", "geventwebsocket"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    require_token = not is_loopback(args.host)
+    if require_token and not args.token:
+        log.error("refusing to listen on %s without a token: anyone on the network could connect. "
+                  "Pass --token (or MON=token=...), or bind 127.0.0.1.", args.host)
+        return 2
+    import secrets
+
+    options = Options(
+        attach=args.attach, host=args.host, port=args.port, rate=args.rate, async_mode=args.async_mode,
+        specs=args.specs, token=args.token or secrets.token_urlsafe(16), require_token=require_token,
+        exit_with_device=args.exit_with_device, command_timeout=args.command_timeout,
+        offline_after=args.offline_after, command_rate=args.command_rate,
+    )
+    try:
+        listener, port = netio.listen(options.host, options.port)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 2
+    bridge = Bridge(options)
+    host_shown = options.host if options.host not in ("0.0.0.0", "::") else netio.hostname()
+    bridge.url = f"http://{host_shown}:{port}/?token={options.token}"
+    if bridge.link.device is None:
+        bridge.link.poll()
+    if bridge.link.device is not None:
+        bridge.link.device.publish_bridge(url=bridge.url, pid=os.getpid(), doorbell=bridge.doorbell.address)
+    if not options.exit_with_device:  # a device that launched us prints the URL itself
+        print(f"monbridge: serving {options.attach!r} at {bridge.url}", flush=True)
+    run, stop = netio.server(options.async_mode, listener, bridge.app)
+    bridge._stopper = stop
+    signal.signal(signal.SIGTERM, bridge.request_stop)
+    signal.signal(signal.SIGINT, bridge.request_stop)
+    bridge.socketio.start_background_task(bridge.relay_loop)
+    bridge.socketio.start_background_task(bridge.reply_loop)
+    try:
+        run()
+    finally:
+        bridge.close()
+    log.info("bridge stopped")
+    return 0
