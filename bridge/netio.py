@@ -53,8 +53,25 @@ def listen(host: str, port: int | None) -> tuple[socket.socket, int]:
     return sock, sock.getsockname()[1]
 
 
+class NoWebSocketCompression:
+    """WSGI wrapper: never negotiate permessage-deflate.
+
+    Browsers always offer it and the websocket servers accept, after which every frame is
+    zlib-compressed separately for every client: ~12 ms per 256 KiB frame per client here,
+    for float data that hardly compresses. Dropping the offer keeps frames raw.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        return self.app(environ, start_response)
+
+
 def server(mode: str, sock: socket.socket, app: Any) -> tuple[Callable[[], None], Callable[[], None]]:
     """Return (run, stop): run serves until stop is called (from any task)."""
+    app = NoWebSocketCompression(app)
     if mode == "eventlet":
         import eventlet.wsgi
         import greenlet

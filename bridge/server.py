@@ -18,13 +18,14 @@ import functools
 import logging
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from device_agent.doorbell import Doorbell
 from flask import Flask, request
-from flask_socketio import SocketIO
+from flask_socketio import ConnectionRefusedError, SocketIO
 
 from . import netio
 from .clients import ClientInfo, ClientTable, is_loopback, role_for, token_from
@@ -101,6 +102,8 @@ class Bridge:
         self._stopper: Callable[[], None] | None = None
         self.ticks = 0
         self.tick_seconds = 0.0
+        self._send_lock = threading.RLock()
+        self._serialize_sends()
         self._register_handlers()
         from .http_api import api
 
@@ -122,8 +125,8 @@ class Bridge:
                 )
             sid = request.sid
             self.clients.add(ClientInfo(sid, str(env.get("REMOTE_ADDR", "")), str(env.get("HTTP_USER_AGENT", "")), role))
-            sio.emit("hello", self.hello(sid, role), to=sid)
-            sio.emit("state", {"full": True, "values": dict(self._state)}, to=sid)
+            self._emit("hello", self.hello(sid, role), [sid])
+            self._emit("state", {"full": True, "values": dict(self._state)}, [sid])
             return True
 
         @sio.on("disconnect")
@@ -139,7 +142,7 @@ class Bridge:
         def on_subscribe(payload: Any = None) -> Any:
             req = parse_subscribe(payload, self._channel_names(), self.options.rate)
             self.relay.subscribe(request.sid, req)
-            sio.emit("state", {"full": True, "values": dict(self._state)}, to=request.sid)
+            self._emit("state", {"full": True, "values": dict(self._state)}, [request.sid])
             return ok(channels=list(req.channels), rate=req.rate, max_points=req.max_points,
                       points_per_update=req.points_per_update())
 
@@ -257,7 +260,27 @@ class Bridge:
     # -- emitting ----------------------------------------------------------------------
 
     def _emit(self, event: str, data: Any, sids: list[str]) -> None:
-        self.socketio.emit(event, data, to=sids if len(sids) > 1 else sids[0])
+        if not sids:  # emit(to=[]) would broadcast to everyone
+            return
+        with self._send_lock:
+            self.socketio.emit(event, data, to=sids if len(sids) > 1 else sids[0])
+
+    def _serialize_sends(self) -> None:
+        """Make every send to a client atomic.
+
+        A binary event is several engine.io packets (the JSON part, then one per
+        attachment). In threading mode an acknowledgement or another emit from a second
+        thread could land between them and corrupt the client's decoding, so our emits
+        and python-socketio's own packet sends (acks) share one lock.
+        """
+        server = self.server
+        send_packet = server._send_packet
+
+        def locked_send_packet(eio_sid: str, pkt: Any) -> Any:
+            with self._send_lock:
+                return send_packet(eio_sid, pkt)
+
+        server._send_packet = locked_send_packet
 
     def _outbox(self, sid: str) -> int:
         try:
@@ -304,11 +327,12 @@ class Bridge:
             self.link.device.publish_bridge(url=self.url, pid=os.getpid(), doorbell=self.doorbell.address)
             self._clients_version = -1
         if changes.channels:
-            self.socketio.emit("channels", {"channels": self.channel_list(), "commands": self.command_catalog()})
+            self._emit("channels", {"channels": self.channel_list(), "commands": self.command_catalog()},
+                       self.clients.sids())
         if changes.online is False:
             self.broker.fail_all("offline", "the device went offline before answering")
         if changes.online is not None or now_mono >= next_status:
-            self.socketio.emit("device", self.link.status())
+            self._emit("device", self.link.status(), self.clients.sids())
         if changes.closed and self.options.exit_with_device:
             log.info("the device closed; exiting (--exit-with-device)")
             self._stop_requested = True
