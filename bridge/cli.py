@@ -53,7 +53,10 @@ def _green() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd == "serve" and not 1 <= args.rate <= 1000:
+        parser.error(f"--rate must be from 1 to 1000 Hz, got {args.rate:g}")
     if args.cmd == "serve" and args.async_mode == "eventlet":
         _green()
     if args.cmd == "cleanup":

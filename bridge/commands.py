@@ -110,8 +110,9 @@ class CommandBroker:
     def wait(self, ticket: Ticket) -> dict[str, Any]:
         """Block until the ticket is answered; a reply pump or ``expire`` answers it."""
         ticket.event.wait(max(0.0, ticket.deadline - time.monotonic()) + 1.0)
-        if ticket.ack is None:
-            self._finish(ticket.id, error("timeout", f"{ticket.name}: no reply from the device in {self.timeout:g} s"))
+        if ticket.ack is None and self._finish(
+                ticket.id, error("timeout", f"{ticket.name}: no reply from the device in {self.timeout:g} s")):
+            self.counts["timeouts"] += 1
         return ticket.ack or error("timeout", f"{ticket.name}: no reply")
 
     def on_replies(self, replies: list[dict[str, Any]]) -> None:

@@ -30,12 +30,12 @@ def min_max_rows(records: np.ndarray, budget: int) -> np.ndarray:
     buckets = max(1, (budget - 2) // per_bucket)
     edges = np.linspace(0, n, buckets + 1).astype(np.int64)
     keep = [np.array([0, n - 1])]
+    bucket_of_row = np.repeat(np.arange(buckets), np.diff(edges))
     for name in fields:
         col = records[name]
         # reduceat gives each bucket's extreme value; find the row that holds it
         mins = np.minimum.reduceat(col, edges[:-1])
         maxs = np.maximum.reduceat(col, edges[:-1])
-        bucket_of_row = np.repeat(np.arange(buckets), np.diff(edges))
         is_min = col == mins[bucket_of_row]
         is_max = col == maxs[bucket_of_row]
         # first occurrence per bucket
@@ -44,4 +44,6 @@ def min_max_rows(records: np.ndarray, budget: int) -> np.ndarray:
             _, first = np.unique(bucket_of_row[rows], return_index=True)
             keep.append(rows[first])
     rows = np.unique(np.concatenate(keep))
-    return rows[:budget] if len(rows) > budget else rows
+    if len(rows) > budget:  # a budget below 2 rows per field: spread it, keep first and last
+        rows = rows[np.unique(np.linspace(0, len(rows) - 1, budget).round().astype(np.int64))]
+    return rows

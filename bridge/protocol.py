@@ -6,9 +6,9 @@ documented in docs/protocol.md; this module is the code that reads and writes it
 Every client → bridge event is answered by an acknowledgement:
     {"ok": true, ...}   or   {"ok": false, "error": {"code": "...", "message": "..."}}
 
-Error codes: bad_request, unknown_channel, unknown_command, invalid_args, too_large,
-forbidden, rate_limited, queue_full, offline, timeout, handler_error, bad_result,
-bad_message, unauthorized.
+Error codes in acknowledgements: bad_request, unknown_channel, unknown_command,
+invalid_args, too_large, forbidden, rate_limited, queue_full, offline, timeout,
+handler_error, bad_result, internal. HTTP adds unauthorized.
 """
 
 from __future__ import annotations
@@ -97,14 +97,27 @@ def parse_subscribe(payload: Any, known: set[str], max_rate: float) -> Subscribe
     if extra:
         raise ProtocolError("bad_request", f"subscribe: unknown key {sorted(extra)[0]!r}")
     channels = _channel_list(p, "subscribe", known)
-    rate = _number(p, "rate", "subscribe", 0.1, 1000.0) or max_rate
+    asked = _number(p, "rate", "subscribe", 0.1, 1000.0) or max_rate
     max_points = _number(p, "max_points", "subscribe", 2, 1_000_000)
     window = _number(p, "window", "subscribe", 0.01, 86_400.0)
-    return Subscribe(channels, min(rate, max_rate), int(max_points) if max_points else None, window)
+    return Subscribe(channels, effective_rate(asked, max_rate), int(max_points) if max_points else None, window)
+
+
+def ticks_per_update(rate: float, max_rate: float) -> int:
+    """The relay ticks at ``max_rate``; a subscription is served every this many ticks."""
+    return max(1, round(max_rate / min(rate, max_rate)))
+
+
+def effective_rate(rate: float, max_rate: float) -> float:
+    """The rate a subscription really gets: ``max_rate`` divided by a whole number of ticks."""
+    return max_rate / ticks_per_update(rate, max_rate)
 
 
 def parse_unsubscribe(payload: Any, known: set[str]) -> tuple[str, ...]:
     p = _object(payload, "unsubscribe")
+    extra = set(p) - {"channels"}
+    if extra:
+        raise ProtocolError("bad_request", f"unsubscribe: unknown key {sorted(extra)[0]!r}")
     return _channel_list(p, "unsubscribe", known)
 
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
 
 from .device_link import DeviceLink
-from .protocol import Subscribe, encode_frame, encode_records
+from .protocol import Subscribe, encode_frame, encode_records, ticks_per_update
 
 Emit = Callable[[str, Any, list[str]], None]
 
@@ -71,7 +71,7 @@ class Relay:
     # -- subscriptions -----------------------------------------------------------------
 
     def subscribe(self, sid: str, req: Subscribe) -> None:
-        every = max(1, round(self.max_rate / req.rate))
+        every = ticks_per_update(req.rate, self.max_rate)
         budget = req.points_per_update()
         dev = self.link.device
         with self.lock:
@@ -163,12 +163,14 @@ class Relay:
             offset = max(0, cursor - batch.first)
             lost = max(0, batch.first - cursor)
             records = batch.records[offset:]
-            for s in members:
-                s.cursor, s.missed = batch.next_cursor, 0
-            if lost:
-                stats.missed += lost * len(members)
+            stats.missed += lost * len(members)
+            for s in members:  # missed is reset only when a message carries it
+                s.cursor = batch.next_cursor
+                s.missed += lost
             if not len(records):
                 continue
+            for s in members:
+                s.missed = 0
             msg = encode_records(name, records, batch.first + offset, missed + lost, budget)
             self._send("data", msg, members, stats)
             if msg["t"] is not None:
@@ -207,10 +209,11 @@ class Relay:
         for s in ready:
             mine = [e for e in events if e.seq >= s.cursor and (e.to is None or e.to == s.sid)]
             first_seq = events[0].seq if events else next_cursor
-            lost = max(0, first_seq - s.cursor)
-            missed, s.cursor, s.missed = s.missed + lost, next_cursor, 0
+            s.missed += max(0, first_seq - s.cursor)
+            s.cursor = next_cursor
             if not mine:
-                continue
+                continue  # the missed count waits for the next message this client gets
+            missed, s.missed = s.missed, 0
             msg = {"channel": name, "kind": "events", "seq": [mine[0].seq, mine[-1].seq], "missed": missed,
                    "t": mine[-1].t, "events": [{"seq": e.seq, "t": e.t, "message": e.message} for e in mine]}
             self._send("event", msg, [s], stats)

@@ -67,8 +67,12 @@ class Dispatcher:
     def run_pending(self, limit: int | None = None) -> int:
         """Run every waiting command (at most ``limit``); return how many were taken."""
         with self.lock:
+            # every command taken gets exactly one reply: take no more than there is room
+            # for, and leave the rest queued (the bridge then sees a full queue, not a lost reply)
+            room = self.outbox.slot_count - self.outbox.pending()
+            limit = room if limit is None else min(limit, room)
             batch = []
-            while limit is None or len(batch) < limit:
+            while len(batch) < limit:
                 raw = self.inbox.get()
                 if raw is None:
                     break

@@ -3,9 +3,10 @@
 Imports only numpy and the standard library; it launches the bridge with ``subprocess``
 (a fresh interpreter, never fork) and never imports it.
 
-Threads: one daemon service thread per monitor beats the heartbeat every
-HEARTBEAT_PERIOD, wakes on the command doorbell and (dispatch="thread") runs command
-handlers one at a time. The device's own loop only ever writes to shared memory.
+Threads (daemons): a heartbeat thread beats every HEARTBEAT_PERIOD and prints the
+bridge's URL once it is known; with dispatch="thread" a dispatcher thread wakes on the
+command doorbell and runs command handlers one at a time, in arrival order. The device's
+own loop only ever writes to shared memory.
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ class Monitor:
         self.url: str | None = None
         self._url_printed = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._service, name=f"monbridge-{self.name}", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._beat, name=f"monbridge-{self.name}-heartbeat", daemon=True)]
+        if not self._manual:
+            self._threads.append(
+                threading.Thread(target=self._dispatch, name=f"monbridge-{self.name}-commands", daemon=True))
+        for thread in self._threads:
+            thread.start()
         if config.bridge:
             self._launch_bridge()
         atexit.register(_close_ref, weakref.ref(self))
@@ -225,8 +230,9 @@ class Monitor:
             self._closed = True
         self._stop.set()
         self._ringer.ring(self._doorbell.address)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=2)
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2)
         layout.mark_closed(self._ctl_shm.buf)
         self._ring_bridge()
         for channel in self._channels.values():
@@ -282,23 +288,32 @@ class Monitor:
         }
         self._ctl.manifest.write(json.dumps(manifest, separators=(",", ":")).encode())
 
-    def _service(self) -> None:
-        last_beat = 0.0
+    def _beat(self) -> None:
+        """Heartbeat thread: beats every HEARTBEAT_PERIOD and reports the bridge's URL.
+
+        Kept apart from command handlers so that a slow handler never makes the device
+        look offline.
+        """
         buf = self._ctl_shm.buf
+        while not self._stop.is_set():
+            layout.write_heartbeat(buf, time.time())
+            try:
+                self._watch_bridge()
+            except Exception:  # never let the heartbeat die
+                logging.getLogger("device_agent").exception("monbridge heartbeat thread")
+            self._stop.wait(HEARTBEAT_PERIOD)
+
+    def _dispatch(self) -> None:
+        """Dispatcher thread (dispatch="thread"): wakes on the doorbell, runs handlers in order."""
         while not self._stop.is_set():
             self._doorbell.wait(HEARTBEAT_PERIOD)
             if self._stop.is_set():
                 break
-            now = time.time()
-            if now - last_beat >= HEARTBEAT_PERIOD * 0.5:
-                layout.write_heartbeat(buf, now)
-                last_beat = now
             try:
-                if not self._manual and self._dispatcher.run_pending():
+                if self._dispatcher.run_pending():
                     self._ring_bridge()
-                self._watch_bridge()
-            except Exception:  # never let the service thread (and the heartbeat) die
-                logging.getLogger("device_agent").exception("monbridge service thread")
+            except Exception:  # never let the dispatcher die
+                logging.getLogger("device_agent").exception("monbridge command dispatcher")
 
     def _bridge_info(self) -> dict[str, Any]:
         version = self._ctl.bridge.version
