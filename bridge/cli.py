@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--rate", type=float, default=60.0, help="maximum relay rate in Hz (default 60)")
     serve.add_argument("--async-mode", choices=("eventlet", "threading"), default="eventlet")
     serve.add_argument("--specs", default="", help="directory of view files (default ./specs)")
+    serve.add_argument("--static", default=None, help="directory of the built web UI (default webui/static)")
     serve.add_argument("--token", default=None,
                        help="access token (default: $MONBRIDGE_TOKEN, else a random one)")
     serve.add_argument("--log", default="", help="log file (default stderr)")

@@ -10,7 +10,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+import os
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
 from .clients import role_for, token_from
 from .protocol import error
@@ -111,14 +113,32 @@ def metrics() -> Response:
     return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
 
 
+@api.get("/api/views")
+def views() -> Any:
+    return jsonify({"views": _bridge().views.views()})
+
+
+@api.get("/api/stats")
+def stats() -> Any:
+    return jsonify(_bridge().stats())
+
+
 @api.get("/")
 def index() -> Any:
     b = _bridge()
+    page = os.path.join(b.options.static, "index.html")
+    if os.path.isfile(page):
+        return send_from_directory(b.options.static, "index.html", max_age=0)
     name = b.link.device_name or "(no device yet)"
     return Response(
         "<!doctype html><meta charset=utf-8><title>monbridge</title>"
-        f"<h1>monbridge: {name}</h1><p>The bridge is running. The dashboard is served here once "
-        "the web UI is built; meanwhile see <a href=/api/health>/api/health</a> and "
-        "<a href=/api/channels>/api/channels</a>.</p>",
+        f"<h1>monbridge: {name}</h1><p>The dashboard has not been built: run <code>make demo</code> "
+        "(or <code>npm ci &amp;&amp; npm run build</code>). The API works meanwhile: "
+        "<a href=/api/health>/api/health</a>, <a href=/api/channels>/api/channels</a>.</p>",
         mimetype="text/html",
     )
+
+
+@api.get("/static/<path:filename>")
+def static_file(filename: str) -> Any:
+    return send_from_directory(_bridge().options.static, filename, max_age=0)

@@ -33,10 +33,13 @@ from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .protocol import PROTOCOL_VERSION, ProtocolError, error, ok, parse_ping, parse_subscribe, parse_unsubscribe
 from .relay import Relay
+from .views import ViewCatalog
 
 log = logging.getLogger("bridge")
 OUTBOX_LIMIT = 64            # engine.io packets queued for one client before it counts as congested
 STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
+VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
+STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
 
 
 @dataclass
@@ -46,7 +49,8 @@ class Options:
     port: int | None = None
     rate: float = 60.0
     async_mode: str = "eventlet"
-    specs: str = ""
+    specs: str = "specs"
+    static: str = STATIC_DIR
     token: str = ""
     require_token: bool = False       # refuse connections without the token (non-loopback binds)
     exit_with_device: bool = False
@@ -94,6 +98,9 @@ class Bridge:
         self.broker = CommandBroker(self.link, self.server.eio.create_event, timeout=options.command_timeout,
                                     rate=options.command_rate, burst=max(10.0, options.command_rate * 2))
         self.doorbell = Doorbell("bridge")
+        self.views = ViewCatalog(options.specs)
+        self.views.scan()
+        self._next_views_scan = 0.0
         self._state: dict[str, Any] = {}
         self._state_version = -1
         self._needs_full_state: set[str] = set()
@@ -229,7 +236,29 @@ class Bridge:
             "device": self.link.status(),
             "channels": self.channel_list(),
             "commands": self.command_catalog(),
+            "views": self.views.views(),
             "max_rate": self.options.rate,
+            "server_time": time.time(),
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Everything the Status tab shows, in one snapshot."""
+        dev = self.link.device
+        kinds = {name: reader.kind for name, reader in (dev.channels.items() if dev else [])}
+        rtts = sorted(self.broker.rtts[-200:])
+        return {
+            "device": self.link.status(),
+            "channels": [
+                {"name": name, "kind": kinds.get(name), "publish_rate": round(st.publish_rate, 2),
+                 "delivered_rate": round(st.delivered_rate, 2), "delivered": st.delivered, "skipped": st.skipped,
+                 "missed": st.missed, "lag": None if st.lag is None else round(st.lag, 4)}
+                for name, st in sorted(self.relay.stats.items())
+            ],
+            "clients": self.client_rows(),
+            "relay": {"ticks": self.ticks, "tick_seconds": round(self.tick_seconds, 6), "max_rate": self.options.rate},
+            "commands": {**self.broker.counts, "pending": self.broker.pending,
+                         "rtt_p50": rtts[len(rtts) // 2] if rtts else None,
+                         "rtt_p99": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))] if rtts else None},
             "server_time": time.time(),
         }
 
@@ -337,6 +366,10 @@ class Bridge:
             log.info("the device closed; exiting (--exit-with-device)")
             self._stop_requested = True
             return
+        if now_mono >= self._next_views_scan:
+            self._next_views_scan = now_mono + VIEWS_PERIOD
+            if self.views.scan():
+                self._emit("views", {"views": self.views.views()}, self.clients.sids())
         self._relay_state(full=changes.attached)
         self.relay.tick(self.ticks, budget_s=0.6 / self.options.rate)
         if now_mono >= next_status:
@@ -417,9 +450,11 @@ def serve(args: Any) -> int:
 
     options = Options(
         attach=args.attach, host=args.host, port=args.port, rate=args.rate, async_mode=args.async_mode,
-        specs=args.specs, token=args.token or secrets.token_urlsafe(16), require_token=require_token,
+        specs=os.path.abspath(args.specs or "specs"), token=args.token or secrets.token_urlsafe(16),
+        require_token=require_token,
         exit_with_device=args.exit_with_device, command_timeout=args.command_timeout,
         offline_after=args.offline_after, command_rate=args.command_rate,
+        static=os.path.abspath(args.static) if getattr(args, "static", None) else STATIC_DIR,
     )
     try:
         listener, port = netio.listen(options.host, options.port)

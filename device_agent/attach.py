@@ -172,7 +172,11 @@ class DeviceAttachment:
         self._ids = itertools.count(1)
         self._doorbell: Doorbell | None = None
         self._bridge_info: dict[str, Any] = {}
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception:
+            self.close()
+            raise
 
     # -- device status -----------------------------------------------------------------
 
@@ -195,7 +199,12 @@ class DeviceAttachment:
         if version == self._manifest_version:
             return False
         version, data = self._ctl.manifest.read()
-        manifest = json.loads(data)
+        if not data:
+            raise LayoutError(f"device {self.device!r} is starting: it has not published its manifest yet")
+        try:
+            manifest = json.loads(data)
+        except ValueError as exc:
+            raise LayoutError(f"device {self.device!r} has a corrupt manifest: {exc}") from None
         for spec in manifest.get("channels", []):
             if spec["name"] not in self.channels:
                 try:

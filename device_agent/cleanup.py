@@ -5,12 +5,16 @@ Standard library only. Used by ``monbridge cleanup`` and ``python -m device_agen
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 from dataclasses import dataclass, field
 
 from . import layout
 from .errors import LayoutError
-from .shm import attach_segment, close_segment, list_segments, pid_alive, unlink_segment
+from .shm import SHM_DIR, attach_segment, close_segment, list_segments, pid_alive, unlink_segment
+
+STARTING_GRACE = 5.0  # seconds a control segment without a header is taken for a starting device
 
 
 @dataclass
@@ -28,13 +32,17 @@ def scan() -> list[DeviceSegments]:
         device = seg[len(layout.SEGMENT_PREFIX):].split(".", 1)[0]
         devices.setdefault(device, DeviceSegments(device)).segments.append(seg)
     for dev in devices.values():
+        ctl = layout.control_segment_name(dev.device)
         try:
-            shm = attach_segment(layout.control_segment_name(dev.device))
+            shm = attach_segment(ctl)
         except (FileNotFoundError, ValueError, OSError):
+            dev.alive = _just_created(ctl)  # a starting device may not have sized it yet
             continue
         try:
             pid = layout.peek_owner(shm.buf)
-            if pid is not None:
+            if pid is None:
+                dev.alive = _just_created(ctl)  # its header is not written yet
+            else:
                 dev.pid = pid
                 try:
                     closed = layout.read_header(shm.buf).closed
@@ -44,6 +52,14 @@ def scan() -> list[DeviceSegments]:
         finally:
             close_segment(shm)
     return sorted(devices.values(), key=lambda d: d.device)
+
+
+def _just_created(segment: str, grace: float = STARTING_GRACE) -> bool:
+    """True if ``segment`` appeared in the last ``grace`` seconds (its device may be starting)."""
+    try:
+        return time.time() - os.stat(os.path.join(SHM_DIR, segment)).st_ctime < grace
+    except OSError:
+        return False
 
 
 def cleanup(dry_run: bool = False) -> list[str]:
