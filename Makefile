@@ -61,8 +61,8 @@ test: venv js
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
 demo: venv js
-	@echo "monbridge: running examples/minimal.py ..."
-	MON=$${MON:-1} $(VPY) examples/minimal.py
+	@echo "monbridge: running the demo device examples/robot_arm.py (Ctrl-C stops it) ..."
+	MON=$${MON:-1} $(VPY) examples/robot_arm.py
 
 bench: venv
 	@echo "monbridge: running ring benchmark ..."
