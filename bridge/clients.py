@@ -41,6 +41,11 @@ class ClientTable:
             self.version += 1
             return self._clients.pop(sid, None)
 
+    def touch(self) -> None:
+        """Something shown in the table changed (e.g. subscriptions): republish it."""
+        with self._lock:
+            self.version += 1
+
     def get(self, sid: str) -> ClientInfo | None:
         return self._clients.get(sid)
 

@@ -37,6 +37,7 @@ from .views import ViewCatalog
 
 log = logging.getLogger("bridge")
 OUTBOX_LIMIT = 64            # engine.io packets queued for one client before it counts as congested
+OUTBOX_BYTES = 8 * 1024 * 1024  # ... or bytes queued (big frames fill memory long before 64 packets)
 STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
@@ -149,6 +150,7 @@ class Bridge:
         def on_subscribe(payload: Any = None) -> Any:
             req = parse_subscribe(payload, self._channel_names(), self.options.rate)
             self.relay.subscribe(request.sid, req)
+            self.clients.touch()  # the device's copy of the table lists subscriptions
             self._emit("state", {"full": True, "values": dict(self._state)}, [request.sid])
             return ok(channels=list(req.channels), rate=req.rate, max_points=req.max_points,
                       points_per_update=req.points_per_update())
@@ -158,6 +160,7 @@ class Bridge:
         def on_unsubscribe(payload: Any = None) -> Any:
             channels = parse_unsubscribe(payload, self._channel_names() | self._subscribed(request.sid))
             self.relay.unsubscribe(request.sid, channels)
+            self.clients.touch()
             return ok(channels=list(channels))
 
         @sio.on("ping")
@@ -311,15 +314,30 @@ class Bridge:
 
         server._send_packet = locked_send_packet
 
-    def _outbox(self, sid: str) -> int:
+    def _queue(self, sid: str) -> Any:
+        """The engine.io socket's outgoing packet queue for ``sid`` (None if gone)."""
         try:
             eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
-            return self.server.eio.sockets[eio_sid].queue.qsize()
+            return self.server.eio.sockets[eio_sid].queue
         except (KeyError, AttributeError, TypeError):
-            return 0
+            return None
+
+    def _outbox(self, sid: str) -> int:
+        queue = self._queue(sid)
+        return queue.qsize() if queue is not None else 0
 
     def _congested(self, sid: str) -> bool:
-        return self._outbox(sid) > OUTBOX_LIMIT
+        """True if the client has more than OUTBOX_LIMIT packets or OUTBOX_BYTES waiting."""
+        queue = self._queue(sid)
+        if queue is None:
+            return False
+        if queue.qsize() > OUTBOX_LIMIT:
+            return True
+        try:
+            waiting = sum(len(p.data) for p in list(queue.queue) if p is not None and p.data is not None)
+        except (RuntimeError, AttributeError, TypeError):  # mutated by the writer meanwhile: look next tick
+            return False
+        return waiting > OUTBOX_BYTES
 
     # -- background tasks --------------------------------------------------------------
 

@@ -1,0 +1,80 @@
+"""A client that stops reading must not grow the bridge or slow the other clients down.
+
+The slow client is a raw websocket speaking Engine.IO v4 / Socket.IO v5 text frames by hand:
+it connects, subscribes to a 2.4 MB frame channel published at 60 Hz, and never reads
+again. A normal python-socketio client subscribes to the same channel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import websocket
+
+from bridge_support import http, mb, rss_bytes  # noqa: F401  (mb: fixture)
+
+WINDOW = 10.0            # seconds the slow client sits there
+RSS_LIMIT = 60 * 2**20   # growth allowed for the bridge process
+FRAME_BYTES = 200_000 * 3 * 4
+
+
+def open_raw_client(port: int, token: str) -> websocket.WebSocket:
+    """Connect, authenticate and subscribe to ``cloud`` with text frames; return the socket."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=15)
+    opened = ws.recv()
+    assert opened.startswith("0{") and "sid" in json.loads(opened[1:]), opened
+    ws.send("40" + json.dumps({"token": token}))
+    # the bridge's connect handler emits hello/state before the CONNECT packet; skip to it
+    deadline = time.monotonic() + 15
+    while True:
+        packet = ws.recv()
+        if isinstance(packet, str) and packet.startswith("40"):
+            assert "sid" in json.loads(packet[2:]), packet
+            break
+        assert time.monotonic() < deadline, "no CONNECT packet"
+    ws.send('420["subscribe",{"channels":["cloud"],"rate":60}]')
+    return ws
+
+
+def test_a_client_that_stops_reading_stays_bounded_and_others_keep_their_rate(mb):
+    dev = mb.device(None, "cloud")
+    bridge_pid = dev.bridge_pid()
+    with mb.connected(dev.url) as normal:
+        normal.subscribe("cloud", rate=60)
+        dev.request("cloud 60", "clouding")
+        normal.wait_for(lambda: len(normal.data("cloud")) >= 30, timeout=30, what="the normal client to get going")
+        base_rss = rss_bytes(bridge_pid)
+
+        raw = open_raw_client(dev.url.port, dev.url.token)
+        try:
+            mark = normal.mark()
+            started = time.monotonic()
+            peak = base_rss
+            while time.monotonic() - started < WINDOW:
+                peak = max(peak, rss_bytes(bridge_pid))
+                # sample while waiting for frames: the wait is the pacing, not a sleep
+                normal.wait_for(lambda n=len(normal.data("cloud", mark)): len(normal.data("cloud", mark)) > n,
+                                timeout=5, what="the next frame for the normal client")
+            frames = normal.data("cloud", mark)
+            rows = {r["id"]: r for r in http(dev.url, "/api/clients")[2]["clients"]}
+        finally:
+            raw.close()
+
+        # the slow client really was stuck: it got a few frames, then the bridge skipped it
+        slow = [r for sid, r in rows.items() if sid != normal.sid]
+        assert len(slow) == 1, rows
+        slow_sub = slow[0]["subscriptions"][0]
+        assert slow_sub["channel"] == "cloud" and slow_sub["skipped"] > 0, slow[0]
+
+        published = frames[-1]["seq"][0] - frames[0]["seq"][0] + 1
+        delivered = len(frames)
+        assert sum(f["missed"] for f in frames[1:]) + delivered == published  # missed counts the rest
+        assert published >= 0.5 * 60 * WINDOW, f"the device published only {published} frames"
+        growth = peak - base_rss
+        summary = (f"the normal client got {delivered} of {published} frames ({delivered / published:.0%}); "
+                   f"the bridge grew by {growth / 2**20:.0f} MB (~{growth / FRAME_BYTES:.0f} frames of "
+                   f"{FRAME_BYTES / 2**20:.1f} MB) while the slow client's outbox held {slow[0]['queued']} packets")
+        print(summary)
+        assert delivered >= 0.8 * published, summary
+        assert growth < RSS_LIMIT, summary
