@@ -114,8 +114,10 @@ class FrameReader(_Reader):
     def latest(self) -> int:
         return self._core.latest
 
-    def read_latest(self, after: int = 0) -> Frame | None:
-        got = self._core.read_latest(after)
+    def read_latest(self, after: int = 0, out: np.ndarray | None = None) -> Frame | None:
+        """The newest frame after sequence ``after``, or None. ``out``: a reusable uint8
+        buffer of at least the frame's bytes (the frame's array is then a view of it)."""
+        got = self._core.read_latest(after, out=out)
         if got is None:
             return None
         return Frame(got.seq, got.t, got.data.view(self.dtype).reshape((got.rows, *self.shape[1:])))

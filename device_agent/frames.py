@@ -147,11 +147,13 @@ class FrameSlots:
 
     # -- readers (any number) ---------------------------------------------------------
 
-    def read_latest(self, after: int = 0, attempts: int = 100) -> FrameRead | None:
+    def read_latest(self, after: int = 0, attempts: int = 100, out: np.ndarray | None = None) -> FrameRead | None:
         """Copy out the newest complete frame if its sequence is greater than ``after``.
 
-        Returns None if there is nothing newer, or if the writer lapped every slot during
-        each of ``attempts`` copies (only when it publishes faster than a copy takes).
+        ``out``: a uint8 buffer of at least ``frame_nbytes`` to copy into (reusing one
+        saves the page faults of fresh memory on every read); the returned ``data`` is then
+        a view of it. Returns None if there is nothing newer, or if the writer lapped every
+        slot during each of ``attempts`` copies (only when it publishes faster than a copy takes).
         """
         for _ in range(attempts):
             k = self._words[self._latest]
@@ -166,7 +168,12 @@ class FrameSlots:
             t, nbytes, rows = _SLOT_META.unpack_from(self._mv, slot_off + 8)
             if nbytes > self.frame_nbytes:
                 continue
-            data = self._bytes[slot_off + SLOT_HEADER : slot_off + SLOT_HEADER + nbytes].copy()
+            src = self._bytes[slot_off + SLOT_HEADER : slot_off + SLOT_HEADER + nbytes]
+            if out is None:
+                data = src.copy()
+            else:
+                data = out[:nbytes]
+                data[...] = src
             fence()
             if self._words[slot_off // 8] == s1:
                 return FrameRead(k, t, rows, data)

@@ -222,6 +222,19 @@ def test_read_latest_returns_a_private_copy():
     assert got.data.tobytes() == frame_bytes(1, 16)
 
 
+def test_read_latest_into_a_reused_buffer():
+    buf, slots = make_slots(3, 48)
+    out = np.zeros(64, np.uint8)  # larger than a frame: only the frame's bytes are used
+    slots.write(frame_bytes(1, 48), t=1.0, rows=6)
+    first = slots.read_latest(out=out)
+    assert first.data.tobytes() == frame_bytes(1, 48)
+    assert np.shares_memory(first.data, out)
+    slots.write(frame_bytes(2, 48)[:32], t=2.0, rows=4)  # a shorter frame
+    second = slots.read_latest(after=first.seq, out=out)
+    assert (second.seq, second.rows) == (2, 4)
+    assert second.data.tobytes() == frame_bytes(2, 48)[:32]
+
+
 def test_after_semantics():
     _, slots = make_slots(3, 16)
     for k in range(1, 6):
