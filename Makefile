@@ -57,6 +57,8 @@ $(NODE_STAMP): package-lock.json package.json
 # --- Tasks -------------------------------------------------------------------
 
 test: venv js
+	@echo "monbridge: running web UI unit tests ..."
+	$(NPM) test --silent
 	@echo "monbridge: running tests ..."
 	$(VPY) -m pytest $(PYTEST_ARGS)
 

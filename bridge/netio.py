@@ -17,6 +17,7 @@ from typing import Any, Callable
 from device_agent.config import DEFAULT_PORT
 
 log = logging.getLogger("bridge")
+SEND_BUFFER = 512 * 1024  # bytes; Linux doubles it
 
 
 def hostname() -> str:
@@ -29,6 +30,10 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # a modest send buffer (accepted sockets inherit it): a client that reads slowly
+        # then backs up in the engine.io queue, where the relay sees it and skips ahead,
+        # instead of in tens of MB of kernel buffer where it only adds lag
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         sock.bind((host, port))
         sock.listen(128)
     except OSError:

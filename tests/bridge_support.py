@@ -517,13 +517,15 @@ def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: floa
 # -- decoding ----------------------------------------------------------------------------
 
 def decode_records(msg: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A ``data`` message of kind records → {field: array}; checks columns are binary."""
+    """A ``data`` message of kind records → {field: array}; checks the payload is binary."""
     out = {}
-    for f, col in zip(msg["fields"], msg["columns"]):
-        assert isinstance(col, bytes), f"column {f['name']!r} is {type(col).__name__}, not bytes"
+    data = msg["data"]
+    assert isinstance(data, bytes), f"records data is {type(data).__name__}, not bytes"
+    for f in msg["fields"]:
+        assert f["offset"] % 8 == 0, f"column {f['name']!r} starts at {f['offset']}, not 8-aligned"
+        col = data[f["offset"] : f["offset"] + f["nbytes"]]
         arr = np.frombuffer(col, dtype=np.dtype(f["dtype"]).newbyteorder("<"))
         out[f["name"]] = arr.reshape((-1, *f["shape"]))
-    assert len(msg["fields"]) == len(msg["columns"])
     for name, arr in out.items():
         assert len(arr) == msg["count"], f"column {name!r} has {len(arr)} rows, count says {msg['count']}"
     return out

@@ -66,7 +66,7 @@ def test_records_arrive_as_binary_columns_with_exact_values_and_contiguous_seq(m
             assert m["kind"] == "records" and m["missed"] == 0 and m["decimated"] is False
             assert m["seq"][0] == expected_first, [x["seq"] for x in msgs]
             assert m["count"] == m["seq"][1] - m["seq"][0] + 1
-            assert all(isinstance(col, bytes) for col in m["columns"])
+            assert isinstance(m["data"], bytes)
             assert [f["name"] for f in m["fields"]] == ["t", "seq", "value"]
             assert [f["dtype"] for f in m["fields"]] == ["f8", "i8", "f4"]
             cols = decode_records(m)

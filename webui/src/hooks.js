@@ -1,0 +1,66 @@
+/**
+ * window.monbridge: read-only test hooks used by the browser tests and the latency benchmark.
+ *
+ *   window.monbridge = {
+ *     connection: "connecting" | "live" | "offline" | "disconnected" | "refused",
+ *     views: {ID: {kind: "vega-lite" | "scene",
+ *                  rows(): rows now in the view's datasets (sum; scenes: points drawn + poses + image rows),
+ *                  updates: changesets applied (Vega-Lite) / frames that drew new data (scenes),
+ *                  error: string | null}},
+ *     lastApplied: {CHANNEL: {t: device time (s) of the newest record/frame applied,
+ *                             at: Date.now() in the animation frame that applied it}},
+ *     frames: animation frames run so far,
+ *     state: {...} the device state as this page knows it,
+ *     latency(): {p50, p99, n} ping round trip in ms over the last ~10 s,
+ *     activeTab: id of the visible tab ("status" for Status),
+ *   }
+ * Entries in `views` are live: getters read the current view, so a rebuilt view is seen
+ * through the same object until its file is removed.
+ */
+
+export function installHooks({ conn, store, tabs }) {
+  const views = {};
+  const hooks = {
+    get connection() {
+      return conn.state;
+    },
+    views,
+    lastApplied: {},
+    frames: 0,
+    get state() {
+      return store.state;
+    },
+    latency: () => conn.latency(),
+    get activeTab() {
+      return tabs.active;
+    },
+  };
+
+  /** Re-list the views after a sync (ids added or removed). */
+  hooks.syncViews = () => {
+    const current = tabs.views();
+    for (const id of Object.keys(views)) if (!(id in current)) delete views[id];
+    for (const id of Object.keys(current)) {
+      if (id in views) continue;
+      const view = () => tabs.views()[id];
+      views[id] = {
+        get kind() { return view()?.kind ?? null; },
+        rows: () => view()?.rows() ?? 0,
+        get updates() { return view()?.updates ?? 0; },
+        get error() { return view()?.error ?? null; },
+      };
+    }
+  };
+
+  /** Record that `channel` data with device time `t` reached the screen in this frame. */
+  hooks.applied = (channel, t) => {
+    const prev = hooks.lastApplied[channel];
+    if (prev && typeof t === "number" && typeof prev.t === "number" && t < prev.t && prev.at > Date.now() - 1000) return;
+    hooks.lastApplied[channel] = { t, at: Date.now() };
+  };
+
+  // For debugging from the console only (not part of the test contract).
+  hooks._internals = { conn, store, tabs };
+  window.monbridge = hooks;
+  return hooks;
+}

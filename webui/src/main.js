@@ -1,0 +1,158 @@
+/**
+ * monbridge dashboard entry point: wires the connection, tabs, views and the frame loop.
+ *
+ * Data flow: socket `data`/`event` → Batch (decoded lazily, once) → every view that shows
+ * the channel buffers it → the single requestAnimationFrame loop below lets each view apply
+ * what it buffered (only the visible tab draws). State, device and channel events go to
+ * every view. Test hooks: see hooks.js (window.monbridge).
+ */
+import { Connection } from "./connection.js";
+import { SubscriptionManager } from "./subscriptions.js";
+import { TabManager } from "./tabs.js";
+import { VegaLiteView } from "./vlview.js";
+import { SceneView } from "./sceneview.js";
+import { StatusPanel } from "./status.js";
+import { Batch } from "./decode.js";
+import { installHooks } from "./hooks.js";
+
+const PROTOCOL = 1;
+
+const token = new URLSearchParams(location.search).get("token");
+const conn = new Connection(token);
+const subs = new SubscriptionManager(conn);
+const store = { state: {}, channels: [], commands: [], device: {}, role: null, sid: null, protocol: null };
+
+const banner = document.getElementById("mb-banner");
+const deviceLabel = document.getElementById("mb-device");
+const tabsBar = document.getElementById("mb-tabs");
+const panels = document.getElementById("mb-panels");
+
+const channelNames = () => store.channels.map((c) => c.name);
+const channelInfo = (name) => store.channels.find((c) => c.name === name) || null;
+
+let hooks = null;
+const ctx = {
+  conn, subs, store, channelNames, channelInfo,
+  applied: (channel, t) => hooks && hooks.applied(channel, t),
+};
+
+function createView(def, panel) {
+  let view;
+  if (def.kind === "scene") view = new SceneView(def, panel, ctx);
+  else if (def.kind === "vega-lite") view = new VegaLiteView(def, panel, ctx);
+  else {
+    view = new VegaLiteView({ ...def, error: def.error || `unknown view kind '${def.kind}'` }, panel, ctx);
+  }
+  Promise.resolve()
+    .then(() => view.mount())
+    .catch((err) => {
+      console.error(`monbridge: view ${def.id}`, err);
+      view.showError(`this view failed to start: ${(err && err.message) || err}`);
+    });
+  return view;
+}
+
+const tabs = new TabManager(tabsBar, panels, createView);
+const status = new StatusPanel(tabs.statusPanel, ctx);
+tabs.statusView = status;
+hooks = installHooks({ conn, store, tabs });
+tabs.route();
+
+function eachView(fn) {
+  for (const view of Object.values(tabs.views())) {
+    try {
+      fn(view);
+    } catch (err) {
+      console.error(`monbridge: view ${view.id}`, err);
+    }
+  }
+}
+
+function syncViews(views) {
+  tabs.sync(Array.isArray(views) ? views : []);
+  hooks.syncViews();
+}
+
+// -- banner ----------------------------------------------------------------------------
+
+const BANNER = {
+  connecting: ["mb-warn", "connecting…"],
+  live: ["mb-ok", "live"],
+  offline: ["mb-warn", "device offline"],
+  disconnected: ["mb-bad", "disconnected — reconnecting…"],
+  refused: ["mb-bad", "refused"],
+};
+
+function renderBanner() {
+  const [cls, text] = BANNER[conn.state] || ["mb-warn", conn.state];
+  banner.className = `mb-banner ${cls}`;
+  banner.textContent = conn.state === "refused" ? `refused: ${conn.refusal}` : text;
+  banner.dataset.state = conn.state;
+  const dev = store.device || {};
+  deviceLabel.textContent = dev.name ? dev.name : "monbridge";
+  deviceLabel.title = store.role === "viewer" ? "view only: open the URL with ?token= to send commands" : "";
+  document.body.classList.toggle("mb-viewer", store.role === "viewer");
+}
+
+conn.on("banner", renderBanner);
+renderBanner();
+
+// -- bridge events ---------------------------------------------------------------------
+
+function setDevice(device) {
+  const previous = store.device || {};
+  store.device = device || {};
+  // A new pid means the device restarted: sequence numbers and data start over.
+  if (previous.pid && store.device.pid && previous.pid !== store.device.pid) eachView((v) => v.reset());
+  renderBanner();
+  status.onDevice();
+}
+
+function setChannels(channels, commands) {
+  store.channels = Array.isArray(channels) ? channels : [];
+  store.commands = Array.isArray(commands) ? commands : [];
+  subs.setKnown(channelNames());
+  eachView((v) => v.onChannels());
+}
+
+conn.on("hello", (hello) => {
+  if (hello.protocol !== PROTOCOL) console.warn(`monbridge: written for protocol ${PROTOCOL}, the bridge speaks ${hello.protocol}`);
+  store.role = hello.role;
+  store.sid = hello.sid;
+  store.protocol = hello.protocol;
+  setDevice(hello.device);
+  setChannels(hello.channels, hello.commands);
+  syncViews(hello.views);
+});
+
+conn.on("connect", () => subs.resubscribeAll());
+conn.on("device", setDevice);
+conn.on("channels", (msg) => setChannels(msg.channels, msg.commands));
+conn.on("views", (msg) => syncViews(msg.views));
+
+conn.on("state", (msg) => {
+  if (!msg || typeof msg.values !== "object") return;
+  if (msg.full) store.state = { ...msg.values };
+  else Object.assign(store.state, msg.values);
+  eachView((v) => v.onState(msg.values));
+});
+
+function onBatch(msg) {
+  if (!msg || typeof msg.channel !== "string") return;
+  const batch = new Batch(msg);
+  eachView((v) => v.onBatch(batch));
+}
+conn.on("data", onBatch);
+conn.on("event", onBatch);
+
+// -- the frame loop ----------------------------------------------------------------------
+
+function frame() {
+  hooks.frames++;
+  const active = tabs.active;
+  const pageVisible = !document.hidden;
+  eachView((v) => v.frame(pageVisible && v.id === active));
+  tabs.markErrors();
+  requestAnimationFrame(frame);
+}
+requestAnimationFrame(frame);

@@ -1,0 +1,271 @@
+/**
+ * SceneView: one `*.scene.json` file as a three.js view (docs/scenes.md).
+ *
+ * Socket handlers only keep the newest batch per channel; the animation-frame loop copies
+ * it into preallocated buffers (BufferGeometry attributes sized to the channel's declared
+ * rows, drawn with setDrawRange; a DataTexture updated in place) and renders — only while
+ * the tab is visible and only when something changed (new data, camera moved, resize).
+ */
+import * as THREE from "three";
+import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
+import { OBJECT_TYPES, vec3, colorOf, PointsObject, PoseObject, ImageObject, staticObject } from "./sceneobjects.js";
+import { el } from "./util.js";
+
+export class SceneView {
+  /**
+   * @param {object} def the VIEW entry from the bridge
+   * @param {HTMLElement} panel
+   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames(), channelInfo(name)}
+   */
+  constructor(def, panel, ctx) {
+    this.def = def;
+    this.id = def.id;
+    this.kind = "scene";
+    this.panel = panel;
+    this.ctx = ctx;
+    this.error = null;
+    this.updates = 0;
+    this.live = []; // objects fed by channels
+    this.latest = new Map(); // channel -> newest Batch not yet drawn
+    this.dirty = true;
+    this.destroyed = false;
+    this.mounted = false;
+    this.shown = false;
+    this.fence = null; // WebGL2 sync object of the last frame drawn
+    this.fenceWaits = 0;
+    this.renderer = null;
+    this.notices = el("div", { class: "mb-notices" });
+    this.errorBox = el("div", { class: "mb-view-error", hidden: true });
+    this.holder = el("div", { class: "mb-scene" });
+    panel.replaceChildren(this.errorBox, this.notices, this.holder);
+  }
+
+  rows() {
+    return this.live.reduce((n, o) => n + o.rows(), 0);
+  }
+
+  showError(message) {
+    this.error = message;
+    this.errorBox.replaceChildren(
+      el("strong", {}, `${this.def.file}: this view cannot be shown`),
+      el("pre", {}, message),
+      el("p", { class: "mb-hint" }, "See docs/scenes.md for the format; the tab updates when the file is saved."),
+    );
+    this.errorBox.hidden = false;
+    this.holder.hidden = true;
+  }
+
+  mount() {
+    const def = this.def;
+    if (def.error) return this.showError(def.error);
+    const spec = def.spec;
+    try {
+      this._build(spec);
+    } catch (err) {
+      this._disposeAll();
+      return this.showError((err && err.message) || String(err));
+    }
+    this.mounted = true;
+    this._updateWants();
+    this.updateNotices();
+  }
+
+  // Subscribed only while visible: frames are latest-wins and a pose needs only the newest
+  // record, so nothing is lost by leaving, and a hidden scene costs no bandwidth.
+  _updateWants() {
+    if (!this.mounted || !this.shown || this.error) {
+      this.ctx.subs.removeOwner(this.id);
+      return;
+    }
+    const spec = this.def.spec;
+    const rate = typeof spec.rate === "number" ? spec.rate : 30;
+    const channels = [...new Set(this.live.map((o) => o.channel))];
+    this.ctx.subs.setWants(this.id, channels.map((channel) => ({ channel, rate, seconds: null, maxPoints: null })));
+  }
+
+  _build(spec) {
+    const problems = [];
+    const objects = spec.objects;
+    objects.forEach((o, i) => {
+      if (!o || typeof o !== "object" || !OBJECT_TYPES.includes(o.type)) {
+        throw new Error(`objects[${i}]: type must be one of ${OBJECT_TYPES.join(", ")}, got ${JSON.stringify(o && o.type)}`);
+      }
+      if (["points", "pose", "image"].includes(o.type) && typeof o.channel !== "string") {
+        throw new Error(`objects[${i}] (${o.type}) needs "channel": the name of a ${o.type === "pose" ? "records" : "frame"} channel`);
+      }
+    });
+    let renderer;
+    try {
+      renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+    } catch (err) {
+      throw new Error(`WebGL is not available in this browser, so 3D scenes cannot be drawn (${err.message})`);
+    }
+    this.renderer = renderer;
+    renderer.setPixelRatio(Math.min(2, window.devicePixelRatio || 1));
+    this.holder.append(renderer.domElement);
+    renderer.domElement.addEventListener("webglcontextlost", (e) => {
+      e.preventDefault();
+      if (this.destroyed) return;
+      this.showError("the WebGL context was lost (too many 3D views open, or the GPU reset); reload the page");
+    });
+    const scene = new THREE.Scene();
+    scene.background = colorOf(spec.background, "#111111");
+    scene.add(new THREE.AmbientLight(0xffffff, 0.7));
+    const sun = new THREE.DirectionalLight(0xffffff, 1.6);
+    sun.position.set(3, 5, 4);
+    scene.add(sun);
+    const cam = spec.camera || {};
+    const camera = new THREE.PerspectiveCamera(cam.fov ?? 50, 1, cam.near ?? 0.01, cam.far ?? 1000);
+    camera.up.fromArray(vec3(cam.up, [0, 1, 0]));
+    camera.position.fromArray(vec3(cam.position, [3, 3, 3]));
+    const controls = new OrbitControls(camera, renderer.domElement);
+    controls.target.fromArray(vec3(cam.target, [0, 0, 0]));
+    controls.update();
+    controls.addEventListener("change", () => { this.dirty = true; });
+    this.scene = scene;
+    this.camera = camera;
+    this.controls = controls;
+    this.statics = [];
+    for (const o of spec.objects) {
+      if (o.type === "grid" || o.type === "axes") {
+        const obj = staticObject(o);
+        this.statics.push(obj);
+        scene.add(obj);
+        continue;
+      }
+      const info = this.ctx.channelInfo(o.channel);
+      const live = o.type === "points" ? new PointsObject(o, info) : o.type === "pose" ? new PoseObject(o) : new ImageObject(o, info);
+      this.live.push(live);
+      scene.add(live.object);
+    }
+    this.problems = problems;
+    this.resizer = new ResizeObserver(() => this._resize());
+    this.resizer.observe(this.holder);
+    this._resize();
+  }
+
+  _resize() {
+    if (!this.renderer) return;
+    const w = Math.max(1, this.holder.clientWidth);
+    const h = Math.max(1, this.holder.clientHeight);
+    this.renderer.setSize(w, h, false);
+    this.camera.aspect = w / h;
+    this.camera.updateProjectionMatrix();
+    this.dirty = true;
+  }
+
+  updateNotices() {
+    const items = [...(this.problems || [])];
+    const channels = this.ctx.channelNames();
+    if (channels.length) {
+      for (const ch of new Set(this.live.map((o) => o.channel))) {
+        if (!channels.includes(ch)) items.push(`channel '${ch}' is not a channel of the device (channels: ${channels.join(", ")})`);
+      }
+    }
+    for (const o of this.live) if (o.problem) items.push(o.problem);
+    this.notices.replaceChildren(...items.map((t) => el("div", { class: "mb-notice" }, t)));
+  }
+
+  /** Socket handler: keep only the newest batch per channel. */
+  onBatch(batch) {
+    if (this.error || !this.renderer) return;
+    if (!this.live.some((o) => o.channel === batch.channel)) return;
+    if (batch.kind === "records" && !batch.msg.count) return;
+    this.latest.set(batch.channel, batch);
+  }
+
+  onState() {}
+
+  /** The tab became visible: subscribe; the canvas may have been resized while hidden. */
+  onShow() {
+    this.shown = true;
+    this._updateWants();
+    this._resize();
+  }
+
+  onHide() {
+    this.shown = false;
+    this.latest.clear();
+    this._updateWants();
+  }
+
+  onChannels() {
+    this.updateNotices();
+  }
+
+  reset() {
+    this.latest.clear();
+  }
+
+  /** Animation frame: upload the newest data, render if anything changed; nothing while hidden. */
+  frame(visible) {
+    if (!visible || this.error || !this.renderer || this.destroyed) return;
+    if (!this._gpuIdle()) return; // the newest data waits in this.latest; nothing queues up
+    if (this.latest.size) {
+      let problemsChanged = false;
+      for (const [channel, batch] of this.latest) {
+        for (const o of this.live) {
+          if (o.channel !== channel) continue;
+          try {
+            o.update(batch);
+            if (o.problem) { o.problem = null; problemsChanged = true; }
+          } catch (err) {
+            if (o.problem !== err.message) { o.problem = err.message; problemsChanged = true; }
+          }
+        }
+        this.ctx.applied(channel, batch.t);
+      }
+      this.latest.clear();
+      this.updates++;
+      this.dirty = true;
+      if (problemsChanged) this.updateNotices();
+    }
+    if (this.controls.enableDamping) this.controls.update();
+    if (!this.dirty) return;
+    this.dirty = false;
+    this.renderer.render(this.scene, this.camera);
+    const gl = this.renderer.getContext();
+    if (typeof gl.fenceSync === "function") {
+      this.fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
+      gl.flush();
+    }
+  }
+
+  // True once the GPU has finished the previous frame. Without this, uploads and draws queue
+  // up in the GPU process faster than a slow GPU (or software rendering) drains them, and
+  // everything the page shows — and receives — falls behind by up to a second.
+  _gpuIdle() {
+    if (!this.fence) return true;
+    const gl = this.renderer.getContext();
+    if (gl.getSyncParameter(this.fence, gl.SYNC_STATUS) !== gl.SIGNALED) {
+      if (++this.fenceWaits < 30) return false;
+      // never wait more than ~30 frames on a fence (a lost context never signals)
+    }
+    gl.deleteSync(this.fence);
+    this.fence = null;
+    this.fenceWaits = 0;
+    return true;
+  }
+
+  _disposeAll() {
+    if (this.fence && this.renderer) this.renderer.getContext().deleteSync(this.fence);
+    this.fence = null;
+    for (const o of this.live) o.dispose();
+    this.live = [];
+    if (this.resizer) this.resizer.disconnect();
+    if (this.controls) this.controls.dispose();
+    if (this.renderer) {
+      this.renderer.dispose();
+      this.renderer.forceContextLoss();
+      this.renderer.domElement.remove();
+    }
+    this.renderer = null;
+  }
+
+  destroy() {
+    this.destroyed = true;
+    this.ctx.subs.removeOwner(this.id);
+    this._disposeAll();
+    this.panel.replaceChildren();
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * StatusPanel: the Status tab — device, connection latency, channels, clients, commands, state.
+ *
+ * Device status comes from the `device` event (once a second); latency from our own pings
+ * (Connection.latency()); channels, clients and command figures from GET api/stats, polled
+ * once a second while the tab is visible.
+ */
+import { el, fmt, fmtSeconds, shortJSON } from "./util.js";
+
+const POLL_MS = 1000;
+
+function table(headers, rows, empty) {
+  if (!rows.length) return el("p", { class: "mb-muted" }, empty);
+  return el("table", { class: "mb-table" },
+    el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
+    el("tbody", {}, rows.map((r) => el("tr", { class: r.cls || null }, r.cells.map((c) => el("td", {}, c))))));
+}
+
+export class StatusPanel {
+  /** @param {HTMLElement} panel @param {object} ctx {conn, store, subs} */
+  constructor(panel, ctx) {
+    this.panel = panel;
+    this.ctx = ctx;
+    this.id = "status";
+    this.kind = "status";
+    this.visible = false;
+    this.timer = null;
+    this.latencyTimer = null;
+    this.stats = null;
+    this.statsError = null;
+    this.device = el("section", { class: "mb-card" });
+    this.latency = el("section", { class: "mb-card" });
+    this.channels = el("section", { class: "mb-card mb-wide" });
+    this.clients = el("section", { class: "mb-card mb-wide" });
+    this.commands = el("section", { class: "mb-card" });
+    this.state = el("section", { class: "mb-card" });
+    panel.replaceChildren(el("div", { class: "mb-status" }, this.device, this.latency, this.commands, this.state, this.channels, this.clients));
+    this.render();
+  }
+
+  onShow() {
+    this.visible = true;
+    this.poll();
+    if (this.timer === null) this.timer = setInterval(() => this.poll(), POLL_MS);
+    if (this.latencyTimer === null) this.latencyTimer = setInterval(() => this.renderLatency(), 250);
+  }
+
+  onHide() {
+    this.visible = false;
+    if (this.timer !== null) clearInterval(this.timer);
+    if (this.latencyTimer !== null) clearInterval(this.latencyTimer);
+    this.timer = null;
+    this.latencyTimer = null;
+  }
+
+  async poll() {
+    const token = this.ctx.conn.token;
+    const url = "api/stats" + (token ? `?token=${encodeURIComponent(token)}` : "");
+    try {
+      const res = await fetch(url, { cache: "no-store" });
+      if (!res.ok) throw new Error(`GET api/stats: HTTP ${res.status}`);
+      this.stats = await res.json();
+      this.statsError = null;
+    } catch (err) {
+      this.statsError = err.message;
+    }
+    this.render();
+  }
+
+  /** Redraw everything (on poll); the device card also redraws on device events. */
+  render() {
+    this.renderDevice();
+    this.renderLatency();
+    this.renderStats();
+  }
+
+  renderDevice() {
+    const { conn, store } = this.ctx;
+    const dev = store.device || {};
+    const online = dev.status === "online";
+    this.device.replaceChildren(
+      el("h3", {}, "Device"),
+      el("p", {}, el("span", { class: `mb-dot ${online ? "mb-ok" : "mb-bad"}` }), " ",
+        el("strong", {}, dev.name || "(no device attached)"), " ", online ? "online" : "offline"),
+      el("dl", { class: "mb-dl" },
+        el("dt", {}, "heartbeat age"), el("dd", { "data-k": "heartbeat" }, fmtSeconds(dev.heartbeat_age)),
+        el("dt", {}, "pid"), el("dd", {}, dev.pid ?? "—"),
+        el("dt", {}, "connection"), el("dd", {}, conn.state),
+        el("dt", {}, "role"), el("dd", {}, store.role || "—"),
+        el("dt", {}, "protocol"), el("dd", {}, store.protocol ?? "—")),
+    );
+  }
+
+  renderLatency() {
+    const lat = this.ctx.conn.latency();
+    this.latency.replaceChildren(
+      el("h3", {}, "Round trip (ping, last 10 s)"),
+      el("p", { class: "mb-big" },
+        el("span", { "data-k": "rtt-p50" }, lat.p50 === null ? "—" : `${lat.p50.toFixed(2)} ms`), el("small", {}, " median  "),
+        el("span", { "data-k": "rtt-p99" }, lat.p99 === null ? "—" : `${lat.p99.toFixed(2)} ms`), el("small", {}, " p99")),
+      el("p", { class: "mb-muted" }, `${lat.n} pings`),
+    );
+  }
+
+  renderStats() {
+    const { store } = this.ctx;
+    const s = this.stats;
+    const err = this.statsError ? el("p", { class: "mb-error" }, this.statsError) : null;
+    const chRows = ((s && s.channels) || []).map((c) => {
+      const ack = this.ctx.subs.acks.get(c.name);
+      const mine = ack && ack.ok ? `${fmt(ack.rate)} Hz${ack.points_per_update ? `, ≤${ack.points_per_update}/update` : ""}` : "—";
+      return { cells: [c.name, c.kind || "—", fmt(c.publish_rate, 1), fmt(c.delivered_rate, 1), fmt(c.delivered), fmt(c.skipped), fmt(c.missed), fmtSeconds(c.lag), mine] };
+    });
+    this.channels.replaceChildren(...[el("h3", {}, "Channels"), err,
+      table(["channel", "kind", "publish /s", "delivered /s", "delivered", "skipped", "missed", "lag", "this page"], chRows,
+        "No channel has had a subscriber yet.")].filter(Boolean));
+    const now = (s && s.server_time) || Date.now() / 1000;
+    const clRows = ((s && s.clients) || []).map((c) => ({
+      cls: c.id === store.sid ? "mb-me" : null,
+      cells: [c.id === store.sid ? `${c.id} (this page)` : c.id, c.address, c.role,
+        fmtSeconds(now - c.connected_at),
+        (c.subscriptions || []).map((x) => `${x.channel}@${fmt(x.rate)} (${fmt(x.sent)} sent, ${fmt(x.skipped)} skipped)`).join(", ") || "—",
+        fmt(c.queued), el("span", { class: "mb-ua", title: c.user_agent }, c.user_agent || "")],
+    }));
+    this.clients.replaceChildren(el("h3", {}, "Clients"),
+      table(["id", "address", "role", "connected", "subscriptions", "queued", "user agent"], clRows, "No clients."));
+    const cm = (s && s.commands) || {};
+    const relay = (s && s.relay) || {};
+    this.commands.replaceChildren(el("h3", {}, "Commands & relay"),
+      el("dl", { class: "mb-dl" },
+        el("dt", {}, "accepted / rejected"), el("dd", {}, `${fmt(cm.accepted)} / ${fmt(cm.rejected)}`),
+        el("dt", {}, "timeouts / pending"), el("dd", {}, `${fmt(cm.timeouts)} / ${fmt(cm.pending)}`),
+        el("dt", {}, "device round trip p50 / p99"), el("dd", {}, `${fmtSeconds(cm.rtt_p50)} / ${fmtSeconds(cm.rtt_p99)}`),
+        el("dt", {}, "relay rate"), el("dd", {}, relay.max_rate ? `${fmt(relay.max_rate)} Hz` : "—"),
+        el("dt", {}, "last tick"), el("dd", {}, fmtSeconds(relay.tick_seconds))));
+    const entries = Object.entries(store.state || {});
+    this.state.replaceChildren(el("h3", {}, "State"),
+      table(["key", "value"], entries.map(([k, v]) => ({ cells: [k, shortJSON(v, 120)] })), "No state values."));
+  }
+
+  onDevice() {
+    if (this.visible) this.renderDevice();
+  }
+
+  destroy() {
+    this.onHide();
+  }
+}

@@ -1,0 +1,332 @@
+/**
+ * VegaLiteView: one `*.vl.json` file as a live chart (docs/specs.md).
+ *
+ * Every named dataset (`"data": {"name": N}` anywhere in the spec; `data: [{name}]` in a
+ * plain Vega spec) whose N is a channel streams that channel. Socket handlers only decode
+ * and buffer rows (StreamDataset); once per animation frame, and only while the tab is
+ * visible, each changed dataset gets a single `view.change(N, changeset().insert().remove())`
+ * followed by one `view.runAsync()` for the view. The view is embedded once; never re-embedded
+ * to update. A spec that cannot be compiled or embedded shows its error instead of a chart.
+ */
+import embed from "vega-embed";
+import { changeset } from "vega";
+import { StreamDataset } from "./datasets.js";
+import { ControlBinding, ButtonBar } from "./controls.js";
+import { el } from "./util.js";
+
+export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
+const RESIZE_EVERY_MS = 500;
+const HIDDEN_APPLY_MS = 1000;
+const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
+
+/** Names of all named datasets in a Vega-Lite (or Vega) spec, in order of appearance. */
+export function namedDatasets(spec) {
+  const names = [];
+  const add = (d) => {
+    if (d && typeof d === "object" && typeof d.name === "string" && !("values" in d) && !("url" in d)
+        && !("source" in d) && !names.includes(d.name)) names.push(d.name);
+  };
+  const walk = (node, key) => {
+    if (Array.isArray(node)) {
+      for (const item of node) walk(item);
+    } else if (node && typeof node === "object") {
+      if (key === "usermeta") return;
+      const data = node.data;
+      if (Array.isArray(data)) data.forEach(add);
+      else add(data);
+      for (const [k, v] of Object.entries(node)) if (v && typeof v === "object") walk(v, k);
+    }
+  };
+  walk(spec);
+  const inline = spec && typeof spec.datasets === "object" ? Object.keys(spec.datasets) : [];
+  return names.filter((n) => !inline.includes(n));
+}
+
+/** usermeta → options with defaults, plus human-readable problems (shown as notices). */
+export function parseUsermeta(meta) {
+  const problems = [];
+  const out = { window: { seconds: DEFAULTS.seconds }, rate: DEFAULTS.rate, maxPoints: null, controls: {}, buttons: [], problems };
+  if (meta === undefined) return out;
+  if (!meta || typeof meta !== "object" || Array.isArray(meta)) {
+    problems.push("usermeta must be an object");
+    return out;
+  }
+  for (const key of Object.keys(meta)) {
+    if (!USERMETA_KEYS.includes(key)) problems.push(`usermeta.${key} is not a monbridge option (options: ${USERMETA_KEYS.join(", ")})`);
+  }
+  const w = meta.window;
+  if (w !== undefined) {
+    if (w && typeof w.seconds === "number" && w.seconds > 0) out.window = { seconds: w.seconds };
+    else if (w && Number.isInteger(w.rows) && w.rows > 0) out.window = { rows: w.rows };
+    else problems.push(`usermeta.window must be {"seconds": S} or {"rows": R} with S, R > 0, got ${JSON.stringify(w)}; using 10 s`);
+  }
+  if (meta.rate !== undefined) {
+    if (typeof meta.rate === "number" && meta.rate >= 0.1 && meta.rate <= 1000) out.rate = meta.rate;
+    else problems.push(`usermeta.rate must be a number from 0.1 to 1000 (Hz), got ${JSON.stringify(meta.rate)}; using 30`);
+  }
+  if (meta.max_points !== undefined && meta.max_points !== null) {
+    if (typeof meta.max_points === "number" && meta.max_points >= 2) out.maxPoints = Math.floor(meta.max_points);
+    else problems.push(`usermeta.max_points must be a number ≥ 2, got ${JSON.stringify(meta.max_points)}`);
+  }
+  if (out.maxPoints === null && out.window.seconds) out.maxPoints = DEFAULTS.maxPoints;
+  if (meta.controls !== undefined) {
+    if (meta.controls && typeof meta.controls === "object" && !Array.isArray(meta.controls)) {
+      for (const [param, cfg] of Object.entries(meta.controls)) {
+        if (cfg && typeof cfg === "object" && typeof cfg.command === "string") out.controls[param] = cfg;
+        else problems.push(`usermeta.controls.${param} needs {"command": "...", "arg": "value", "state": "..."}`);
+      }
+    } else problems.push('usermeta.controls must be an object: {"PARAM": {"command": ..., "arg": ..., "state": ...}}');
+  }
+  if (meta.buttons !== undefined) {
+    if (Array.isArray(meta.buttons)) {
+      meta.buttons.forEach((b, i) => {
+        if (b && typeof b === "object" && typeof b.command === "string") out.buttons.push(b);
+        else problems.push(`usermeta.buttons[${i}] needs {"command": "...", "label": "..."}`);
+      });
+    } else problems.push('usermeta.buttons must be a list: [{"command": "home", "label": "Home"}]');
+  }
+  return out;
+}
+
+export class VegaLiteView {
+  /**
+   * @param {object} def the VIEW entry from the bridge
+   * @param {HTMLElement} panel where to draw
+   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames()}
+   */
+  constructor(def, panel, ctx) {
+    this.def = def;
+    this.id = def.id;
+    this.kind = "vega-lite";
+    this.panel = panel;
+    this.ctx = ctx;
+    this.error = null;
+    this.updates = 0;
+    this.datasets = new Map(); // dataset (= channel) name -> StreamDataset
+    this.controls = [];
+    this.result = null; // vega-embed result {view, finalize}
+    this.running = false;
+    this.lastResize = -Infinity;
+    this.lastApply = -Infinity;
+    this.destroyed = false;
+    this.notices = el("div", { class: "mb-notices" });
+    this.errorBox = el("div", { class: "mb-view-error", hidden: true });
+    this.toolbar = el("div", { class: "mb-toolbar" });
+    this.chart = el("div", { class: "mb-vl-embed" }); // vega-embed's container: no padding (Vega measures it)
+    this.card = el("div", { class: "mb-vl-chart" }, this.chart);
+    panel.replaceChildren(this.errorBox, this.notices, this.toolbar, this.card);
+  }
+
+  /** Rows currently in the view's datasets (sum). */
+  rows() {
+    let n = 0;
+    for (const ds of this.datasets.values()) n += ds.size;
+    return n;
+  }
+
+  showError(message) {
+    this.error = message;
+    this.errorBox.replaceChildren(
+      el("strong", {}, `${this.def.file}: this view cannot be shown`),
+      el("pre", {}, message),
+      el("p", { class: "mb-hint" }, "Fix the file in the specs directory; the tab updates when it is saved."),
+    );
+    this.errorBox.hidden = false;
+    this.card.hidden = true;
+  }
+
+  async mount() {
+    const def = this.def;
+    if (def.error) return this.showError(def.error);
+    const spec = def.spec;
+    if (!spec || typeof spec !== "object") return this.showError("the bridge sent no spec for this view");
+    const opts = parseUsermeta(spec.usermeta);
+    this.opts = opts;
+    const names = namedDatasets(spec);
+    for (const name of names) this.datasets.set(name, new StreamDataset(name, opts.window));
+    const perDataset = opts.maxPoints ? Math.max(2, Math.floor(opts.maxPoints / Math.max(1, names.length))) : null;
+    this.ctx.subs.setWants(this.id, names.map((channel) => ({
+      channel, rate: opts.rate, seconds: opts.window.seconds || null, maxPoints: perDataset,
+    })));
+    this.problems = opts.problems;
+    this.updateNotices();
+    try {
+      const embedOpts = { actions: false, renderer: "canvas", logLevel: 1 /* warn */ };
+      if (!spec.$schema) embedOpts.mode = "vega-lite";
+      this.result = await embed(this.chart, spec, embedOpts);
+    } catch (err) {
+      const hint = spec.$schema && !/vega-lite/.test(spec.$schema) ? [] : markProblems(spec);
+      if (!this.destroyed) this.showError([`Vega-Lite could not compile or embed this spec: ${(err && err.message) || err}`, ...hint].join("\n"));
+      return;
+    }
+    if (this.destroyed) {
+      this.result.finalize();
+      return;
+    }
+    const view = this.result.view;
+    const send = (name, args) => this.ctx.conn.command(name, args);
+    for (const [param, cfg] of Object.entries(opts.controls)) {
+      try {
+        view.signal(param);
+      } catch {
+        this.problems.push(`usermeta.controls.${param}: the spec has no param (signal) named '${param}'`);
+        continue;
+      }
+      const status = el("span", { class: "mb-ctl-status" });
+      this._placeStatus(param, spec, status);
+      this.controls.push(new ControlBinding(view, param, cfg, send, status));
+    }
+    if (opts.buttons.length) this.toolbar.append(new ButtonBar(opts.buttons, send).node);
+    this.updateNotices();
+    const state = this.ctx.store.state;
+    for (const c of this.controls) c.onState(state);
+  }
+
+  // Put a control's error display inside its Vega binding (found by its label), else in the toolbar.
+  _placeStatus(param, spec, status) {
+    const label = findBindName(spec, param) || param;
+    for (const bind of this.chart.querySelectorAll(".vega-bind")) {
+      const name = bind.querySelector(".vega-bind-name");
+      if (name && name.textContent.trim() === label.trim()) {
+        bind.append(status);
+        return;
+      }
+    }
+    this.toolbar.append(el("span", { class: "mb-ctl-fallback" }, `${param}: `, status));
+  }
+
+  /** Warnings that do not stop the view: usermeta problems, datasets that match no channel. */
+  updateNotices() {
+    const items = [...(this.problems || [])];
+    const channels = this.ctx.channelNames();
+    if (channels.length) {
+      for (const name of this.datasets.keys()) {
+        if (!channels.includes(name)) items.push(`dataset '${name}' matches no channel of the device (channels: ${channels.join(", ")})`);
+      }
+    }
+    if (this.frameProblem) items.push(this.frameProblem);
+    this.notices.replaceChildren(...items.map((t) => el("div", { class: "mb-notice" }, t)));
+  }
+
+  /** A decoded-on-demand batch (records, events or frame) for one of our channels. */
+  onBatch(batch) {
+    const ds = this.datasets.get(batch.channel);
+    if (!ds || this.error) return;
+    let rows;
+    try {
+      rows = batch.rows();
+    } catch (err) {
+      if (this.frameProblem !== err.message) {
+        this.frameProblem = err.message;
+        this.updateNotices();
+      }
+      return;
+    }
+    if (batch.kind === "frame") ds.replace(rows, batch.t);
+    else ds.push(rows);
+  }
+
+  onState(values) {
+    for (const c of this.controls) c.onState(values);
+  }
+
+  onChannels() {
+    this.updateNotices();
+  }
+
+  /** The device restarted: clear every dataset. */
+  reset() {
+    for (const ds of this.datasets.values()) ds.reset();
+  }
+
+  /**
+   * Called once per animation frame: apply what arrived if Vega is idle — every frame while
+   * the tab is visible, about once a second while hidden (so hidden tabs stay current and
+   * cheap; what waits meanwhile is trimmed to the window).
+   */
+  frame(visible) {
+    if (!this.result || this.running || this.error || this.destroyed) return;
+    const now = performance.now();
+    if (!visible && now - this.lastApply < HIDDEN_APPLY_MS) return;
+    this.lastApply = now;
+    const view = this.result.view;
+    let changed = false;
+    for (const ds of this.datasets.values()) {
+      if (!ds.dirty) continue;
+      const { insert, remove, newestT } = ds.take();
+      if (!insert.length && !remove.length) continue;
+      try {
+        view.change(ds.name, changeset().insert(insert).remove(remove));
+      } catch (err) {
+        this.showError(`cannot update dataset '${ds.name}': ${err.message}`);
+        return;
+      }
+      this.updates++;
+      changed = true;
+      if (insert.length && visible) this.ctx.applied(ds.name, newestT);
+    }
+    if (!changed) return;
+    // Vega does not redo its autosize layout when streamed data changes the axes (labels of a
+    // growing y domain get clipped on the left), so ask for it, at most twice a second.
+    if (now - this.lastResize > RESIZE_EVERY_MS) {
+      this.lastResize = now;
+      view.resize();
+    }
+    this.running = true;
+    view.runAsync().then(
+      () => { this.running = false; },
+      (err) => {
+        this.running = false;
+        this.showError(`Vega failed while updating: ${(err && err.message) || err}`);
+      },
+    );
+  }
+
+  destroy() {
+    this.destroyed = true;
+    for (const c of this.controls) c.destroy();
+    this.controls = [];
+    this.ctx.subs.removeOwner(this.id);
+    if (this.result) this.result.finalize();
+    this.result = null;
+    this.panel.replaceChildren();
+  }
+}
+
+const MARKS = ["arc", "area", "bar", "image", "line", "point", "rect", "rule", "text", "tick", "trail", "circle",
+  "square", "geoshape", "boxplot", "errorband", "errorbar"];
+
+// Readable reasons for the most common compile failure, which Vega-Lite reports cryptically.
+function markProblems(spec) {
+  const out = [];
+  const walk = (node, path) => {
+    if (!node || typeof node !== "object") return;
+    if (Array.isArray(node)) return node.forEach((n, i) => walk(n, `${path}[${i}]`));
+    if ("mark" in node) {
+      const m = node.mark;
+      const type = typeof m === "string" ? m : m && typeof m === "object" ? m.type : undefined;
+      if (!MARKS.includes(type)) out.push(`${path ? path + "." : ""}mark: ${JSON.stringify(type)} is not a Vega-Lite mark (marks: ${MARKS.join(", ")})`);
+    }
+    for (const [k, v] of Object.entries(node)) if (!["usermeta", "data", "datasets", "params", "config"].includes(k) && v && typeof v === "object") walk(v, path ? `${path}.${k}` : k);
+  };
+  walk(spec, "");
+  return out;
+}
+
+// The label Vega shows for a bound param: bind.name if given, else the param name.
+function findBindName(spec, param) {
+  let found = null;
+  const walk = (node) => {
+    if (found || !node || typeof node !== "object") return;
+    if (Array.isArray(node)) return node.forEach(walk);
+    if (Array.isArray(node.params)) {
+      for (const p of node.params) if (p && p.name === param && p.bind && typeof p.bind.name === "string") found = p.bind.name;
+    }
+    if (Array.isArray(node.signals)) {
+      for (const s of node.signals) if (s && s.name === param && s.bind && typeof s.bind.name === "string") found = s.bind.name;
+    }
+    for (const v of Object.values(node)) if (v && typeof v === "object") walk(v);
+  };
+  walk(spec);
+  return found;
+}
