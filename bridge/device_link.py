@@ -20,7 +20,7 @@ from typing import Any
 from device_agent import layout
 from device_agent.attach import DeviceAttachment, running_devices
 from device_agent.errors import LayoutError
-from device_agent.shm import attach_segment, close_segment, pid_alive
+from device_agent.shm import attach_segment, close_segment, segment_owner
 
 log = logging.getLogger("bridge")
 
@@ -114,7 +114,7 @@ class DeviceLink:
             return self.name
         if self.device is not None:
             return self.device.device
-        live = [n for n in running_devices() if _owner_alive(n)]
+        live = [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
         if len(live) > 1:
             log.warning("several devices are running (%s); choose one with --attach NAME", ", ".join(live))
             return None
@@ -139,17 +139,3 @@ class DeviceLink:
         if self.device is not None:
             self.device.close()
             self.device = None
-
-
-def _owner_alive(name: str) -> bool:
-    try:
-        shm = attach_segment(layout.control_segment_name(name))
-    except FileNotFoundError:
-        return False
-    try:
-        header = layout.read_header(shm.buf)
-        return pid_alive(header.writer_pid) and not header.closed
-    except LayoutError:
-        return False
-    finally:
-        close_segment(shm)

@@ -36,7 +36,7 @@ from .errors import ChannelError, DeviceNameInUse, LayoutError
 from .frames import MIN_SLOTS, slots_bytes
 from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
 from .records import ring_bytes
-from .shm import attach_segment, close_segment, create_segment, destroy_segment, list_segments, pid_alive, unlink_segment
+from .shm import create_segment, destroy_segment, list_segments, segment_owner, unlink_segment
 
 HEARTBEAT_PERIOD = 0.1
 BRIDGE_EXIT_WAIT = 3.0
@@ -376,25 +376,6 @@ def _positive(what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ChannelError(f"'{what}' must be a positive integer, got {value!r}")
     return value
-
-
-def segment_owner(seg_name: str) -> int | None:
-    """The pid that wrote ``seg_name`` if that process still runs and has not closed it."""
-    try:
-        shm = attach_segment(seg_name)
-    except (FileNotFoundError, ValueError):
-        return None
-    try:
-        pid = layout.peek_owner(shm.buf)
-        if pid is None or not pid_alive(pid):
-            return None
-        try:
-            closed = layout.read_header(shm.buf).closed
-        except LayoutError:
-            closed = False  # another monbridge version: trust the pid
-        return None if closed else pid
-    finally:
-        close_segment(shm)
 
 
 def _remove_stale(device: str, seg_name: str) -> None:

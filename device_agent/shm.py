@@ -12,6 +12,9 @@ import mmap
 import os
 from multiprocessing.shared_memory import SharedMemory
 
+from . import layout
+from .errors import LayoutError
+
 from .layout import SEGMENT_PREFIX
 
 SHM_DIR = "/dev/shm"
@@ -111,3 +114,22 @@ def pid_alive(pid: int) -> bool:
         return state not in (b"Z", b"X")
     except (OSError, IndexError):
         return True
+
+
+def segment_owner(seg_name: str) -> int | None:
+    """The pid that wrote ``seg_name`` if that process still runs and has not closed it."""
+    try:
+        shm = attach_segment(seg_name)
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        pid = layout.peek_owner(shm.buf)
+        if pid is None or not pid_alive(pid):
+            return None
+        try:
+            closed = layout.read_header(shm.buf).closed
+        except LayoutError:
+            closed = False  # another monbridge version: trust the pid
+        return None if closed else pid
+    finally:
+        close_segment(shm)
