@@ -1,7 +1,9 @@
 """The smallest useful monbridge device: one records channel and one command.
 
-    MON=1 python examples/minimal.py      # prints the dashboard URL; Ctrl-C stops it
-    python examples/minimal.py            # MON unset: runs without any monitor
+    MON=specs=examples/specs python examples/minimal.py   # prints the dashboard URL; Ctrl-C stops it
+    python examples/minimal.py                           # MON unset: runs without any monitor
+
+(``specs=`` names the directory of its one view; a bare ``MON=1`` shows ./specs.)
 """
 import math
 import time
