@@ -21,7 +21,7 @@ PY_STAMP    := $(VENV)/.installed
 NODE_STAMP  := node_modules/.installed
 PYTEST_ARGS ?=
 
-.PHONY: venv js test demo bench clean
+.PHONY: venv js test demo bench clean screenshots
 
 # --- Python ------------------------------------------------------------------
 
@@ -75,3 +75,7 @@ clean:
 	rm -rf $(VENV) node_modules build dist webui/static .pytest_cache test-artifacts
 	find . -path ./.git -prune -o -name '*.egg-info' -prune -exec rm -rf {} + \
 	       -o -name __pycache__ -prune -exec rm -rf {} +
+
+screenshots: venv js
+	@echo "monbridge: screenshots of every dashboard tab (demo device + headless chromium) ..."
+	$(VPY) tools/screenshots.py --readme

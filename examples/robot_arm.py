@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import signal
 import time
 from typing import Literal
 
@@ -25,6 +26,7 @@ import device_agent
 LINKS = (0.0, 0.6, 0.5)            # link lengths, m (joint 1 turns the base)
 LIMIT_DEG = (170.0, 100.0, 120.0)  # joint limits, ±degrees
 CLOUD_POINTS = 20_000
+HITS_PER_STEP = 25                 # sensor hits per step: the cloud fills in about 4 s
 STEP_HZ = 200                      # device loop rate; joints publishes 5 records per step (1 kHz)
 JOINT_FIELDS = {"t": "f8", "j1": "f4", "j2": "f4", "j3": "f4", "i1": "f4", "i2": "f4", "i3": "f4",
                 "temp1": "f4", "temp2": "f4", "temp3": "f4"}
@@ -94,15 +96,19 @@ def scan_points(ee: np.ndarray, yaw: float, n: int, rng: np.random.Generator) ->
     return hits
 
 
+_YY, _XX = np.mgrid[0:240, 0:320]
+_BOARD = np.stack([(((_XX // 20 + _YY // 20) % 2) * 60 + 60).astype(np.uint8)] * 3, axis=-1)
+_BOARD[..., 2] += 30
+
+
 def camera_image(arm: Arm, frame_no: int) -> np.ndarray:
     """A 240×320 synthetic view: a checkerboard floor sliding with the base, the tool's spot."""
-    yy, xx = np.mgrid[0:240, 0:320]
-    shift = int(math.degrees(arm.angles[0]) * 2)
-    board = (((xx + shift) // 20 + yy // 20) % 2).astype(np.uint8) * 60 + 60
-    img = np.stack([board, board, board + 30], axis=-1)
+    img = np.roll(_BOARD, int(math.degrees(arm.angles[0]) * 2), axis=1)
     cx = 160 + int(80 * math.sin(arm.angles[2])); cy = 120 + int(60 * math.sin(arm.angles[1]))
-    spot = (xx - cx) ** 2 + (yy - cy) ** 2 < 15 ** 2
-    img[spot] = (230, 60, 40)
+    y0, x0 = max(cy - 15, 0), max(cx - 15, 0)
+    window = img[y0 : cy + 15, x0 : cx + 15]
+    spot = (_XX[y0 : cy + 15, x0 : cx + 15] - cx) ** 2 + (_YY[y0 : cy + 15, x0 : cx + 15] - cy) ** 2 < 15 ** 2
+    window[spot] = (230, 60, 40)
     img[:4, : (frame_no % 320)] = (255, 255, 255)
     return img
 
@@ -125,6 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0: run until Ctrl-C)")
     opts = parser.parse_args()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it, even if started with SIGINT ignored
 
     mon = device_agent.start(name="robot_arm")
     joints = mon.records("joints", JOINT_FIELDS, capacity=16384)
@@ -209,7 +216,8 @@ def main() -> None:
                 log.publish({"level": "info", "msg": "homing done"})
             elif arm.mode != "idle":
                 homed = False
-            hits = scan_points(ee, arm.angles[0], 700, rng) if arm.mode == "scan" else None
+            hits = scan_points(ee, arm.angles[0], HITS_PER_STEP, rng) if arm.mode == "scan" else None
+            image = camera_image(arm, step) if camera_due(now) else None  # drawing is the device's work
             if hits is not None:
                 k = len(hits)
                 points[(filled + np.arange(k)) % CLOUD_POINTS] = hits
@@ -220,8 +228,8 @@ def main() -> None:
                 pose.publish(now, *elbow, *ee, *arm.orientation())
             if cloud_due(now):
                 cloud.publish(points[: min(filled, CLOUD_POINTS)], t=now)
-            if camera_due(now):
-                camera.publish(camera_image(arm, step), t=now)
+            if image is not None:
+                camera.publish(image, t=now)
             if loop_due(now):
                 steps = max(1, step - last_step)
                 loop.publish(now, (t0 - last_loop) * 1000 / steps, (m0 - t0) * 1000, monitor_s * 1e6 / steps)
