@@ -1,9 +1,10 @@
-"""The real demo in a real browser: every tab of the repository's specs/ renders live data.
+"""The newcomer's path: `make demo`, open the printed URL, watch every tab, steer, Ctrl-C.
 
-Runs examples/robot_arm.py (unmodified, through a small wrapper that only gives it a unique
-device name, so a `make demo` running on the same machine cannot collide with it and the
-conftest guard checks its /dev/shm segments) with ``MON=port=0,specs=<repo>/specs``. The
-views are whatever files specs/ holds when the test runs (GET /api/views).
+Runs the Makefile's demo target as the README says (MON=port=0 so a free port is used),
+in its own session under the conftest guard: every tab of specs/ (whatever files it holds,
+from GET /api/views) renders live data in chromium, the speed slider changes the device's
+state, Home sends the arm home, and Ctrl-C stops device and bridge leaving no process or
+/dev/shm segment behind.
 """
 
 from __future__ import annotations
@@ -11,31 +12,17 @@ from __future__ import annotations
 import signal
 import threading
 
+import pytest
 from bridge_support import DASHBOARD_LINE, http, parse_url, wait_stderr
 from browser_support import SCREENSHOTS, Dashboards, chromium, dashboards  # noqa: F401  (fixtures)
-from conftest import REPO, START_TIMEOUT
+from conftest import REPO, START_TIMEOUT, DeviceProcess, wait_for
 
-ROBOT_ARM = REPO / "examples" / "robot_arm.py"
-SPECS = REPO / "specs"
+from device_agent.layout import control_segment_name
+from device_agent.shm import segment_owner
 
-# Runs the demo file as __main__ with its own code; only device_agent.start(name=...) is
-# given the test's unique device name instead of "robot_arm".
-WRAPPER = f"""
-import runpy, sys
-import device_agent
-
-name = sys.argv[1]
-_start = device_agent.start
-
-def start(*args, **kwargs):
-    kwargs["name"] = name
-    return _start(*args, **kwargs)
-
-device_agent.start = start
-sys.argv = [{str(ROBOT_ARM)!r}]
-runpy.run_path({str(ROBOT_ARM)!r}, run_name="__main__")
-"""
-
+DEMO_DEVICE = "robot_arm"          # the name examples/robot_arm.py publishes under
+MAKE_START_TIMEOUT = START_TIMEOUT + 120  # make may rebuild the web UI first
+CONTROLS = '.mb-panel[data-id="controls"]'
 MIN_SCENE_PIXELS = 200
 VIEW_WAIT_MS = 25_000
 
@@ -59,18 +46,25 @@ def check_view(dash, v: dict) -> dict:
     return result
 
 
-def test_every_demo_tab_renders_live_data(launch, device_name, dashboards: Dashboards, request):
-    proc = launch(WRAPPER, device_name, mon=f"port=0,specs={SPECS}", ready="robot_arm: running")
+def test_make_demo_newcomer_path(_guard, dashboards: Dashboards, request):
+    owner = segment_owner(control_segment_name(DEMO_DEVICE))
+    if owner is not None:
+        pytest.skip(f"a {DEMO_DEVICE} device is already running here (pid {owner}); stop it to run this test")
+    env, tag = _guard.env("port=0", None)
+    proc = DeviceProcess(["make", "--no-print-directory", "demo"], env, REPO, tag)
+    _guard.procs.append(proc)
+    _guard.names.append(DEMO_DEVICE)
     try:
-        m = wait_stderr(proc, DASHBOARD_LINE, START_TIMEOUT)
+        m = wait_stderr(proc, DASHBOARD_LINE, MAKE_START_TIMEOUT)
         url = parse_url(m["url"])
         status, _, body = http(url, f"/api/views?token={url.token}", token=None)
         assert status == 200, body
         views = body["views"]
-        assert views, f"GET /api/views lists no views for {SPECS}"
+        assert views, "GET /api/views lists no views for specs/"
         dash = dashboards.open(url, label="demo")
         for old in SCREENSHOTS.glob("demo-*.png"):   # tabs of files since removed
             old.unlink()
+        assert dash.tab_ids()[: len(views)] == [v["id"] for v in views], dash.describe()
 
         # Events views (the log) only get rows when the device logs something: take a
         # picture now and then (each one logs a line) while the tabs are checked.
@@ -104,11 +98,27 @@ def test_every_demo_tab_renders_live_data(launch, device_name, dashboards: Dashb
         request.node.user_properties.append(("views", results))
         assert not failures, "views of specs/ that do not render live data with robot_arm.py:\n" + "\n".join(
             f"- {vid}: {msg}" for vid, msg in failures.items())
+
+        # steer it: the speed slider, then the Home button
+        dash.open_tab("controls")
+        slider = f"{CONTROLS} .vega-bind input[type=range]"
+        dash.wait("(sel) => document.querySelector(sel)", slider, what="the speed slider")
+        dash.js("""([sel, v]) => { const s = document.querySelector(sel);
+                                   s.value = String(v);
+                                   s.dispatchEvent(new Event('input', {bubbles: true}));
+                                   s.dispatchEvent(new Event('change', {bubbles: true})); }""", [slider, 1.5])
+        wait_for(lambda: http(url, "/api/state")[2]["values"].get("speed") == 1.5, START_TIMEOUT,
+                 "the device's speed to follow the slider to 1.5")
+        dash.page.get_by_role("button", name="Home", exact=True).click()
+        wait_for(lambda: http(url, "/api/state")[2]["values"].get("mode") == "idle", START_TIMEOUT,
+                 "the arm to go idle (homing) after Home")
+        dash.screenshot("demo-controls-after-home")
         assert dash.connection() == "live", dash.describe()
         assert not dash.page_errors, dash.page_errors
     finally:
         if proc.proc.poll() is None:
-            proc.proc.send_signal(signal.SIGTERM)
+            proc.kill_group(signal.SIGINT)   # Ctrl-C in the terminal: make, device and bridge get it
         code = proc.wait_gone(START_TIMEOUT)
-    assert code in (0, 128 + signal.SIGTERM), proc.describe()
+    assert code is not None, proc.describe()
     assert "Traceback" not in "".join(proc.stderr), proc.describe()
+    # the guard fails the test if any process it started, or a segment of robot_arm, is left
