@@ -26,17 +26,26 @@ class DisabledChannel:
 
 
 class DisabledState(Mapping):
+    """Keeps what ``update`` is given, in this process only, so code that reads its own
+    state back runs the same with MON unset."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
     def update(self, values: Any = None, /, **more: Any) -> None:
-        pass
+        if values:
+            self._values.update(values)
+        if more:
+            self._values.update(more)
 
     def __getitem__(self, key: str) -> Any:
-        raise KeyError(key)
+        return self._values[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(())
+        return iter(dict(self._values))
 
     def __len__(self) -> int:
-        return 0
+        return len(self._values)
 
 
 class DisabledMonitor:
