@@ -348,7 +348,8 @@ def test_disabled_monitor_creates_no_shared_memory(run_python, device_name):
     assert result["before"] == result["after"] == []
     assert result["mapped"] == []
     assert result["monitors"] == [{
-        "type": "DisabledMonitor", "enabled": False, "count": 0, "state": {}, "clients": [],
+        # the state keeps what it is given, in this process only (no shared memory)
+        "type": "DisabledMonitor", "enabled": False, "count": 0, "state": {"speed": 1.0}, "clients": [],
         "url": None, "command_returns_fn": True, "poll": 0,
     }] * 3
 
