@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--command-timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
     serve.add_argument("--offline-after", type=float, default=1.0,
                        help="heartbeat age in seconds after which the device counts as offline (default 1)")
-    serve.add_argument("--command-rate", type=float, default=100.0, help="commands per second per client, bursts of twice that (default 100)")
+    serve.add_argument("--command-rate", type=float, default=100.0, help="commands per second per client; bursts of max(10, twice that) (default 100)")
     serve.add_argument("--exit-with-device", action="store_true",
                        help="exit when the device closes (used when a device launches its bridge)")
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd == "serve" and not 1 <= args.rate <= 1000:
-        parser.error(f"--rate must be from 1 to 1000 Hz, got {args.rate:g}")
+        parser.exit(2, f"monbridge serve: --rate must be from 1 to 1000 Hz, got {args.rate:g}\n")
     if args.cmd == "serve" and args.async_mode == "eventlet":
         _green()
     if args.cmd == "cleanup":

@@ -8,12 +8,13 @@ address). The table maps socket.io sid -> ClientInfo.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
+
+from device_agent.config import is_loopback  # noqa: F401  (re-exported for the server)
 
 
 @dataclass
@@ -66,15 +67,6 @@ class ClientTable:
         return out
 
 
-def is_loopback(host: str) -> bool:
-    if host in ("localhost", ""):
-        return host == "localhost"
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
     """The token a client presented: Socket.IO ``auth``, ``Authorization: Bearer``, or ``?token=``."""
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
@@ -91,3 +83,37 @@ def role_for(presented: str | None, token: str, require_token: bool) -> str | No
     if presented is not None:
         return "operator" if hmac.compare_digest(presented.encode(), token.encode()) else None
     return None if require_token else "viewer"
+
+
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1"}
+
+
+def host_allowed(host_header: str, bind_host: str, require_token: bool) -> bool:
+    """On a loopback bind, accept only requests addressed to a loopback name.
+
+    A web page from another site can make a browser send requests to 127.0.0.1 through a
+    DNS name it controls ("DNS rebinding"); such requests carry that name in Host. With a
+    token required (non-loopback binds), the token is the guard and any Host is fine.
+    """
+    if require_token:
+        return True
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host in LOOPBACK_NAMES or host == bind_host.lower() or is_loopback(host)
+
+
+class HostGuard:
+    """WSGI wrapper applying ``host_allowed`` to every request (HTTP and Socket.IO)."""
+
+    def __init__(self, app: Any, bind_host: str, require_token: bool) -> None:
+        self.app, self.bind_host, self.require_token = app, bind_host, require_token
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if host_allowed(environ.get("HTTP_HOST", ""), self.bind_host, self.require_token):
+            return self.app(environ, start_response)
+        start_response("403 Forbidden", [("Content-Type", "text/plain")])
+        return [b"monbridge: this bridge only answers requests addressed to this machine "
+                b"(Host: localhost or 127.0.0.1)\n"]

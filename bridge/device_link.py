@@ -43,6 +43,7 @@ class DeviceLink:
         self.online = False
         self.closed_cleanly = False
         self._next_retry = 0.0
+        self._warned_several = False
 
     @property
     def device_name(self) -> str | None:
@@ -116,7 +117,9 @@ class DeviceLink:
             return self.device.device
         live = [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
         if len(live) > 1:
-            log.warning("several devices are running (%s); choose one with --attach NAME", ", ".join(live))
+            if not self._warned_several:
+                log.warning("several devices are running (%s); choose one with --attach NAME", ", ".join(live))
+                self._warned_several = True
             return None
         return live[0] if live else None
 

@@ -28,7 +28,7 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO
 
 from . import netio
-from .clients import ClientInfo, ClientTable, is_loopback, role_for, token_from
+from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, token_from
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .protocol import PROTOCOL_VERSION, ProtocolError, error, ok, parse_ping, parse_subscribe, parse_unsubscribe
@@ -488,7 +488,8 @@ def serve(args: Any) -> int:
         bridge.link.device.publish_bridge(url=bridge.url, pid=os.getpid(), doorbell=bridge.doorbell.address)
     if not options.exit_with_device:  # a device that launched us prints the URL itself
         print(f"monbridge: serving {options.attach!r} at {bridge.url}", flush=True)
-    run, stop = netio.server(options.async_mode, listener, bridge.app)
+    run, stop = netio.server(options.async_mode, listener,
+                             HostGuard(bridge.app, options.host, options.require_token))
     bridge._stopper = stop
     signal.signal(signal.SIGTERM, bridge.request_stop)
     signal.signal(signal.SIGINT, bridge.request_stop)

@@ -57,5 +57,5 @@ def start(name: str | None = None, *, dispatch: str = "thread", mon: str | None 
 def default_device_name() -> str:
     """The main script's file name, made into a valid device name."""
     main = os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "")
-    stem = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(main)[0])[:48].strip("_")
+    stem = re.sub(r"[^A-Za-z0-9_-]", "_", os.path.splitext(main)[0])[:48].strip("_-")
     return stem or "device"

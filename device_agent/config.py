@@ -13,6 +13,7 @@ Keys: name, host, port, rate, specs, token, async_mode, log, bridge.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -49,7 +50,7 @@ def parse_mon(value: str | None) -> MonitorConfig:
     text = value.strip()
     if text == "1":
         return MonitorConfig(enabled=True)
-    if text.endswith(".json") or (os.path.sep in text and "=" not in text):
+    if "=" not in text and (text.endswith(".json") or os.path.sep in text):
         return _from_file(text)
     if "=" not in text:
         raise ConfigError(
@@ -134,3 +135,13 @@ def _convert(key: str, raw: Any, source: str) -> Any:
     if key == "token" and raw and len(raw) < 8:
         raise ConfigError(f"{bad}: a token must be at least 8 characters")
     return raw
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

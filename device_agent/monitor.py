@@ -29,14 +29,14 @@ import numpy as np
 from . import layout
 from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, dtype_to_json, records_dtype
 from .commands import CommandSpec, Dispatcher, make_spec
-from .config import MonitorConfig
+from .config import MonitorConfig, is_loopback
 from .control import CONTROL_SIZE, ControlLayout
 from .doorbell import Doorbell, Ringer
 from .errors import ChannelError, DeviceNameInUse, LayoutError
 from .frames import MIN_SLOTS, slots_bytes
 from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
 from .records import ring_bytes
-from .shm import create_segment, destroy_segment, list_segments, segment_owner, unlink_segment
+from .shm import create_segment, destroy_segment, list_segments, pid_alive, segment_owner, unlink_segment
 
 HEARTBEAT_PERIOD = 0.1
 BRIDGE_EXIT_WAIT = 3.0
@@ -268,6 +268,8 @@ class Monitor:
         try:
             shm = create_segment(seg_name, size)
         except FileExistsError:
+            shm = None
+        if shm is None:  # outside the except block, so a refusal carries no FileExistsError chain
             _remove_stale(self.name, seg_name)
             shm = create_segment(seg_name, size)
         layout.write_header(shm.buf, kind, os.getpid(), time.time())
@@ -350,7 +352,18 @@ class Monitor:
 
     def _launch_bridge(self) -> None:
         c = self.config
-        cmd = [sys.executable, "-m", "bridge", "serve", "--attach", self.name, "--host", c.host,
+        if not is_loopback(c.host) and not c.token:
+            print(f"monbridge: not serving on {c.host} without a token: anyone on the network could "
+                  f"connect and command. Set one (MON=host={c.host},token=...) or leave host at 127.0.0.1; "
+                  "the device keeps running without a dashboard", file=sys.stderr, flush=True)
+            self._url_printed = True
+            return
+        running = running_bridge(self.name)
+        if running:  # a bridge launched by this device's previous run outlived it (kill -9)
+            print(f"monbridge: a bridge for {self.name!r} is already running (pid {running}); "
+                  "it attaches to this run", file=sys.stderr, flush=True)
+            return
+        cmd = [sys.executable, "-m", "bridge", "serve", f"--attach={self.name}", "--host", c.host,
                "--rate", str(c.rate), "--async-mode", c.async_mode, "--exit-with-device"]
         if c.port is not None:
             cmd += ["--port", str(c.port)]
@@ -372,6 +385,27 @@ class Monitor:
         return self.url
 
 
+def running_bridge(device: str) -> int | None:
+    """The pid of a running ``bridge serve --attach=DEVICE`` process, if any (Linux /proc)."""
+    wanted = {f"--attach={device}".encode(), b"--attach\0" + device.encode()}
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        args = cmdline.split(b"\0")
+        launcher = any(a == b"bridge" or a == b"monbridge" or a.endswith(b"/monbridge") for a in args)
+        if launcher and b"serve" in args and (wanted & set(args) or b"--attach\0" + device.encode() + b"\0" in cmdline) \
+                and pid_alive(pid):
+            return pid
+    return None
+
+
 def _positive(what: str, value: Any) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ChannelError(f"'{what}' must be a positive integer, got {value!r}")
@@ -390,8 +424,8 @@ def _remove_stale(device: str, seg_name: str) -> None:
         )
     if owner is not None:
         raise DeviceNameInUse(
-            f"device name {device!r} is in use by process {owner}; stop it, or give this one "
-            f"another name with MON=name=other (segment {seg_name})"
+            f"device name {device!r} is in use by process {owner}; stop it, or give this one another "
+            f"name: MON=name=other, or device_agent.start(name=...) (segment {seg_name})"
         )
     if seg_name == control_segment_name(device):
         leftovers = list_segments(f"{layout.SEGMENT_PREFIX}{device}.")
