@@ -2,9 +2,11 @@
 
 Sans-I/O: operates on any writable buffer. Imports only numpy and the standard library.
 
-The writer never waits: frame k goes to slot k % nslots (at least 3), so a reader
-copying the newest frame is only disturbed if the writer laps all slots during the
-copy — then the reader notices (stamp changed) and retries with the newer frame.
+The writer never waits: frame k goes to slot k % nslots (at least 3), skipping the slot
+holding the newest frame and any slot a reader has pinned. A reader pins the slot it is
+copying, so even a writer publishing flat out does not overwrite it mid-copy. Pins are
+advisory — correctness rests on the seqlock stamps alone: a reader whose slot was
+overwritten anyway (a pin not yet visible, or more readers than pins) notices and retries.
 
 Body layout, at ``base`` (normally 64, right after the segment header):
 
@@ -13,8 +15,10 @@ Body layout, at ``base`` (normally 64, right after the segment header):
     8       8     u64   nslots
     16      8     u64   frame_nbytes  bytes of the largest frame (declared shape × itemsize)
     24      8     u64   slot_size     64 + frame_nbytes rounded up to 64
-    32      32          reserved
-    64      nslots × slot_size        slots; frame k (k ≥ 1) lives in slot k % nslots
+    32      8     u64   latest_slot   the slot holding frame ``latest``
+    40      3 × 8 u64   pins          pin i: 1 + the slot a reader is copying, 0 = none
+    64      nslots × slot_size        slots; frame k (k ≥ 1) goes to slot k % nslots unless
+                                      that slot is pinned or holds the newest frame
 
     slot:   0   8   u64  stamp   2k+1 while frame k is being written; 2k+2 once complete
             8   8   f64  t       device time of the frame
@@ -23,14 +27,17 @@ Body layout, at ``base`` (normally 64, right after the segment header):
             32  32       reserved
             64  frame_nbytes     data, C order; 64-byte aligned
 
-Writer, frame k: stamp := 2k+1; fence; data, t, nbytes, rows; fence; stamp := 2k+2;
-                 fence; latest := k.
-Reader:          k := latest; fence; s1 := stamp(slot k); require s1 == 2k+2; fence;
-                 copy; fence; s2 := stamp; valid iff s2 == s1, else retry with the new latest.
+Writer, frame k: choose slot; stamp := 2k+1; fence; data, t, nbytes, rows; fence;
+                 stamp := 2k+2; fence; latest_slot := slot; fence; latest := k.
+Reader:          k := latest; fence; s := latest_slot; pin := s+1; fence;
+                 s1 := stamp(s); require s1 == 2k+2; fence; copy; fence; s2 := stamp(s);
+                 valid iff s2 == s1, else retry with the new latest; pin := 0.
+                 (latest and latest_slot from different frames fail the stamp check.)
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -42,7 +49,8 @@ from .fence import fence
 BODY_HEADER = 64
 SLOT_HEADER = 64
 MIN_SLOTS = 3
-_LATEST, _NSLOTS, _FRAME_NBYTES, _SLOT_SIZE = 0, 1, 2, 3
+_LATEST, _NSLOTS, _FRAME_NBYTES, _SLOT_SIZE, _LATEST_SLOT, _PINS = 0, 1, 2, 3, 4, 5
+PIN_WORDS = 3
 _SLOT_META = struct.Struct("=dQQ")  # t, nbytes, rows at slot offset 8
 
 
@@ -73,6 +81,9 @@ class FrameSlots:
         self._bytes = np.frombuffer(self._mv, dtype=np.uint8)
         b = base // 8
         self._latest = b + _LATEST
+        self._latest_slot = b + _LATEST_SLOT
+        self._pins = b + _PINS
+        self._my_pin = self._pins + (os.getpid() + id(self) // 64) % PIN_WORDS
         self.nslots = self._words[b + _NSLOTS]
         self.frame_nbytes = self._words[b + _FRAME_NBYTES]
         self.slot_size = self._words[b + _SLOT_SIZE]
@@ -82,7 +93,9 @@ class FrameSlots:
         if self._slots0 + self.nslots * self.slot_size > len(self._mv):
             raise ChannelError("frame slots run past the end of the buffer")
         self._count = self._words[self._latest]
+        self._last_slot = self._words[self._latest_slot] if self._count else -1
         self._writing = -1
+        self._slot = -1
 
     @classmethod
     def format(cls, buf: memoryview | bytearray, base: int, nslots: int, frame_nbytes: int) -> "FrameSlots":
@@ -119,7 +132,16 @@ class FrameSlots:
     def begin_write(self) -> int:
         """Claim the next slot; return its index. Write the data, then call end_write()."""
         k = self._count + 1
+        words = self._words
+        pinned = {words[self._pins + i] - 1 for i in range(PIN_WORDS)}
         slot = k % self.nslots
+        for _ in range(self.nslots):  # skip the newest frame's slot and pinned ones
+            if slot != self._last_slot and slot not in pinned:
+                break
+            slot = (slot + 1) % self.nslots
+        else:  # more pins than spare slots: never wait, overwrite an older one
+            slot = (self._last_slot + 1) % self.nslots
+        self._slot = slot
         self._writing = (self._slots0 + slot * self.slot_size) // 8
         self._words[self._writing] = 2 * k + 1
         fence()
@@ -132,7 +154,10 @@ class FrameSlots:
         self._words[self._writing] = 2 * k + 2
         self._count = k
         fence()
+        self._words[self._latest_slot] = self._slot
+        fence()
         self._words[self._latest] = k
+        self._last_slot = self._slot
 
     def write(self, data: bytes | memoryview | np.ndarray, t: float, rows: int = 0) -> int:
         """Copy ``data`` (bytes-like) into the next slot and publish it; return its sequence."""
@@ -155,15 +180,28 @@ class FrameSlots:
         a view of it. Returns None if there is nothing newer, or if the writer lapped every
         slot during each of ``attempts`` copies (only when it publishes faster than a copy takes).
         """
+        words = self._words
+        try:
+            return self._read_pinned(after, attempts, out)
+        finally:
+            words[self._my_pin] = 0
+
+    def _read_pinned(self, after: int, attempts: int, out: np.ndarray | None) -> FrameRead | None:
+        words = self._words
         for _ in range(attempts):
-            k = self._words[self._latest]
+            k = words[self._latest]
             fence()
             if k == 0 or k <= after:
                 return None
-            slot_off = self._slots0 + (k % self.nslots) * self.slot_size
-            s1 = self._words[slot_off // 8]
+            slot = words[self._latest_slot]
+            if slot >= self.nslots:
+                continue
+            words[self._my_pin] = slot + 1
+            fence()
+            slot_off = self._slots0 + slot * self.slot_size
+            s1 = words[slot_off // 8]
             if s1 != 2 * k + 2:
-                continue  # lapped between reading latest and the stamp
+                continue  # a newer frame came between reading latest and the stamp
             fence()
             t, nbytes, rows = _SLOT_META.unpack_from(self._mv, slot_off + 8)
             if nbytes > self.frame_nbytes:

@@ -327,21 +327,32 @@ def test_stamp_changed_during_the_copy_is_never_returned():
     assert got is None
 
 
-def test_reader_lapped_during_the_copy_retries_with_the_newest_frame():
+def test_a_writer_lapping_during_the_copy_skips_the_pinned_slot():
     buf, slots = make_slots(3, 32)
     for k in range(1, 5):
         slots.write(frame_bytes(k, 32), t=float(k))
 
-    def lap():
-        for k in range(5, 8):  # frames 5, 6, 7: frame 7 reuses frame 4's slot
+    def lap():  # frames 5, 6, 7 while the reader copies frame 4: round robin would reuse its slot
+        for k in range(5, 8):
             slots.write(frame_bytes(k, 32), t=float(k))
 
-    hook = FenceHook(3, lap)
+    reader = FrameSlots(buf, BASE)
+    hook = FenceHook(3, lap)  # fences: after latest, after the pin, after the first stamp check
     with mock.patch.object(frames, "fence", hook):
-        got = FrameSlots(buf, BASE).read_latest()
+        got = reader.read_latest()
     assert hook.fired
-    assert (got.seq, got.t) == (7, 7.0)
-    assert got.data.tobytes() == frame_bytes(7, 32)
+    assert (got.seq, got.t) == (4, 4.0)            # the copy was never overwritten
+    assert got.data.tobytes() == frame_bytes(4, 32)
+    assert slots.latest == 7                       # the writer did not wait
+    assert reader.read_latest(after=4).seq == 7    # and the next read gets the newest
+    assert [U64.unpack_from(buf, BASE + 40 + 8 * i)[0] for i in range(3)] == [0, 0, 0]  # pins released
+
+
+def test_without_pins_frame_k_goes_to_slot_k_mod_nslots():
+    buf, slots = make_slots(4, 16)
+    for k in range(1, 10):
+        slots.write(frame_bytes(k, 16), t=float(k))
+        assert U64.unpack_from(buf, BASE + 32)[0] == k % 4  # latest_slot
 
 
 def test_reader_lapped_before_the_first_stamp_retries():
