@@ -103,14 +103,9 @@ def parse_subscribe(payload: Any, known: set[str], max_rate: float) -> Subscribe
     return Subscribe(channels, effective_rate(asked, max_rate), int(max_points) if max_points else None, window)
 
 
-def ticks_per_update(rate: float, max_rate: float) -> int:
-    """The relay ticks at ``max_rate``; a subscription is served every this many ticks."""
-    return max(1, round(max_rate / min(rate, max_rate)))
-
-
 def effective_rate(rate: float, max_rate: float) -> float:
-    """The rate a subscription really gets: ``max_rate`` divided by a whole number of ticks."""
-    return max_rate / ticks_per_update(rate, max_rate)
+    """The rate a subscription gets: what it asked for, capped by the server's maximum."""
+    return min(rate, max_rate)
 
 
 def parse_unsubscribe(payload: Any, known: set[str]) -> tuple[str, ...]:

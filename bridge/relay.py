@@ -4,8 +4,11 @@ No Flask or socketio imports: the server passes ``emit(event, data, sids)`` and
 ``congested(sid) -> bool``. Called from one background task; not thread-safe on its own
 (the server serialises subscribe/unsubscribe with ``lock``).
 
-Per tick, for each channel with subscribers due on this tick (a subscription at rate r
-is due every round(max_rate / r) ticks, so equal rates stay in phase):
+The relay polls several times per period of the fastest rate (cheap: a counter read per
+subscribed channel), so new data goes out within one poll of being published. A
+subscription at rate r is due once 1/r (less half a poll) has passed since its last
+message and stays due until there is something new to send; subscribers at equal rates
+fall into step and share messages. Per poll, for each channel with due subscribers:
 * records/events: read the ring once from the lowest cursor among due subscribers; each
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
   budget and missed count get one message encoded once (``emit`` to a list of sids).
@@ -26,7 +29,7 @@ from typing import Any, Callable
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
 
 from .device_link import DeviceLink
-from .protocol import Subscribe, encode_frame, encode_records, ticks_per_update
+from .protocol import Subscribe, encode_frame, encode_records
 
 Emit = Callable[[str, Any, list[str]], None]
 
@@ -36,10 +39,11 @@ class Subscription:
     sid: str
     channel: str
     rate: float
-    every: int
+    interval: float        # seconds between messages at most ``rate``
     budget: int | None
     cursor: int = 0        # records/events: next sequence wanted; frame: last sequence sent
     missed: int = 0        # skipped while congested, reported with the next message
+    next_due: float = 0.0  # monotonic time from which the next message may go
     sent: int = 0
     skipped: int = 0
 
@@ -58,8 +62,12 @@ class ChannelStats:
 
 
 class Relay:
-    def __init__(self, link: DeviceLink, emit: Emit, congested: Callable[[str], bool], max_rate: float) -> None:
+    def __init__(self, link: DeviceLink, emit: Emit, congested: Callable[[str], bool], max_rate: float,
+                 poll_period: float | None = None) -> None:
         self.link = link
+        self.poll_period = poll_period if poll_period is not None else 1.0 / max_rate
+        self._now = 0.0
+        self._congested: set[str] = set()  # clients judged congested at the start of this poll
         self.emit = emit
         self.congested = congested
         self.max_rate = max_rate
@@ -71,14 +79,14 @@ class Relay:
     # -- subscriptions -----------------------------------------------------------------
 
     def subscribe(self, sid: str, req: Subscribe) -> None:
-        every = ticks_per_update(req.rate, self.max_rate)
+        interval = 1.0 / req.rate
         budget = req.points_per_update()
         dev = self.link.device
         with self.lock:
             for name in req.channels:
                 reader = dev.channels.get(name) if dev else None
                 cursor = _now_cursor(reader)
-                self.subs[name][sid] = Subscription(sid, name, req.rate, every, budget, cursor)
+                self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor)
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
         with self.lock:
@@ -105,12 +113,12 @@ class Relay:
 
     # -- the tick ----------------------------------------------------------------------
 
-    def tick(self, tick_no: int, budget_s: float) -> int:
+    def tick(self, budget_s: float) -> int:
         """Relay every due channel; stop early past ``budget_s``. Return messages emitted."""
         dev = self.link.device
         if dev is None or not self.link.online:
             return 0
-        start = time.monotonic()
+        start = self._now = time.monotonic()
         sent = 0
         with self.lock:
             names = [n for n, subs in self.subs.items() if subs]
@@ -119,11 +127,15 @@ class Relay:
             k = self._start % len(names)
             order = names[k:] + names[:k]
             self._start += 1
+            # judge each client once per poll: this poll's own messages are still queued
+            # while it runs, so asking again per channel would see clients fall behind
+            sids = {sid for n in order for sid in self.subs[n]}
+            self._congested = {sid for sid in sids if self.congested(sid)}
             for i, name in enumerate(order):
                 if i and time.monotonic() - start > budget_s:
                     break  # over budget: the rest go first next tick (round robin)
                 reader = dev.channels.get(name)
-                due = [s for s in self.subs[name].values() if tick_no % s.every == 0]
+                due = [s for s in self.subs[name].values() if start >= s.next_due]
                 if reader is None or not due:
                     continue
                 if isinstance(reader, RecordsReader):
@@ -137,7 +149,7 @@ class Relay:
     def _ready(self, due: list[Subscription], newest: int, stats: ChannelStats, records: bool) -> list[Subscription]:
         ready = []
         for s in due:
-            if self.congested(s.sid):
+            if s.sid in self._congested:
                 s.skipped += 1
                 stats.skipped += 1
                 if records and newest > s.cursor:  # skip forward, count exactly what was skipped
@@ -224,6 +236,7 @@ class Relay:
         self.emit(event, msg, [s.sid for s in members])
         for s in members:
             s.sent += 1
+            s.next_due = self._now + s.interval - self.poll_period / 2
         stats.delivered += len(members)
 
     def sample_rates(self, now: float) -> None:

@@ -38,6 +38,8 @@ from .views import ViewCatalog
 log = logging.getLogger("bridge")
 OUTBOX_LIMIT = 64            # engine.io packets queued for one client before it counts as congested
 OUTBOX_BYTES = 8 * 1024 * 1024  # ... or bytes queued (big frames fill memory long before 64 packets)
+POLLS_PER_PERIOD = 4         # relay polls per 1/rate: new data waits at most 1/(4 rate) to be seen
+MAX_POLL_HZ = 500
 STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
@@ -95,7 +97,8 @@ class Bridge:
         self.server = self.socketio.server
         self.link = DeviceLink(options.attach, offline_after=options.offline_after)
         self.clients = ClientTable()
-        self.relay = Relay(self.link, self._emit, self._congested, options.rate)
+        self.poll_period = 1.0 / min(MAX_POLL_HZ, POLLS_PER_PERIOD * options.rate)
+        self.relay = Relay(self.link, self._emit, self._congested, options.rate, self.poll_period)
         self.broker = CommandBroker(self.link, self.server.eio.create_event, timeout=options.command_timeout,
                                     rate=options.command_rate, burst=max(10.0, options.command_rate * 2))
         self.doorbell = Doorbell("bridge")
@@ -342,7 +345,7 @@ class Bridge:
     # -- background tasks --------------------------------------------------------------
 
     def relay_loop(self) -> None:
-        period = 1.0 / self.options.rate
+        period = self.poll_period
         next_tick = time.monotonic()
         next_status = 0.0
         while not self._stop_requested:
@@ -389,7 +392,7 @@ class Bridge:
             if self.views.scan():
                 self._emit("views", {"views": self.views.views()}, self.clients.sids())
         self._relay_state(full=changes.attached)
-        self.relay.tick(self.ticks, budget_s=0.6 / self.options.rate)
+        self.relay.tick(budget_s=0.6 * self.poll_period)
         if now_mono >= next_status:
             self.relay.sample_rates(time.time())
         dev = self.link.device
