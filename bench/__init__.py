@@ -1,0 +1,1 @@
+"""monbridge benchmarks: run one with ``python -m bench.<name>`` (see docs/performance.md)."""
