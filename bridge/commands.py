@@ -7,6 +7,11 @@ calling task until the reply, a timeout, or the device going offline.
 Checks, in order, each answered with an error acknowledgement and nothing enqueued:
 forbidden (role), bad_request/invalid_args/too_large (shape), rate_limited (per client),
 offline, unknown_command / invalid_args (against the device's catalog), queue_full.
+
+The device's queue in shared memory holds 128 commands. A burst beyond what the device has
+taken yet waits in a bounded backlog here, in arrival order (once anything waits, every new
+command queues behind it), and moves on as the device frees slots; only when the backlog
+too is full is a command refused with queue_full. Its timeout runs from arrival.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -22,6 +28,8 @@ from device_agent.schema import validate_args
 
 from .device_link import DeviceLink
 from .protocol import ProtocolError, error, ok, parse_command
+
+BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
 
 
 @dataclass
@@ -64,6 +72,7 @@ class CommandBroker:
         self.max_bytes = max_bytes
         self.rate, self.burst = rate, burst
         self._pending: dict[int, Ticket] = {}
+        self._backlog: deque[tuple[Any, str, dict[str, Any], dict[str, Any], int]] = deque()  # (device, name, args, client, id)
         self._limits: dict[str, RateLimit] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # submit may run on several threads in threading mode
@@ -90,12 +99,12 @@ class CommandBroker:
                     raise ProtocolError("unknown_command", f"unknown command {name!r} (known: {known})")
                 validate_args(name, catalog[name]["params"], args)
                 cid = next(self._ids)
-                try:
-                    dev.send_command(name, args, client=client, command_id=cid)
-                except QueueFull:
-                    raise ProtocolError("queue_full", f"{name}: the device is not taking commands (queue full)") from None
-                except MessageTooLarge as exc:
-                    raise ProtocolError("too_large", f"{name}: {exc}") from None
+                entry = (dev, name, args, client, cid)
+                if self._backlog or not self._send(entry):
+                    if len(self._backlog) >= BACKLOG_LIMIT:
+                        raise ProtocolError("queue_full", f"{name}: the device is not taking commands "
+                                                          f"({BACKLOG_LIMIT} waiting)")
+                    self._backlog.append(entry)
                 ticket = Ticket(cid, sid, name, now, now + self.timeout, self.make_event())
                 self._pending[cid] = ticket
                 self.counts["accepted"] += 1
@@ -106,6 +115,37 @@ class CommandBroker:
         except ProtocolError as exc:
             self.counts["rejected"] += 1
             return exc.ack()
+
+    def _send(self, entry: tuple[Any, str, dict[str, Any], dict[str, Any], int]) -> bool:
+        """Put one command in the device's queue; False if the queue is full."""
+        dev, name, args, client, cid = entry
+        try:
+            dev.send_command(name, args, client=client, command_id=cid)
+            return True
+        except QueueFull:
+            return False
+        except MessageTooLarge as exc:
+            raise ProtocolError("too_large", f"{name}: {exc}") from None
+
+    def flush_backlog(self) -> None:
+        """Move waiting commands into the device's queue while it has room (reply pump calls this)."""
+        failed = []
+        with self._lock:
+            while self._backlog:
+                entry = self._backlog[0]
+                if entry[0] is not self.link.device:  # the device it was meant for is gone
+                    self._backlog.popleft()
+                    failed.append(entry[4])
+                    continue
+                try:
+                    if not self._send(entry):
+                        break
+                except ProtocolError as exc:
+                    failed.append((entry[4], exc))
+                self._backlog.popleft()
+        for item in failed:
+            cid, exc = item if isinstance(item, tuple) else (item, None)
+            self._finish(cid, exc.ack() if exc else error("offline", "the device restarted before taking this command"))
 
     def wait(self, ticket: Ticket) -> dict[str, Any]:
         """Block until the ticket is answered; a reply pump or ``expire`` answers it."""
@@ -143,6 +183,7 @@ class CommandBroker:
     def fail_all(self, code: str, message: str) -> None:
         with self._lock:
             ids = list(self._pending)
+            self._backlog.clear()
         for cid in ids:
             self._finish(cid, error(code, message))
 

@@ -430,6 +430,7 @@ class Bridge:
                     replies = dev.take_replies()
                     if replies:
                         self.broker.on_replies(replies)
+                self.broker.flush_backlog()
                 self.broker.expire()
             except Exception:
                 log.error("reply routing failed", exc_info=True)

@@ -199,3 +199,18 @@ def test_commands_from_one_client_reach_the_device_in_the_order_sent(mb):
         bad = [(k, a) for k, a in acks if a != {"ok": True, "result": k}]
         assert not bad, f"{len(bad)} of 200 commands that ran were not acknowledged ok: " \
                         f"n={[k for k, _ in bad][:3]}..{bad[-1][0]}: {bad[0][1]}"
+
+
+def test_a_burst_beyond_the_device_queue_waits_in_order_instead_of_failing(mb):
+    """128 commands fit in the device's queue; a burst of 150 behind a busy handler must
+    still all run, in order, each answered ok (the rest wait in the bridge's backlog)."""
+    dev = mb.device()
+    with mb.connected(dev.url) as c:
+        acks = []
+        c.fire("command", {"name": "nap", "args": {"seconds": 1.0}}, acks, key="nap")
+        for i in range(150):
+            c.fire("command", {"name": "record", "args": {"n": i}}, acks, key=i)
+        c.wait_for(lambda: len(acks) == 151, timeout=30, what="151 acks")
+        assert c.command("history") == {"ok": True, "result": list(range(150))}
+        bad = [(k, a) for k, a in acks if k != "nap" and a != {"ok": True, "result": k}]
+        assert not bad, f"{len(bad)} commands not acknowledged ok, first: {bad[0]}"
