@@ -62,6 +62,8 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 
 from __future__ import annotations
 
+from bench.common import cpu_stall_us, percentile, round_figures
+
 import argparse
 import collections
 import json
@@ -341,15 +343,6 @@ def machine_jiffies() -> tuple[int, int, int] | None:
     steal = parts[7] if len(parts) > 7 else 0
     total = sum(parts[:8])
     return total - idle - steal, total, steal
-
-
-def cpu_stall_us() -> int | None:
-    """Linux pressure stall information: total µs some task waited for a CPU."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().split()[-1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Settler:
@@ -677,14 +670,6 @@ def http_json(url: str) -> Any:
 # statistics
 # ======================================================================================
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile."""
-    if not values:
-        return math.nan
-    s = sorted(values)
-    return s[max(1, math.ceil(q / 100 * len(s))) - 1]
-
-
 def dist(values: list[float]) -> dict[str, Any]:
     return {"p50": percentile(values, 50), "p99": percentile(values, 99),
             "max": max(values) if values else math.nan, "n": len(values)}
@@ -943,7 +928,7 @@ class Run:
         samples.extend(self.drain_all())
         heap1 = self.heaps(gc=True)
         live1 = self.live_heaps()
-        log(f"JS heap after GC: " + ", ".join(f"{p.label} {h:.1f} MB" for p, h in zip(self.pages, heap1))
+        log("JS heap after GC: " + ", ".join(f"{p.label} {h:.1f} MB" for p, h in zip(self.pages, heap1))
             + "; without Vega's removed items: " + ", ".join(f"{h:.1f} MB" for h in live1))
         # the heap's saw-tooth without forced GCs: its low point per bucket approximates what is live
         buckets: dict[int, float] = {}
@@ -1283,18 +1268,6 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
     return result
 
 
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return float(f"{value:.4g}") if abs(value) < 1e4 else round(value)
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:2] == ["--role", "device"]:
@@ -1339,7 +1312,7 @@ def main(argv: list[str] | None = None) -> int:
         viewport = {"width": int(m.group(1)), "height": int(m.group(2))}
     diag = {"cloud_rate": args.cloud_rate, "vega_clean_threshold": args.vega_clean_threshold,
             "webgl_no_aa": args.webgl_no_aa, "webgl_no_preserve": args.webgl_no_preserve, "viewport": args.viewport, "no_reference": args.no_reference}
-    result = _round(run("quick" if args.quick else "full", args.layout, not args.no_settle, only, viewport, diag))
+    result = round_figures(run("quick" if args.quick else "full", args.layout, not args.no_settle, only, viewport, diag))
     if args.json:
         print(json.dumps(result))
     else:

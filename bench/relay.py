@@ -53,6 +53,8 @@ CPU of the bridge, device and client processes comes from /proc/PID/stat over ea
 
 from __future__ import annotations
 
+from bench.common import cpu_stall_us, percentile, round_figures
+
 import sys
 
 if __name__ == "__main__" and sys.argv[1:3] == ["--role", "echo"]:
@@ -845,15 +847,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def cpu_stall_us() -> int | None:
-    """Linux pressure stall information: total µs some task waited for a CPU."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().split()[-1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 class Settler:
     """Before each window, wait (within a total budget) for the machine to be quiet, as
     bench.ring does: latency tails measured while other work competes for the 2 cores
@@ -893,14 +886,6 @@ class Settler:
 def http_json(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return json.load(r)
-
-
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def sleep_until(t: float) -> None:
@@ -1388,18 +1373,6 @@ def run(mode: str, only: set[str], stream_clients: str = "sio", settle: bool = T
     return result
 
 
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return float(f"{value:.4g}") if abs(value) < 1e4 else round(value)
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--role"]:
@@ -1421,7 +1394,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = only - set(MEASUREMENTS)
         if unknown:
             ap.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    result = _round(run("quick" if args.quick else "full", only, args.stream_clients, not args.no_settle))
+    result = round_figures(run("quick" if args.quick else "full", only, args.stream_clients, not args.no_settle))
     if args.json:
         print(json.dumps(result))
     else:

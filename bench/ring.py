@@ -32,6 +32,8 @@ segment of ours still in /dev/shm at the end is removed (and reported).
 
 from __future__ import annotations
 
+from bench.common import cpu_stall_us, percentile, round_figures
+
 import argparse
 import gc
 import itertools
@@ -618,14 +620,6 @@ def measure_publish_ns(calls: int, repeats: int) -> dict[str, Any]:
 # the run
 # ======================================================================================
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list."""
-    if not sorted_values:
-        return math.nan
-    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
-    return sorted_values[rank - 1]
-
-
 def revision() -> str | None:
     """The git commit measured, with "+dirty" if device_agent/ has uncommitted changes."""
     import subprocess
@@ -639,16 +633,6 @@ def revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return (head + ("+dirty" if dirty else "")) or None
-
-
-def cpu_stall_us() -> int | None:
-    """Linux pressure stall information: total µs some task waited for a CPU."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            some = f.readline().split()
-        return int(some[-1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 class Settler:
@@ -841,16 +825,6 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
     return result
 
 
-def _round(value: Any) -> Any:
-    if isinstance(value, float):
-        return float(f"{value:.4g}") if abs(value) < 1e4 else round(value)
-    if isinstance(value, dict):
-        return {k: _round(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_round(v) for v in value]
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.ring", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="one short round (about 20 s)")
@@ -869,7 +843,7 @@ def main(argv: list[str] | None = None) -> int:
         unknown = only - set(MEASUREMENTS)
         if unknown:
             ap.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    result = _round(run("quick" if args.quick else "full", only, args.rounds, args.window, not args.no_settle))
+    result = round_figures(run("quick" if args.quick else "full", only, args.rounds, args.window, not args.no_settle))
     if args.json:
         print(json.dumps(result))
     else:

@@ -127,12 +127,10 @@ class _QuietLog:
         log.warning(msg, *args)
 
 
-def fd_waiter(mode: str) -> Callable[[int, float], bool]:
-    """A function that waits until ``fd`` is readable or ``timeout`` passes (green under eventlet)."""
+def wait_readable(fd: int, timeout: float) -> bool:
+    """Wait until ``fd`` is readable or ``timeout`` passes. Under eventlet, select is
+    monkey-patched (bridge/cli.py), so this yields to other greenlets instead of blocking."""
     import select
 
-    def wait(fd: int, timeout: float) -> bool:
-        ready, _, _ = select.select([fd], [], [], timeout)
-        return bool(ready)
-
-    return wait
+    ready, _, _ = select.select([fd], [], [], timeout)
+    return bool(ready)

@@ -420,9 +420,8 @@ class Bridge:
             self._emit("state", {"full": True, "values": dict(self._state)}, [sid])
 
     def reply_loop(self) -> None:
-        wait = netio.fd_waiter(self.options.async_mode)
         while not self._stop_requested:
-            wait(self.doorbell.fileno(), 0.05)
+            netio.wait_readable(self.doorbell.fileno(), 0.05)
             self.doorbell.drain()
             dev = self.link.device
             try:

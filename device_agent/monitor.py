@@ -28,11 +28,11 @@ import numpy as np
 
 from . import layout
 from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, dtype_to_json, records_dtype
-from .commands import CommandSpec, Dispatcher, make_spec
+from .commands import Dispatcher, make_spec
 from .config import MonitorConfig, is_loopback
 from .control import CONTROL_SIZE, ControlLayout
 from .doorbell import Doorbell, Ringer
-from .errors import ChannelError, DeviceNameInUse, LayoutError
+from .errors import ChannelError, DeviceNameInUse
 from .frames import MIN_SLOTS, slots_bytes
 from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
 from .records import ring_bytes

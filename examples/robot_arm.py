@@ -133,7 +133,7 @@ def main() -> None:
     opts = parser.parse_args()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C stops it, even if started with SIGINT ignored
 
-    mon = device_agent.start(name="robot_arm")
+    mon = device_agent.start()  # device name: the file name, robot_arm (MON=name=... overrides)
     joints = mon.records("joints", JOINT_FIELDS, capacity=16384)
     pose = mon.records("pose", POSE_FIELDS, capacity=1024)
     loop = mon.records("loop", LOOP_FIELDS, capacity=1024)

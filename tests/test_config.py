@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from device_agent.config import DEFAULT_PORT, MonitorConfig, config_from_dict, parse_mon
+from device_agent.config import MonitorConfig, config_from_dict, parse_mon
 from device_agent.errors import ConfigError
 
 DEFAULTS = MonitorConfig(enabled=True)
@@ -229,3 +229,18 @@ def test_config_from_dict_builds_on_a_base():
 def test_config_from_dict_error_names_the_source():
     with pytest.raises(ConfigError, match=r"^start\(\): unknown key 'prot'"):
         config_from_dict({"prot": 1}, source="start()")
+
+
+def test_inline_settings_with_a_json_path_are_not_a_config_file():
+    cfg = parse_mon("port=0,log=/tmp/bridge.json")
+    assert (cfg.port, cfg.log) == (0, "/tmp/bridge.json")
+
+
+@pytest.mark.parametrize("argv0, name", [("-c", "c"), ("", "device"), ("/x/my device.py", "my_device"), ("---", "device")])
+def test_default_device_name_is_a_valid_name_that_cannot_be_read_as_an_option(monkeypatch, argv0, name):
+    import device_agent
+    from device_agent.layout import check_name
+
+    monkeypatch.setattr("sys.argv", [argv0])
+    assert device_agent.default_device_name() == name
+    assert check_name("device", name) == name
