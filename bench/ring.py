@@ -73,15 +73,22 @@ TARGETS: dict[str, dict[str, float]] = {
     "command_rtt_p50_us": {"max": 200.0},
 }
 
-# window: seconds per throughput test; rtt_calls / busy_calls: timed command round trips
-# per round (idle / busy device loop); ns_calls × ns_repeats: in-process publish() timing;
-# memcpy_s: seconds of memcpy per size; settle_s: total budget for waiting for quiet
+# window: seconds per throughput test; frame_window × frame_windows: the frame tests, each
+# window followed by handoff_window s of the bare cross-core copy (measure_handoff);
+# rtt_calls / busy_calls: timed command round trips per round (idle / busy device loop);
+# ns_calls × ns_repeats: in-process publish() timing; memcpy_s: seconds of memcpy per
+# size; settle_s: total budget for waiting for quiet; spell_s: total budget for waiting out
+# slow cross-core spells (measure_frames_windows)
 MODES = {
     "quick": dict(window=1.5, rounds=1, rtt_calls=1000, busy_calls=100, ns_calls=200_000, ns_repeats=3,
-                  memcpy_s=0.5, settle_s=8.0),
+                  memcpy_s=0.5, settle_s=8.0, frame_window=1.0, frame_windows=3, handoff_window=0.3,
+                  spell_s=10.0),
     "full": dict(window=2.5, rounds=5, rtt_calls=2000, busy_calls=100, ns_calls=1_000_000, ns_repeats=5,
-                 memcpy_s=1.0, settle_s=20.0),
+                 memcpy_s=1.0, settle_s=20.0, frame_window=2.5, frame_windows=1, handoff_window=0.5,
+                 spell_s=30.0),
 }
+SLOW_SPELL = 0.25             # a bare handoff below this × memcpy: the VM's slow cross-core spell
+SPELL_PAUSE = 0.5              # s between two probes while waiting a spell out
 SETTLE_SAMPLE = 0.2            # s of CPU pressure sampled before each measurement
 SETTLE_QUIET = 0.05            # quiet: some task waited for a CPU less than 5% of the sample
 RTT_WARMUP = 200
@@ -384,8 +391,70 @@ def _queue_consumer(kind: str, name: str, params: dict[str, Any], conn: Any, sto
     conn.send(("result", {"delivered": n, "bytes": nbytes, "elapsed": clock() - t0, "cpu_share": cpu.share()}))
 
 
+def _handoff_writer(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
+    """The bare baseline for frames: copy into slot k % 3 of a plain SharedMemory buffer and
+    bump a counter. No stamps, no pins, no API: only the cross-core copy itself."""
+    from device_agent.shm import attach_segment  # maps it without the resource tracker
+
+    shm = attach_segment(name)
+    try:
+        counter = np.ndarray((8,), np.int64, buffer=shm.buf)
+        nbytes = params["nbytes"]
+        slots = np.ndarray((FRAME_SLOTS, nbytes), np.uint8, buffer=shm.buf, offset=64)
+        src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
+        conn.send(("ready",))
+        _wait_for(conn, "go", params["timeout"])
+        cpu = CpuShare()
+        k = 0
+        clock = time.perf_counter
+        t0 = now = clock()
+        end = t0 + params["window"]
+        while now < end:
+            k += 1
+            slots[k % FRAME_SLOTS] = src
+            counter[0] = k
+            now = clock()
+        counter[1] = 1
+        conn.send(("result", {"published": k, "elapsed": now - t0, "cpu_share": cpu.share()}))
+        _wait_for(conn, "exit", params["timeout"])
+    finally:
+        del counter, slots
+        shm.close()
+
+
+def _handoff_reader(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
+    from device_agent.shm import attach_segment  # maps it without the resource tracker
+
+    shm = attach_segment(name)
+    try:
+        counter = np.ndarray((8,), np.int64, buffer=shm.buf)
+        nbytes = params["nbytes"]
+        slots = np.ndarray((FRAME_SLOTS, nbytes), np.uint8, buffer=shm.buf, offset=64)
+        out = np.empty(nbytes, np.uint8)
+        conn.send(("ready",))
+        _wait_for(conn, "go", params["timeout"])
+        cpu = CpuShare()
+        seen = frames = 0
+        clock = time.perf_counter
+        hard_end = clock() + params["window"] + CHILD_SLACK
+        t0 = clock()
+        while not counter[1]:
+            k = int(counter[0])
+            if k != seen:
+                out[...] = slots[k % FRAME_SLOTS]
+                seen = k
+                frames += 1
+            elif clock() > hard_end:
+                raise TimeoutError("the writer never finished")
+        conn.send(("result", {"frames": frames, "elapsed": clock() - t0, "cpu_share": cpu.share()}))
+    finally:
+        del counter, slots
+        shm.close()
+
+
 _ROLES: dict[str, Callable[..., None]] = {
     "device": _device, "reader": _reader, "qprod": _queue_producer, "qcons": _queue_consumer,
+    "hwriter": _handoff_writer, "hreader": _handoff_reader,
 }
 
 
@@ -531,6 +600,62 @@ def measure_frames(size: str, window: float) -> dict[str, Any]:
         f"frame_{size}_reader_faults_per_frame": r["minflt"] / max(1, r["frames"]),
         f"frame_{size}_cpu_share": [w["cpu_share"], r["cpu_share"]],
     }
+
+
+def measure_frames_windows(size: str, cfg: dict[str, Any], memcpy_gbps: float, spells: dict[str, Any]) -> dict[str, Any]:
+    """``frame_windows`` frame measurements, each right after a probe of the bare handoff.
+
+    On this VM the cross-core path sometimes runs 10-15× slower for seconds at a time;
+    a probe below SLOW_SPELL × memcpy means such a spell, and the run waits it out
+    (bounded by ``spells["budget_s"]`` for the whole run, reported) before measuring,
+    as the Settler waits out other load. The median window's figures are reported."""
+    runs = []
+    for _ in range(cfg["frame_windows"]):
+        probe = measure_handoff(size, cfg["handoff_window"])
+        started = time.perf_counter()
+        while (probe[f"handoff_{size}_gbps"] < SLOW_SPELL * memcpy_gbps
+               and spells["waited_s"] + time.perf_counter() - started < spells["budget_s"]):
+            log(f"cross-core copy at {probe[f'handoff_{size}_gbps']:.1f} GB/s (memcpy {memcpy_gbps:.1f}):"
+                " a slow spell of this VM, waiting")
+            time.sleep(SPELL_PAUSE)
+            probe = measure_handoff(size, cfg["handoff_window"])
+        spells["waited_s"] += time.perf_counter() - started
+        slow = probe[f"handoff_{size}_gbps"] < SLOW_SPELL * memcpy_gbps
+        spells["measured_in_spell"] += slow
+        runs.append({**measure_frames(size, cfg["frame_window"]), **probe})
+    key, hkey = f"frame_{size}_gbps", f"handoff_{size}_gbps"
+    middle = sorted(runs, key=lambda r: r[key])[len(runs) // 2]  # the median window's figures
+    return {**middle, f"{key}_windows": [r[key] for r in runs], f"{hkey}_windows": [r[hkey] for r in runs],
+            hkey: statistics.median(r[hkey] for r in runs)}
+
+
+def measure_handoff(size: str, window: float) -> dict[str, Any]:
+    """The same 1-writer/1-reader copy with no transport at all (see _handoff_writer).
+
+    On this VM the cross-core path itself sometimes runs an order of magnitude slower
+    for seconds at a time (the hypervisor's placement of the two vCPUs, seen with a
+    25-line fork+mmap script as well); this figure, taken next to the frame figure,
+    tells that apart from a slow transport."""
+    from multiprocessing.shared_memory import SharedMemory
+
+    nbytes = int(np.prod(FRAMES[size])) * 4
+    p = {"window": window, "timeout": window + CHILD_SLACK, "nbytes": nbytes}
+    shm = SharedMemory(create=True, size=64 + FRAME_SLOTS * nbytes)
+    try:
+        with Children(window + 2 * CHILD_SLACK) as ch:
+            rdr = ch.spawn("hreader", "handoff", shm.name, p)
+            wtr = ch.spawn("hwriter", "handoff", shm.name, p)
+            ch.recv(rdr, "ready")
+            ch.recv(wtr, "ready")
+            ch.send(rdr, "go")
+            ch.send(wtr, "go")
+            w = ch.recv(wtr, "result")
+            r = ch.recv(rdr, "result")
+    finally:
+        shm.close()
+        shm.unlink()
+    return {f"handoff_{size}_gbps": r["frames"] * nbytes / r["elapsed"] / 1e9,
+            f"handoff_{size}_cpu_share": [w["cpu_share"], r["cpu_share"]]}
 
 
 def measure_memcpy(size: str, seconds: float) -> dict[str, Any]:
@@ -698,12 +823,13 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
     if rounds is not None:
         cfg["rounds"] = rounds
     if window is not None:
-        cfg["window"] = window
+        cfg["window"] = cfg["frame_window"] = window
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     stall_before = cpu_stall_us()
     win = cfg["window"]
     settler = Settler(cfg["settle_s"] if settle else 0.0)
+    spells = {"waited_s": 0.0, "budget_s": cfg["spell_s"] if settle else 0.0, "measured_in_spell": 0}
     per_round: list[dict[str, Any]] = []
     rtt: list[float] = []
     rtt_busy: list[float] = []
@@ -734,9 +860,12 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
                 attempt("batched", lambda: measure_batched(win), fig)
             for size, label in (("1mb", "frame1mb"), ("16mb", "frame16mb")):
                 if label in only:
-                    log(f"{tag}: {size} frames ({win} s) and memcpy ({cfg['memcpy_s']} s)")
-                    attempt(label, lambda size=size: {**measure_frames(size, win),
-                                                      **measure_memcpy(size, cfg["memcpy_s"])}, fig)
+                    log(f"{tag}: memcpy ({cfg['memcpy_s']} s), then {size} frames ({cfg['frame_windows']} ×"
+                        f" {cfg['frame_window']} s, each after {cfg['handoff_window']} s of the bare handoff)")
+                    def frames(size: str = size) -> dict[str, Any]:
+                        memcpy = measure_memcpy(size, cfg["memcpy_s"])
+                        return {**memcpy, **measure_frames_windows(size, cfg, memcpy[f"memcpy_{size}_gbps"], spells)}
+                    attempt(label, frames, fig)
             if "rtt" in only:
                 log(f"{tag}: command round trip, {RTT_WARMUP} warm-up + {cfg['rtt_calls']} calls")
                 got: dict[str, Any] = {}
@@ -775,11 +904,14 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
         # other load on the machine
         result["cpu_pressure_pct"] = 100 * (stall_after - stall_before) / 1e6 / (time.perf_counter() - started)
     result["settle"] = settler.report()
+    result["cross_core_spells"] = spells
     keys = list(dict.fromkeys(k for fig in per_round for k in fig))
     for key in keys:
         values = [fig[key] for fig in per_round if key in fig]
         if all(isinstance(v, bool) for v in values):
             result[key] = all(values)
+        elif key.endswith("_windows"):  # every window of every round
+            result[key] = [v for vals in values for v in vals]
         elif all(isinstance(v, list) for v in values):  # [writer, reader] pairs
             result[key] = [statistics.median(column) for column in zip(*values)]
         elif key.endswith(("_missed", "_torn", "_frames_read", "_frames_published", "_reads")):
@@ -792,6 +924,9 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
         result["frame_ratio_vs_memcpy"] = result["frame_1mb_gbps"] / result["memcpy_1mb_gbps"]
     if "frame_16mb_gbps" in result:
         result["frame16_ratio_vs_memcpy"] = result["frame_16mb_gbps"] / result["memcpy_16mb_gbps"]
+    for size in ("1mb", "16mb"):  # how close the transport comes to the bare cross-core copy
+        if f"frame_{size}_gbps" in result and f"handoff_{size}_gbps" in result:
+            result[f"frame_{size}_vs_handoff"] = result[f"frame_{size}_gbps"] / result[f"handoff_{size}_gbps"]
     for label, samples in (("command_rtt", rtt), ("command_rtt_busy", rtt_busy)):
         if samples:
             s = sorted(samples)

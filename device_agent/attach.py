@@ -15,11 +15,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-
-import logging
 
 import numpy as np
 
@@ -34,6 +33,8 @@ from .records import RecordRing
 from .shm import attach_segment, close_segment, list_segments
 
 log = logging.getLogger("device_agent")
+
+REPLY_SPIN_S = 0.0003  # call(): poll for the reply this long before sleeping on the doorbell
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,14 @@ class DeviceAttachment:
         bell = self.listen_for_replies()
         cid = self.send_command(name, args)
         deadline = time.monotonic() + timeout
+        # An idle handler answers in tens of microseconds, less than it takes this process
+        # to fall asleep in select() and be woken again (~60 µs here, more on a VM). So poll
+        # the reply queue for a moment before blocking on the doorbell; a slow handler
+        # costs at most REPLY_SPIN_S of this process's CPU, never the device's.
+        replies = self._ctl.replies
+        spin_end = time.perf_counter() + REPLY_SPIN_S
+        while not replies.pending() and time.perf_counter() < spin_end:
+            pass
         while True:
             for reply in self.take_replies():
                 if reply.get("id") == cid:

@@ -181,6 +181,9 @@ class FrameSlots:
         slot during each of ``attempts`` copies (only when it publishes faster than a copy takes).
         """
         words = self._words
+        k = words[self._latest]
+        if k == 0 or k <= after:
+            return None  # nothing new: no pin written, so an idle poll leaves the writer's line alone
         try:
             return self._read_pinned(after, attempts, out)
         finally:

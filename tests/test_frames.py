@@ -247,6 +247,19 @@ def test_after_semantics():
     assert slots.read_latest(after=5).seq == 6
 
 
+def test_a_poll_with_nothing_new_writes_nothing():
+    # an idle reader polls flat out; a store per poll would keep pulling the header's
+    # cache line (latest, latest_slot, pins) away from the writer's core
+    buf, slots = make_slots(3, 16)
+    slots.write(frame_bytes(1, 16), t=1.0)
+    for i in range(3):  # as if other readers held every pin
+        U64.pack_into(buf, BASE + 40 + 8 * i, 100 + i)
+    before = bytes(buf)
+    reader = FrameSlots(buf, BASE)
+    assert reader.read_latest(after=1) is None
+    assert bytes(buf) == before
+
+
 def test_fewer_rows_than_declared():
     # Declared: 4 rows of 16 bytes. A frame with 2 rows carries 32 bytes, no stale tail.
     _, slots = make_slots(3, 64)
