@@ -48,7 +48,7 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 * ui_fps: animation frames per second of each page (``monbridge.frames``).
 * JS heap: CDP ``Performance.getMetrics`` JSHeapUsedSize of every page after a forced GC (CDP
   ``HeapProfiler.collectGarbage``) at the start and the end of the window; and the same once
-  Vega has dropped the scenegraph items of removed rows it keeps until a mark holds 10,000 of
+  Vega has dropped the scenegraph items of removed rows it keeps until a mark holds view.cleanThreshold (500, set by the page) of
   them (``js_heap_live_*``; view.cleanThreshold set to 0 for 1.5 s, then restored).
 * rows in every view once a second; changesets and cloud frames applied per second; the
   pages' own ping round trips (``monbridge.latency()``); per client what the bridge sent,
@@ -230,16 +230,21 @@ INIT_JS = r"""
     }).observe({ type: "longtask", buffered: false });
   } catch (e) { /* no longtask support: longtask stays 0 */ }
   // Vega keeps the scenegraph items of removed rows until a mark has more than
-  // view.cleanThreshold (1e4) of them. on: drop them at the next update; off: back to normal.
+  // view.cleanThreshold of them (the page sets 500; Vega's default is 1e4). on: drop them
+  // at the next update; off: back to what the page had.
   B.vegaClean = (on) => {
     const tabs = B.hooks && B.hooks._internals && B.hooks._internals.tabs;
     let n = 0;
     if (tabs) for (const v of Object.values(tabs.views())) {
       const view = v && v.result && v.result.view;
       if (!view) continue;
-      if (on) view.cleanThreshold = 0;
-      else if (typeof cfg.vegaCleanThreshold === "number") view.cleanThreshold = cfg.vegaCleanThreshold;
-      else delete view.cleanThreshold;
+      if (on) {
+        if (!("__benchSavedClean" in view)) view.__benchSavedClean = view.cleanThreshold;
+        view.cleanThreshold = 0;
+      } else if ("__benchSavedClean" in view) {  // back to what the page set (vlview.js)
+        view.cleanThreshold = view.__benchSavedClean;
+        delete view.__benchSavedClean;
+      }
       n++;
     }
     return n;
@@ -859,7 +864,7 @@ class Run:
 
     def live_heaps(self) -> list[float]:
         """The heap after GC once Vega has dropped the items of removed rows it keeps until
-        a mark has 1e4 of them (every chart updates at least once a second meanwhile)."""
+        a mark has view.cleanThreshold of them (every chart updates at least once a second meanwhile)."""
         for p in self.pages:
             p.page.evaluate("() => window.__bench.vegaClean(true)")
         time.sleep(1.5)
@@ -996,7 +1001,7 @@ class Run:
         removed = out.get("vega_removed_items_mb_end", 0.0)
         if out.get("js_heap_growth_pct", 0) > 10 and removed > 0.5 * (out["js_heap_mb_end"] - out["js_heap_mb_start"]):
             notes.append(f"{removed:.1f} MB of the heap at the end were scenegraph items of removed rows that Vega "
-                         f"keeps until a mark has 10,000 of them (view.cleanThreshold); see js_heap_live_growth_pct")
+                         f"keeps until a mark has view.cleanThreshold of them; see js_heap_live_growth_pct")
         return notes
 
     def figures(self, samples: list[dict[str, Any]], span: float, w0: float, w1: float, heap0: list[float],

@@ -23,6 +23,7 @@ import numpy as np
 from .decimate import min_max_rows
 
 PROTOCOL_VERSION = 1
+MAX_IN_FLIGHT = 64  # subscribe's 'in_flight' limit (see docs/protocol.md, flow control)
 
 
 class ProtocolError(Exception):
@@ -51,6 +52,7 @@ class Subscribe:
     rate: float
     max_points: int | None
     window: float | None   # seconds the chart keeps; with max_points sets a per-update budget
+    in_flight: int | None = None  # most data messages not yet confirmed with 'consumed'; None: no limit
 
     def points_per_update(self) -> int | None:
         """The most rows one data message for this subscription may carry."""
@@ -93,14 +95,42 @@ def _number(payload: dict[str, Any], key: str, event: str, low: float, high: flo
 
 def parse_subscribe(payload: Any, known: set[str], max_rate: float) -> Subscribe:
     p = _object(payload, "subscribe")
-    extra = set(p) - {"channels", "rate", "max_points", "window"}
+    extra = set(p) - {"channels", "rate", "max_points", "window", "in_flight"}
     if extra:
         raise ProtocolError("bad_request", f"subscribe: unknown key {sorted(extra)[0]!r}")
     channels = _channel_list(p, "subscribe", known)
     asked = _number(p, "rate", "subscribe", 0.1, 1000.0) or max_rate
     max_points = _number(p, "max_points", "subscribe", 2, 1_000_000)
     window = _number(p, "window", "subscribe", 0.01, 86_400.0)
-    return Subscribe(channels, effective_rate(asked, max_rate), int(max_points) if max_points else None, window)
+    in_flight = _integer(p, "in_flight", "subscribe", 1, MAX_IN_FLIGHT)
+    return Subscribe(channels, effective_rate(asked, max_rate), int(max_points) if max_points else None, window,
+                     in_flight)
+
+
+def parse_consumed(payload: Any, subscribed: set[str]) -> tuple[str, int]:
+    """``consumed`` {"channel": name, "seq": n}: the client is done with messages up to seq n."""
+    p = _object(payload, "consumed")
+    extra = set(p) - {"channel", "seq"}
+    if extra:
+        raise ProtocolError("bad_request", f"consumed: unknown key {sorted(extra)[0]!r}")
+    channel = p.get("channel")
+    if not isinstance(channel, str):
+        raise ProtocolError("bad_request", "consumed: 'channel' must be a channel name")
+    if channel not in subscribed:
+        raise ProtocolError("unknown_channel", f"consumed: not subscribed to {channel!r}")
+    seq = _integer(p, "seq", "consumed", 0, 2**63 - 1)
+    if seq is None:
+        raise ProtocolError("bad_request", "consumed: 'seq' (the last sequence number of the message) is required")
+    return channel, seq
+
+
+def _integer(payload: dict[str, Any], key: str, event: str, low: int, high: int) -> int | None:
+    value = payload.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError("bad_request", f"{event}: {key!r} must be an integer from {low} to {high}, got {value!r}")
+    return value
 
 
 def effective_rate(rate: float, max_rate: float) -> float:

@@ -16,14 +16,18 @@ fall into step and share messages. Per poll, for each channel with due subscribe
 * A congested client (its outbox over the limit) is not sent anything this tick: its
   records cursor skips to the newest record and the skipped count is reported as
   ``missed`` in its next message; frames and state are simply superseded (latest wins).
+* Flow control (subscribe's ``in_flight``): a subscription with that many messages the
+  client has not yet confirmed with ``consumed`` is not due. Nothing queues for it; its
+  next message is the newest frame, or every record since its cursor. A page that draws
+  slower than the device publishes so gets fresh frames at its own pace, not a backlog.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
-from dataclasses import dataclass
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
@@ -46,6 +50,11 @@ class Subscription:
     next_due: float = 0.0  # monotonic time from which the next message may go
     sent: int = 0
     skipped: int = 0
+    in_flight: int | None = None  # flow control: most unconfirmed messages (None: off)
+    unconfirmed: deque[int] = field(default_factory=deque)  # last seq of each unconfirmed message
+
+    def waiting_for_client(self) -> bool:
+        return self.in_flight is not None and len(self.unconfirmed) >= self.in_flight
 
 
 @dataclass
@@ -86,7 +95,16 @@ class Relay:
             for name in req.channels:
                 reader = dev.channels.get(name) if dev else None
                 cursor = _now_cursor(reader)
-                self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor)
+                self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
+                                                    in_flight=req.in_flight)
+
+    def consumed(self, sid: str, channel: str, seq: int) -> None:
+        """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``."""
+        with self.lock:
+            s = self.subs.get(channel, {}).get(sid)
+            if s is not None:
+                while s.unconfirmed and s.unconfirmed[0] <= seq:
+                    s.unconfirmed.popleft()
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
         with self.lock:
@@ -99,7 +117,8 @@ class Relay:
                 subs.pop(sid, None)
 
     def subscriptions_of(self, sid: str) -> list[dict[str, Any]]:
-        return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped}
+        return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped,
+                 "in_flight": s.in_flight, "unconfirmed": len(s.unconfirmed)}
                 for subs in self.subs.values() if (s := subs.get(sid))]
 
     def reset_cursors(self) -> None:
@@ -110,6 +129,7 @@ class Relay:
                 cursor = _now_cursor(dev.channels.get(name) if dev else None)
                 for s in subs.values():
                     s.cursor, s.missed = cursor, 0
+                    s.unconfirmed.clear()  # sequence numbers start over with the new process
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -135,7 +155,7 @@ class Relay:
                 if i and time.monotonic() - start > budget_s:
                     break  # over budget: the rest go first next tick (round robin)
                 reader = dev.channels.get(name)
-                due = [s for s in self.subs[name].values() if start >= s.next_due]
+                due = [s for s in self.subs[name].values() if start >= s.next_due and not s.waiting_for_client()]
                 if reader is None or not due:
                     continue
                 if isinstance(reader, RecordsReader):
@@ -234,9 +254,12 @@ class Relay:
 
     def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats) -> None:
         self.emit(event, msg, [s.sid for s in members])
+        last_seq = msg["seq"][1]
         for s in members:
             s.sent += 1
             s.next_due = self._now + s.interval - self.poll_period / 2
+            if s.in_flight is not None:
+                s.unconfirmed.append(last_seq)
         stats.delivered += len(members)
 
     def sample_rates(self, now: float) -> None:

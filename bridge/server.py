@@ -31,7 +31,8 @@ from . import netio
 from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, token_from
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
-from .protocol import PROTOCOL_VERSION, ProtocolError, error, ok, parse_ping, parse_subscribe, parse_unsubscribe
+from .protocol import (PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
+                       parse_unsubscribe)
 from .relay import Relay
 from .views import ViewCatalog
 
@@ -156,7 +157,7 @@ class Bridge:
             self.clients.touch()  # the device's copy of the table lists subscriptions
             self._emit("state", {"full": True, "values": dict(self._state)}, [request.sid])
             return ok(channels=list(req.channels), rate=req.rate, max_points=req.max_points,
-                      points_per_update=req.points_per_update())
+                      points_per_update=req.points_per_update(), in_flight=req.in_flight)
 
         @sio.on("unsubscribe")
         @_guarded
@@ -165,6 +166,13 @@ class Bridge:
             self.relay.unsubscribe(request.sid, channels)
             self.clients.touch()
             return ok(channels=list(channels))
+
+        @sio.on("consumed")
+        @_guarded
+        def on_consumed(payload: Any = None) -> Any:
+            channel, seq = parse_consumed(payload, self._subscribed(request.sid))
+            self.relay.consumed(request.sid, channel, seq)
+            return ok()
 
         @sio.on("ping")
         @_guarded
@@ -178,7 +186,7 @@ class Bridge:
         @sio.on("*")
         @_guarded
         def on_unknown(event: str, *args: Any) -> Any:
-            return error("bad_request", f"unknown event {event!r} (events: subscribe, unsubscribe, command, ping)")
+            return error("bad_request", f"unknown event {event!r} (events: subscribe, unsubscribe, consumed, command, ping)")
 
         self._install_ordered_commands()
 

@@ -97,16 +97,13 @@ def chromium() -> Iterator[Any]:
 _JS_VIEW = "(id) => { const v = window.monbridge.views[id]; return v ? {kind: v.kind, rows: v.rows(), updates: v.updates, error: v.error} : null; }"
 
 # Count the canvas pixels that differ from its most common colour (the background). The
-# WebGL renderer is created with preserveDrawingBuffer, so drawImage sees the last frame.
+# drawing buffer is not preserved, so the view draws afresh and copies in one task (pixels()).
 _JS_CANVAS_PIXELS = """(id) => {
-  const panel = document.querySelector(`.mb-panel[data-id="${CSS.escape(id)}"]`);
-  const src = panel && panel.querySelector("canvas");
-  if (!src || !src.width || !src.height) return null;
-  const c = document.createElement("canvas");
-  c.width = src.width; c.height = src.height;
-  const g = c.getContext("2d", {willReadFrequently: true});
-  g.drawImage(src, 0, 0);
-  const d = g.getImageData(0, 0, c.width, c.height).data;
+  const v = window.monbridge.views[id];
+  const img = v && v.pixels();
+  if (!img) return null;
+  const c = {width: img.width, height: img.height};
+  const d = img.data;
   const counts = new Map();
   for (let i = 0; i < d.length; i += 4) {
     const key = (d[i] << 16) | (d[i + 1] << 8) | d[i + 2];

@@ -56,7 +56,7 @@ def test_records_arrive_as_binary_columns_with_exact_values_and_contiguous_seq(m
     with mb.connected(dev.url) as c:
         ack = c.subscribe("telemetry", rate=60)
         assert ack == {"ok": True, "channels": ["telemetry"], "rate": 60, "max_points": None,
-                       "points_per_update": None}
+                       "points_per_update": None, "in_flight": None}
         for _ in range(5):  # several publishes, so the batches usually span several ticks
             dev.request("pub 100", "published")
         msgs = c.wait_for(lambda: (m := c.records("telemetry")) and m[-1]["seq"][1] == 499 and m,
@@ -142,6 +142,51 @@ def test_frames_decode_to_the_published_array_and_count_skipped_frames(mb):
             assert m["missed"] == m["seq"][0] - prev - 1
             np.testing.assert_array_equal(decode_frame(m), image(6 + m["seq"][0]))  # frame k has seq k - 6
             prev = m["seq"][0]
+
+
+def test_in_flight_holds_messages_until_the_client_confirms_them(mb):
+    dev = mb.device()
+    dev.request("frame 1", "framed")
+    with mb.connected(dev.url) as paced, mb.connected(dev.url) as plain:
+        ack = paced.subscribe("img", in_flight=1)
+        assert ack["in_flight"] == 1
+        first = paced.wait_event("data", lambda d: d["channel"] == "img")
+        assert first["seq"] == [1, 1]
+        plain.subscribe("img")
+        dev.request("frame 2 3 4", "framed")
+        plain.wait_event("data", lambda d: d["channel"] == "img" and d["seq"] == [4, 4])
+        # the relay has had frame 4; a round trip on the paced connection flushes anything
+        # it emitted to that client before (one connection delivers in order)
+        assert paced.call("ping", {"t": 1})["ok"]
+        assert [m["seq"] for m in paced.data("img")] == [[1, 1]]  # unconfirmed: nothing more
+        mark = paced.mark()
+        paced.sio.emit("consumed", {"channel": "img", "seq": 1})  # as the dashboard does: no ack asked
+        newest = paced.wait_event("data", lambda d: d["channel"] == "img", since=mark)
+        assert newest["seq"] == [4, 4] and newest["missed"] == 2  # the newest frame, not a backlog
+        np.testing.assert_array_equal(decode_frame(newest), image(4))
+        # records wait at the cursor instead: confirmed late, nothing is lost
+        paced.subscribe("telemetry", in_flight=1)
+        dev.request("pub 5", "published")
+        got = paced.wait_event("data", lambda d: d["channel"] == "telemetry")
+        total = int(dev.request("pub 7", "published"))
+        assert paced.call("consumed", {"channel": "telemetry", "seq": got["seq"][1]}) == {"ok": True}
+        rest = paced.wait_event("data", lambda d: d["channel"] == "telemetry" and d["seq"][1] == total - 1)
+        assert rest["seq"][0] == got["seq"][1] + 1 and rest["missed"] == 0
+
+
+def test_bad_flow_control_requests_get_error_acks(mb):
+    dev = mb.device()
+    with mb.connected(dev.url) as c:
+        for bad in (0, 65, 1.5, True, "2"):
+            check_error(c.call("subscribe", {"channels": ["img"], "in_flight": bad}), "bad_request", "'in_flight'")
+        c.subscribe("img", in_flight=2)
+        check_error(c.call("consumed", {"channel": "log", "seq": 1}), "unknown_channel", "'log'")
+        check_error(c.call("consumed", {"channel": "img"}), "bad_request", "'seq'")
+        check_error(c.call("consumed", {"channel": "img", "seq": -1}), "bad_request", "'seq'")
+        check_error(c.call("consumed", {"channel": "img", "seq": 1, "x": 1}), "bad_request", "'x'")
+        check_error(c.call("consumed", ["img", 1]), "bad_request", "object")
+        assert c.call("consumed", {"channel": "img", "seq": 10**6}) == {"ok": True}  # ahead of anything sent: harmless
+        assert c.call("ping", {"t": 2})["ok"]  # and the connection is still fine
 
 
 def test_state_changes_reach_clients_and_a_late_joiner_gets_the_full_state(mb):

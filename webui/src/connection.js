@@ -112,6 +112,11 @@ export class Connection {
     });
   }
 
+  /** Confirm a data message (no acknowledgement asked: it is sent ~100 times a second). */
+  consumed(channel, seq) {
+    if (this.socket.connected) this.socket.emit("consumed", { channel, seq });
+  }
+
   /** Send a command; resolves with its ack. */
   command(name, args = {}) {
     return this.request("command", { name, args });

@@ -6,7 +6,8 @@
  *     views: {ID: {kind: "vega-lite" | "scene",
  *                  rows(): rows now in the view's datasets (sum; scenes: points drawn + poses + image rows),
  *                  updates: changesets applied (Vega-Lite) / frames that drew new data (scenes),
- *                  error: string | null}},
+ *                  error: string | null,
+ *                  pixels(): scenes: the canvas drawn afresh, as an ImageData (null otherwise)}},
  *     lastApplied: {CHANNEL: {t: device time (s) of the newest record/frame applied,
  *                             at: Date.now() in the animation frame that applied it}},
  *     frames: animation frames run so far,
@@ -48,6 +49,7 @@ export function installHooks({ conn, store, tabs }) {
         rows: () => view()?.rows() ?? 0,
         get updates() { return view()?.updates ?? 0; },
         get error() { return view()?.error ?? null; },
+        pixels: () => (view()?.kind === "scene" ? view().pixels() : null),
       };
     }
   };

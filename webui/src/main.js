@@ -141,6 +141,8 @@ function onBatch(msg) {
   if (!msg || typeof msg.channel !== "string") return;
   const batch = new Batch(msg);
   eachView((v) => v.onBatch(batch));
+  // taken: the bridge may send the next one (flow control, subscriptions.js)
+  if (Array.isArray(msg.seq)) conn.consumed(msg.channel, msg.seq[1]);
 }
 conn.on("data", onBatch);
 conn.on("event", onBatch);

@@ -11,6 +11,30 @@ import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
 import { OBJECT_TYPES, vec3, colorOf, PointsObject, PoseObject, ImageObject, staticObject } from "./sceneobjects.js";
 import { el } from "./util.js";
 
+let software = null;
+
+/**
+ * True when WebGL is drawn on the CPU (SwiftShader, llvmpipe: headless browsers, VMs, no
+ * GPU). There, multisampling costs several times the frame itself, so scenes skip it.
+ */
+export function softwareGL() {
+  if (software !== null) return software;
+  software = false;
+  try {
+    const gl = document.createElement("canvas").getContext("webgl2") || document.createElement("canvas").getContext("webgl");
+    if (gl) {
+      const info = gl.getExtension("WEBGL_debug_renderer_info");
+      const name = String(gl.getParameter(info ? info.UNMASKED_RENDERER_WEBGL : gl.RENDERER));
+      software = /swiftshader|llvmpipe|softpipe|software/i.test(name);
+      const lose = gl.getExtension("WEBGL_lose_context");
+      if (lose) lose.loseContext();
+    }
+  } catch {
+    // no WebGL at all: the renderer below reports it
+  }
+  return software;
+}
+
 export class SceneView {
   /**
    * @param {object} def the VIEW entry from the bridge
@@ -96,7 +120,7 @@ export class SceneView {
     });
     let renderer;
     try {
-      renderer = new THREE.WebGLRenderer({ antialias: true, preserveDrawingBuffer: true });
+      renderer = new THREE.WebGLRenderer({ antialias: !softwareGL() });
     } catch (err) {
       throw new Error(`WebGL is not available in this browser, so 3D scenes cannot be drawn (${err.message})`);
     }
@@ -229,6 +253,23 @@ export class SceneView {
       this.fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
       gl.flush();
     }
+  }
+
+  /**
+   * Draw now and copy the canvas into an ImageData (for tests: the drawing buffer is not
+   * preserved, so it can only be read in the task that drew it). Null before the scene is built.
+   */
+  pixels() {
+    if (!this.renderer) return null;
+    this.renderer.render(this.scene, this.camera);
+    const src = this.renderer.domElement;
+    if (!src.width || !src.height) return null;
+    const c = document.createElement("canvas");
+    c.width = src.width;
+    c.height = src.height;
+    const g = c.getContext("2d", { willReadFrequently: true });
+    g.drawImage(src, 0, 0);
+    return g.getImageData(0, 0, c.width, c.height);
   }
 
   // True once the GPU has finished the previous frame. Without this, uploads and draws queue

@@ -8,8 +8,14 @@
  * After a reconnect (a new client for the bridge) `resubscribeAll()` sends everything again.
  *
  * A want: {channel, rate (Hz), seconds (window or null), maxPoints (or null)}.
+ *
+ * Flow control: every subscription asks for `in_flight: IN_FLIGHT`, and the page confirms
+ * each data message with `consumed` once its views have taken it (see main.js). The bridge
+ * then never has more than that many messages per channel on the way to this page, so a
+ * page that draws slowly gets fresh frames at its own pace instead of a growing backlog.
  */
 
+export const IN_FLIGHT = 1;
 const LIMITS = { rate: [0.1, 1000], window: [0.01, 86400], max_points: [2, 1000000] };
 
 function clamp(value, [lo, hi]) {
@@ -91,7 +97,7 @@ export class SubscriptionManager {
       const key = JSON.stringify(payload);
       if (this.current.get(channel) === key) continue;
       this.current.set(channel, key);
-      this.conn.request("subscribe", { channels: [channel], ...payload }).then((ack) => {
+      this.conn.request("subscribe", { channels: [channel], ...payload, in_flight: IN_FLIGHT }).then((ack) => {
         this.acks.set(channel, ack);
         if (!ack.ok) {
           console.warn(`monbridge: subscribe ${channel}:`, ack.error);
