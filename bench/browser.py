@@ -48,8 +48,9 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 * ui_fps: animation frames per second of each page (``monbridge.frames``).
 * JS heap: CDP ``Performance.getMetrics`` JSHeapUsedSize of every page after a forced GC (CDP
   ``HeapProfiler.collectGarbage``) at the start and the end of the window; and the same once
-  Vega has dropped the scenegraph items of removed rows it keeps until a mark holds view.cleanThreshold (500, set by the page) of
-  them (``js_heap_live_*``; view.cleanThreshold set to 0 for 1.5 s, then restored).
+  Vega has dropped the scenegraph items of removed rows it keeps until a mark holds
+  view.cleanThreshold of them (200, set by the page) (``js_heap_live_*``; view.cleanThreshold
+  set to 0 for 1.5 s, then restored).
 * rows in every view once a second; changesets and cloud frames applied per second; the
   pages' own ping round trips (``monbridge.latency()``); per client what the bridge sent,
   skipped and held in its outbox (/api/clients, once a second); bytes waiting in kernel
@@ -230,7 +231,7 @@ INIT_JS = r"""
     }).observe({ type: "longtask", buffered: false });
   } catch (e) { /* no longtask support: longtask stays 0 */ }
   // Vega keeps the scenegraph items of removed rows until a mark has more than
-  // view.cleanThreshold of them (the page sets 500; Vega's default is 1e4). on: drop them
+  // view.cleanThreshold of them (the page sets 200; Vega's default is 1e4). on: drop them
   // at the next update; off: back to what the page had.
   B.vegaClean = (on) => {
     const tabs = B.hooks && B.hooks._internals && B.hooks._internals.tabs;

@@ -17,7 +17,7 @@ import { el } from "./util.js";
 export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
 const HIDDEN_APPLY_MS = 1000;
-const CLEAN_THRESHOLD = 500; // removed items Vega may keep before tidying its maps (its default: 10,000)
+const CLEAN_THRESHOLD = 200; // removed items Vega may keep before tidying its maps (its default: 10,000)
 const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
 
 /** Names of all named datasets in a Vega-Lite (or Vega) spec, in order of appearance. */
