@@ -84,6 +84,12 @@ class Relay:
         self.subs: dict[str, dict[str, Subscription]] = defaultdict(dict)  # channel -> sid -> sub
         self.stats: dict[str, ChannelStats] = defaultdict(ChannelStats)
         self._start = 0  # round-robin start, so a slow channel cannot starve the others
+        # set by tick() for the server's loop: some subscriber is due (or will be before the
+        # next poll), free to receive, and has had everything, so the server asks the device
+        # to ring at its next publish (Waker); and the earliest moment a subscriber that has
+        # data waiting becomes due, so the server polls right then rather than at the next poll
+        self.waiting_for_data = False
+        self.next_send_at: float | None = None
 
     # -- subscriptions -----------------------------------------------------------------
 
@@ -136,6 +142,8 @@ class Relay:
     def tick(self, budget_s: float) -> int:
         """Relay every due channel; stop early past ``budget_s``. Return messages emitted."""
         dev = self.link.device
+        self.waiting_for_data = False
+        self.next_send_at = None
         if dev is None or not self.link.online:
             return 0
         start = self._now = time.monotonic()
@@ -155,16 +163,30 @@ class Relay:
                 if i and time.monotonic() - start > budget_s:
                     break  # over budget: the rest go first next tick (round robin)
                 reader = dev.channels.get(name)
-                due = [s for s in self.subs[name].values() if start >= s.next_due and not s.waiting_for_client()]
-                if reader is None or not due:
+                if reader is None:
                     continue
-                if isinstance(reader, RecordsReader):
+                due = [s for s in self.subs[name].values() if start >= s.next_due and not s.waiting_for_client()]
+                if isinstance(reader, RecordsReader) and due:
                     sent += self._relay_records(name, reader, due)
-                elif isinstance(reader, FrameReader):
+                elif isinstance(reader, FrameReader) and due:
                     sent += self._relay_frame(name, reader, due)
-                elif isinstance(reader, EventsReader):
+                elif isinstance(reader, EventsReader) and due:
                     sent += self._relay_events(name, reader, due)
+                self._note_waits(reader, start)
         return sent
+
+    def _note_waits(self, reader: Any, start: float) -> None:
+        """Update waiting_for_data and next_send_at from this channel's subscriptions."""
+        newest = reader.latest if isinstance(reader, FrameReader) else reader.write_count
+        soon = start + self.poll_period
+        for s in self.subs[reader.name].values():
+            if s.sid in self._congested or s.waiting_for_client():
+                continue
+            if s.cursor >= newest:
+                if s.next_due <= soon:
+                    self.waiting_for_data = True
+            elif s.next_due > start and (self.next_send_at is None or s.next_due < self.next_send_at):
+                self.next_send_at = s.next_due
 
     def _ready(self, due: list[Subscription], newest: int, stats: ChannelStats, records: bool) -> list[Subscription]:
         ready = []

@@ -6,7 +6,9 @@ replies), clients.py (table, roles, tokens), protocol.py (messages), http_api.py
 (routes), netio.py (listening socket, running and stopping the WSGI server per async mode).
 
 Tasks (``socketio.start_background_task``, so eventlet and threading both work):
-* relay: every 1/rate s — device status, state changes, channel data, clients table;
+* relay: several times per 1/rate s — device status, state changes, channel data, clients
+  table; when a subscriber waits for new data it also wakes on the data doorbell, which
+  the device rings at its next publish (device_agent.channels.Waker);
 * replies: waits on the bridge's doorbell and routes the device's replies.
 No handler lets an exception escape: it is logged with exc_info and answered with an
 ``internal`` error acknowledgement.
@@ -103,6 +105,7 @@ class Bridge:
         self.broker = CommandBroker(self.link, self.server.eio.create_event, timeout=options.command_timeout,
                                     rate=options.command_rate, burst=max(10.0, options.command_rate * 2))
         self.doorbell = Doorbell("bridge")
+        self.data_doorbell = Doorbell("bridge-data")
         self.views = ViewCatalog(options.specs)
         self.views.scan()
         self._next_views_scan = 0.0
@@ -353,6 +356,11 @@ class Bridge:
     # -- background tasks --------------------------------------------------------------
 
     def relay_loop(self) -> None:
+        """Poll every ``poll_period``, and in between as soon as there is something to send:
+        when a subscriber that already has data becomes due (``relay.next_send_at``), and,
+        when a subscriber waits for new data, at the device's next publish (it rings the
+        data doorbell; ``Waker`` in device_agent/channels.py). The regular polls stay as the
+        fallback and drive the housekeeping (status, state, views, clients table)."""
         period = self.poll_period
         next_tick = time.monotonic()
         next_status = 0.0
@@ -366,12 +374,23 @@ class Bridge:
                 log.error("relay tick failed", exc_info=True)
             self.ticks += 1
             self.tick_seconds = time.monotonic() - started
-            next_tick += period
-            delay = next_tick - time.monotonic()
-            if delay < -period:  # fell behind: do not try to catch up with a burst
-                next_tick = time.monotonic()
-                delay = 0
-            self.socketio.sleep(max(0.0, delay))
+            if started >= next_tick:  # a regular poll: schedule the next one
+                next_tick += period
+                if next_tick < started - period:  # fell behind: do not catch up with a burst
+                    next_tick = started
+            wake_at = next_tick
+            if self.relay.next_send_at is not None:
+                wake_at = min(wake_at, self.relay.next_send_at)
+            delay = wake_at - time.monotonic()
+            dev = self.link.device
+            if delay <= 0:
+                self.socketio.sleep(0)  # let the sends and the handlers run first
+            elif self.relay.waiting_for_data and dev is not None:
+                dev.want_wake()
+                if netio.wait_readable(self.data_doorbell.fileno(), delay):
+                    self.data_doorbell.drain()
+            else:
+                self.socketio.sleep(delay)
         self._shutdown()
 
     def _tick(self, now_mono: float, next_status: float) -> None:
@@ -382,7 +401,7 @@ class Bridge:
             self.relay.reset_cursors()
             self.broker.fail_all("offline", "the device restarted before answering")
             self._state_version = -1
-            self.link.device.publish_bridge(url=self.url, pid=os.getpid(), doorbell=self.doorbell.address)
+            self.link.device.publish_bridge(**self.bridge_info())
             self._clients_version = -1
         if changes.channels:
             self._emit("channels", {"channels": self.channel_list(), "commands": self.command_catalog()},
@@ -427,6 +446,11 @@ class Bridge:
             self._needs_full_state.discard(sid)
             self._emit("state", {"full": True, "values": dict(self._state)}, [sid])
 
+    def bridge_info(self) -> dict[str, Any]:
+        """What the device learns about this bridge (the control segment's bridge blob)."""
+        return {"url": self.url, "pid": os.getpid(), "doorbell": self.doorbell.address,
+                "data_doorbell": self.data_doorbell.address}
+
     def reply_loop(self) -> None:
         while not self._stop_requested:
             netio.wait_readable(self.doorbell.fileno(), 0.05)
@@ -455,6 +479,7 @@ class Bridge:
     def close(self) -> None:
         self.link.close()
         self.doorbell.close()
+        self.data_doorbell.close()
 
 
 _MISSING = object()
@@ -496,7 +521,7 @@ def serve(args: Any) -> int:
     if bridge.link.device is None:
         bridge.link.poll()
     if bridge.link.device is not None:
-        bridge.link.device.publish_bridge(url=bridge.url, pid=os.getpid(), doorbell=bridge.doorbell.address)
+        bridge.link.device.publish_bridge(**bridge.bridge_info())
     if not options.exit_with_device:  # a device that launched us prints the URL itself
         print(f"monbridge: serving {options.attach!r} at {bridge.url}", flush=True)
     run, stop = netio.server(options.async_mode, listener,

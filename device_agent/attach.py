@@ -252,6 +252,11 @@ class DeviceAttachment:
             self.publish_bridge(doorbell=self._doorbell.address, pid=os.getpid())
         return self._doorbell
 
+    def want_wake(self) -> None:
+        """Ask the device to ring the ``data_doorbell`` (see publish_bridge) at its next
+        publish on any channel; it does so once, then waits to be asked again."""
+        self._ctl.wake[0] = 1
+
     # -- commands ----------------------------------------------------------------------
 
     def send_command(self, name: str, args: dict[str, Any] | None = None,

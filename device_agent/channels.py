@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -98,14 +98,43 @@ def struct_for(dtype: np.dtype) -> struct.Struct | None:
 
 # -- channels ---------------------------------------------------------------------------
 
+_NOBODY_WAITS = memoryview(bytearray(8)).cast("Q")  # a wake flag that is never set
+
+
+class Waker:
+    """Rings the bridge's data doorbell at the first publish after the bridge asked for it.
+
+    ``flag`` is the control segment's wake word (control.WAKE_AT): the bridge stores 1 when
+    a subscriber waits for new data; a publish that sees 1 stores 0 and calls ``ring``. So
+    new data reaches the bridge at once rather than at its next poll, and a publish costs
+    one load when nobody waits (a ring, a few µs, happens at most once per bridge poll).
+    """
+
+    def __init__(self, flag: memoryview, ring: Callable[[], None]) -> None:
+        self.flag = flag
+        self._ring = ring
+
+    def wake(self) -> None:
+        self.flag[0] = 0
+        self._ring()
+
+    def close(self) -> None:
+        self.flag = _NOBODY_WAITS
+
+
+NO_WAKER = Waker(_NOBODY_WAITS, lambda: None)
+
+
 class RecordsChannel:
     """A ring of fixed-size records. ``publish(t=..., x=...)`` or ``publish_many(array)``."""
 
     kind = "records"
 
-    def __init__(self, name: str, dtype: np.dtype, buf: memoryview) -> None:
+    def __init__(self, name: str, dtype: np.dtype, buf: memoryview, waker: Waker = NO_WAKER) -> None:
         self.name = name
         self.dtype = dtype
+        self._waker = waker
+        self._wake_flag = waker.flag
         self._mv = buf
         self._ring: RecordRing | None = RecordRing(buf, HEADER_SIZE)
         self._names = dtype.names
@@ -137,6 +166,8 @@ class RecordsChannel:
         except (struct.error, TypeError, ValueError) as exc:
             raise ChannelError(f"records {self.name!r}: cannot store {values!r}: {exc}") from None
         ring.write(payload, self._mv)
+        if self._wake_flag[0]:
+            self._waker.wake()
 
     def publish_many(self, records: np.ndarray) -> None:
         """Append a structured array of records (same field names; cast if needed)."""
@@ -152,6 +183,8 @@ class RecordsChannel:
                 )
             records = records.astype(self.dtype)
         ring.write_many(np.ascontiguousarray(records.reshape(-1)))
+        if self._wake_flag[0]:
+            self._waker.wake()
 
     def _pack_numpy(self, *values: Any) -> bytes:
         rec = np.zeros((), dtype=self.dtype)
@@ -166,6 +199,7 @@ class RecordsChannel:
     def _detach(self) -> None:
         self._ring = None
         self._mv = None
+        self._wake_flag = _NOBODY_WAITS
 
 
 class FrameChannel:
@@ -173,10 +207,13 @@ class FrameChannel:
 
     kind = "frame"
 
-    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype, buf: memoryview) -> None:
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: np.dtype, buf: memoryview,
+                 waker: Waker = NO_WAKER) -> None:
         self.name = name
         self.shape = shape
         self.dtype = dtype
+        self._waker = waker
+        self._wake_flag = waker.flag
         self._slots: FrameSlots | None = FrameSlots(buf, HEADER_SIZE)
         self._views = [
             np.ndarray(shape, dtype=dtype, buffer=buf, offset=self._slots.data_offset(i))
@@ -203,10 +240,13 @@ class FrameChannel:
         slot = slots.begin_write()
         np.copyto(self._views[slot][:rows], array, casting="same_kind")
         slots.end_write(time.time() if t is None else t, rows * self.dtype.itemsize * _inner(self.shape), rows)
+        if self._wake_flag[0]:
+            self._waker.wake()
 
     def _detach(self) -> None:
         self._slots = None
         self._views = []
+        self._wake_flag = _NOBODY_WAITS
 
 
 def _inner(shape: tuple[int, ...]) -> int:
@@ -221,9 +261,11 @@ class EventsChannel:
 
     kind = "events"
 
-    def __init__(self, name: str, max_bytes: int, buf: memoryview) -> None:
+    def __init__(self, name: str, max_bytes: int, buf: memoryview, waker: Waker = NO_WAKER) -> None:
         self.name = name
         self.max_bytes = max_bytes
+        self._waker = waker
+        self._wake_flag = waker.flag
         self._mv = buf
         self._ring: RecordRing | None = RecordRing(buf, HEADER_SIZE)
         self._lock = threading.Lock()  # events may come from handlers and the device loop
@@ -257,11 +299,14 @@ class EventsChannel:
             EVENT_META.pack_into(self._mv, off, time.time() if t is None else t, len(data), flags)
             self._mv[off + EVENT_META.size : off + EVENT_META.size + len(data)] = data
             ring.end_write()
+        if self._wake_flag[0]:
+            self._waker.wake()
 
     def _detach(self) -> None:
         with self._lock:
             self._ring = None
             self._mv = None
+            self._wake_flag = _NOBODY_WAITS
 
 
 class SharedState(Mapping):

@@ -4,11 +4,14 @@ Sans-I/O: ``ControlLayout`` places its parts in any buffer. Standard library onl
 
     offset    size                 part          writer   contents
     0         64                   header        device   see layout.py (heartbeat lives here)
-    64        4032                 reserved
+    64        8                    wake          both     u64: 1 = the bridge waits for new data; the
+                                                          next publish stores 0 and rings its data
+                                                          doorbell (channels.Waker)
+    72        4024                 reserved
     4096      16 + 64 KiB          manifest      device   JSON: channels + command catalog
     +         16 + 64 KiB          state         device   JSON object: the shared key/value state
     +         16 + 64 KiB          clients       bridge   JSON list: the bridge's clients table
-    +         16 + 4 KiB           bridge        bridge   JSON: {"pid", "url", "doorbell"}
+    +         16 + 4 KiB           bridge        bridge   JSON: {"pid", "url", "doorbell", "data_doorbell"}
     +         64 + 128 × 8 KiB     commands      bridge   MessageQueue bridge → device (JSON)
     +         64 + 128 × 8 KiB     replies       device   MessageQueue device → bridge (JSON)
 
@@ -28,6 +31,7 @@ QUEUE_SLOTS = 128
 QUEUE_SLOT_BYTES = 8 * 1024
 MAX_MESSAGE_BYTES = QUEUE_SLOT_BYTES - 8
 
+WAKE_AT = 64
 _FIRST = 4096
 MANIFEST_AT = _FIRST
 STATE_AT = MANIFEST_AT + blob_bytes(MANIFEST_BYTES)
@@ -52,3 +56,4 @@ class ControlLayout:
             MessageQueue.format(buf, REPLIES_AT, QUEUE_SLOTS, QUEUE_SLOT_BYTES)
         self.commands = MessageQueue(buf, COMMANDS_AT)
         self.replies = MessageQueue(buf, REPLIES_AT)
+        self.wake = memoryview(buf).cast("B")[WAKE_AT : WAKE_AT + 8].cast("Q")  # one aligned u64

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import layout
-from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, dtype_to_json, records_dtype
+from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, Waker, dtype_to_json, records_dtype
 from .commands import Dispatcher, make_spec
 from .config import MonitorConfig, is_loopback
 from .control import CONTROL_SIZE, ControlLayout
@@ -68,6 +68,7 @@ class Monitor:
             self._drop_segment(control_segment_name(self.name))
             raise
         self._ringer = Ringer()
+        self._waker = Waker(self._ctl.wake, self._ring_bridge_data)
         self._dispatcher = Dispatcher(self._ctl.commands, self._ctl.replies)
         self._manual = dispatch == "manual"
         self.state = SharedState(self._ctl.state)
@@ -105,7 +106,7 @@ class Monitor:
             from .records import RecordRing
 
             RecordRing.format(buf, HEADER_SIZE, capacity, dtype.itemsize)
-            return RecordsChannel(name, dtype, buf)
+            return RecordsChannel(name, dtype, buf, self._waker)
 
         return self._add_channel(name, spec, size, SegmentKind.RECORDS, make)
 
@@ -131,7 +132,7 @@ class Monitor:
             from .frames import FrameSlots
 
             FrameSlots.format(buf, HEADER_SIZE, slots, nbytes)
-            return FrameChannel(name, shape, dt, buf)
+            return FrameChannel(name, shape, dt, buf, self._waker)
 
         return self._add_channel(name, spec, size, SegmentKind.FRAME, make)
 
@@ -150,7 +151,7 @@ class Monitor:
             from .records import RecordRing
 
             RecordRing.format(buf, HEADER_SIZE, capacity, record)
-            return EventsChannel(name, max_bytes, buf)
+            return EventsChannel(name, max_bytes, buf, self._waker)
 
         return self._add_channel(name, spec, size, SegmentKind.EVENTS, make)
 
@@ -240,6 +241,7 @@ class Monitor:
         self.state._detach()
         self._channels.clear()
         self._dispatcher.inbox = self._dispatcher.outbox = None  # drop every view of the segment
+        self._waker.close()
         del self._ctl
         for seg_name in list(self._segments):
             self._drop_segment(seg_name)
@@ -326,6 +328,12 @@ class Monitor:
             except ValueError:
                 self._bridge_seen = (version, {})
         return self._bridge_seen[1]
+
+    def _ring_bridge_data(self) -> None:
+        """Called by a publish the bridge was waiting for (channels.Waker), on any thread."""
+        address = self._bridge_info().get("data_doorbell")
+        if address:
+            self._ringer.ring(address)
 
     def _ring_bridge(self) -> None:
         if not hasattr(self, "_ctl"):
