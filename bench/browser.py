@@ -18,8 +18,10 @@ What runs (all on 127.0.0.1, every process stopped in a ``finally``):
   that name replaced: a robot_arm run by anyone else on the machine does not collide.
   ``joints``: 1 kHz records (t + 9 f4); ``cloud``: a 20,000×6 f4 frame at 30 Hz (480 KB per
   frame, 14 MB/s).
-* Debian's ``/usr/bin/chromium`` through Playwright (headless, SwiftShader GL), one browser
-  context per page (each its own renderer process and Socket.IO client), 1280×800:
+* Debian's ``/usr/bin/chromium`` driven over the DevTools protocol by ``bench/cdp.py``
+  (headless, SwiftShader GL; not Playwright, which has chromium copy every WebSocket frame
+  to its driver — see that module), one window and browser context per page (each its own
+  renderer process and Socket.IO client), 1280×800:
   - layout ``vconcat`` (default): page ``joints4`` shows one Vega-Lite view of four vconcat'd
     line charts (j1, j2, i1, temp1) over one ``joints`` dataset (usermeta: 10 s window, 30 Hz,
     max_points 2000, so each chart draws about 2000 points); page ``cloud`` shows the
@@ -49,15 +51,14 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 * JS heap: CDP ``Performance.getMetrics`` JSHeapUsedSize of every page after a forced GC (CDP
   ``HeapProfiler.collectGarbage``) at the start and the end of the window; and the same once
   Vega has dropped the scenegraph items of removed rows it keeps until a mark holds
-  view.cleanThreshold of them (200, set by the page) (``js_heap_live_*``; view.cleanThreshold
+  view.cleanThreshold of them (64, set by the page) (``js_heap_live_*``; view.cleanThreshold
   set to 0 for 1.5 s, then restored).
 * rows in every view once a second; changesets and cloud frames applied per second; the
   pages' own ping round trips (``monbridge.latency()``); per client what the bridge sent,
   skipped and held in its outbox (/api/clients, once a second); bytes waiting in kernel
   socket buffers on each connection (/proc/net/tcp).
 * CPU from /proc over the window: chromium by process type (renderer, gpu, network,
-  browser) and each page's renderer, bridge, device, reference client, this process with its
-  Playwright driver; the machine (/proc/stat), what other processes used (machine − ours),
+  browser) and each page's renderer, bridge, device, reference client, this process; the machine (/proc/stat), what other processes used (machine − ours),
   VM steal, and ``cpu_pressure_pct`` (/proc/pressure/cpu) for the window and the whole run.
 """
 
@@ -231,7 +232,7 @@ INIT_JS = r"""
     }).observe({ type: "longtask", buffered: false });
   } catch (e) { /* no longtask support: longtask stays 0 */ }
   // Vega keeps the scenegraph items of removed rows until a mark has more than
-  // view.cleanThreshold of them (the page sets 200; Vega's default is 1e4). on: drop them
+  // view.cleanThreshold of them (the page sets 64; Vega's default is 1e4). on: drop them
   // at the next update; off: back to what the page had.
   B.vegaClean = (on) => {
     const tabs = B.hooks && B.hooks._internals && B.hooks._internals.tabs;
@@ -686,17 +687,14 @@ def dist(values: list[float]) -> dict[str, Any]:
 # ======================================================================================
 
 class Page:
-    def __init__(self, label: str, view: str | None, context: Any, page: Any) -> None:
+    def __init__(self, label: str, view: str | None, page: Any) -> None:
         self.label = label
         self.view = view          # the view shown (None: the control page)
-        self.context = context
-        self.page = page
-        self.cdp: Any = None
+        self.page = page          # a bench.cdp.CdpPage
+        self.cdp = page.cdp
         self.renderers: set[int] = set()
-        self.errors: list[str] = []
-        self.console: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
-        page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+        self.errors: list[str] = page.errors      # uncaught exceptions, filled as they happen
+        self.console: list[str] = page.console    # console errors and warnings
 
     def heap_mb(self) -> float:
         metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
@@ -719,7 +717,6 @@ class Run:
             self.views = [v for v in self.views if v in only]
         self.specs = SPECS / subdir
         self.device = Device(self.specs, self.name, self.token)
-        self.pw: Any = None
         self.browser: Any = None
         self.pages: list[Page] = []
         self.control: Page | None = None
@@ -759,10 +756,9 @@ class Run:
         self.url = url
         self.port = int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
         log(f"dashboard at 127.0.0.1:{self.port} (bridge pid {self.device.bridge_pid})")
-        from playwright.sync_api import sync_playwright
+        from bench.cdp import Browser
 
-        self.pw = sync_playwright().start()
-        self.browser = self.pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        self.browser = Browser(CHROMIUM, CHROMIUM_ARGS, START_TIMEOUT)
         log(f"chromium {self.browser.version}; opening {len(self.views)} dashboard page(s): "
             f"{', '.join('#/' + v for v in self.views)} + a control page")
         for view in self.views:
@@ -791,16 +787,13 @@ class Run:
 
     def _open(self, view: str | None, url: str | None) -> Page:
         before = self._renderers()
-        context = self.browser.new_context(viewport=self.viewport, device_scale_factor=1)
-        context.set_default_timeout(START_TIMEOUT * 1000)
-        page = context.new_page()
-        p = Page(view or "control", view, context, page)
+        page = self.browser.new_page(self.viewport["width"], self.viewport["height"])
+        p = Page(view or "control", view, page)
         if url is None:
             page.set_content(CONTROL_HTML)
         else:
             page.add_init_script(f"window.__benchCfg = {json.dumps(self.page_cfg)};\n" + INIT_JS)
-            page.goto(url, wait_until="load")
-        p.cdp = context.new_cdp_session(page)
+            page.goto(url, timeout=START_TIMEOUT)
         p.cdp.send("Performance.enable")
         p.cdp.send("HeapProfiler.enable")
         # the renderer that appeared for this page (chromium may keep a spare one ready:
@@ -816,7 +809,7 @@ class Run:
           return h.activeTab === id && v.updates > 2 && v.rows() > 0;
         }"""
         try:
-            res = p.page.wait_for_function(expr, arg=p.view, timeout=START_TIMEOUT * 1000, polling=100).json_value()
+            res = p.page.wait_for_function(expr, arg=p.view, timeout=START_TIMEOUT, polling=0.1)
         except Exception as exc:
             state = p.page.evaluate("() => window.__bench && window.__bench.drain()")
             raise RuntimeError(f"page {p.label}: view {p.view!r} did not start showing data: {exc}\n"
@@ -844,7 +837,7 @@ class Run:
             elif device is not None and pid in descendants(device, table):
                 roles[pid] = "device_children_cpu_pct"
             else:
-                roles[pid] = "bench_cpu_pct"   # the Playwright driver (node) counts with us
+                roles[pid] = "bench_cpu_pct"   # anything else we started counts with us
         self.roles = roles
 
     # -- measuring ----------------------------------------------------------------------
@@ -1158,11 +1151,6 @@ class Run:
                 self.browser.close()
             except Exception as exc:
                 problems.append(f"closing chromium: {exc!r}")
-        if self.pw is not None:
-            try:
-                self.pw.stop()
-            except Exception as exc:
-                problems.append(f"stopping playwright: {exc!r}")
         problems += self.device.stop()
         if self.tmp_specs:
             import shutil
@@ -1190,7 +1178,7 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
         viewport: dict[str, int] | None = None, diag: dict[str, Any] | None = None) -> dict[str, Any]:
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"bench.browser: {CHROMIUM} not found: install Debian's chromium package "
-                         f"(never `playwright install`)")
+                         f"(the benchmark drives it directly, over the DevTools protocol)")
     if not (STATIC / "app.js").exists():
         raise SystemExit("bench.browser: the web UI is not built (webui/static/app.js missing): run `make js`")
     started = time.perf_counter()

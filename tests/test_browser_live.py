@@ -72,10 +72,13 @@ def test_spec_files_become_tabs_show_errors_and_go(devices: Devices, specs_dir, 
     for vid in ("wave", "extra"):
         assert dash.view(vid)["error"] is None, dash.describe(vid)
 
-    # fixing a file clears its error, in place
+    # fixing a file clears its error, in place; a hidden view buffers what arrives and shows
+    # it all in the first frame it is visible
     write_spec(specs_dir, "broken.vl.json", dict(EXTRA_SPEC, usermeta={"title": "Fixed", "window": {"rows": 50}}))
-    dash.wait("() => { const v = window.monbridge.views.broken; return v && v.error === null && v.rows() > 0; }",
-              what="broken.vl.json, fixed, to stream without error", view_id="broken")
+    dash.wait("() => { const v = window.monbridge.views.broken; return v && v.error === null; }",
+              what="broken.vl.json, fixed, to have no error", view_id="broken")
+    dash.open_tab("broken")
+    dash.wait("() => window.monbridge.views.broken.rows() > 0", what="the fixed view to stream", view_id="broken")
     assert dash.js("() => document.querySelector('#mb-tabs [data-id=\"broken\"]').classList.contains('mb-tab-error')") is False
 
     # deleting files removes their tabs; the rest keeps streaming, without a reload

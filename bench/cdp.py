@@ -1,0 +1,243 @@
+"""A minimal Chrome DevTools Protocol client for bench.browser: chromium with the Network domain off.
+
+Why not Playwright for the benchmark: Playwright enables CDP's Network domain on every page,
+and chromium then copies every WebSocket frame the page receives, base64-encoded, to the
+driver (``Network.webSocketFrameReceived``). With the dashboard receiving ~9 MB/s that cost
+the browser process and Playwright's node driver about a fifth of a core, on a 2-core machine
+the benchmark already saturates; a user's browser does none of it. The tests keep Playwright.
+
+What is here is what bench.browser needs: launch (``Browser``), one window per page in its own
+browser context (``Browser.new_page``), an init script, navigation, ``evaluate`` of a JS
+function with a JSON argument, page errors and console warnings, and raw ``send`` for the
+Performance and HeapProfiler domains. One websocket to the browser, sessions flattened onto it.
+
+Imports: the standard library and websocket-client (installed with python-socketio[client]).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable
+
+import websocket
+
+# What Playwright passes for a headless page that stays "visible": without these, chromium
+# throttles timers and animation frames of windows it considers in the background.
+VISIBLE_ARGS = [
+    "--disable-background-timer-throttling", "--disable-backgrounding-occluded-windows",
+    "--disable-renderer-backgrounding", "--hide-scrollbars", "--mute-audio",
+]
+
+
+class CdpError(RuntimeError):
+    pass
+
+
+class Connection:
+    """One websocket to the browser; a reader thread routes replies by id and events by session."""
+
+    def __init__(self, ws_url: str) -> None:
+        self.ws = websocket.create_connection(ws_url, timeout=60, suppress_origin=True)
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, list[Any]] = {}  # id -> [Event, reply]
+        self._handlers: dict[tuple[str | None, str], list[Callable[[dict], None]]] = {}
+        self.closed = False
+        self._reader = threading.Thread(target=self._read, name="cdp-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = json.loads(self.ws.recv())
+                if "id" in msg:
+                    slot = self._waiting.pop(msg["id"], None)
+                    if slot is not None:
+                        slot[1] = msg
+                        slot[0].set()
+                    continue
+                for handler in self._handlers.get((msg.get("sessionId"), msg.get("method")), []):
+                    try:
+                        handler(msg.get("params", {}))
+                    except Exception:
+                        pass  # a handler's bug must not stop the reader
+        except Exception:
+            self.closed = True
+            for slot in list(self._waiting.values()):
+                slot[0].set()
+
+    def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None,
+             timeout: float = 60.0) -> dict[str, Any]:
+        if self.closed:
+            raise CdpError(f"{method}: the browser connection is closed")
+        msg: dict[str, Any] = {"id": next(self._ids), "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        slot = [threading.Event(), None]
+        self._waiting[msg["id"]] = slot
+        with self._lock:
+            self.ws.send(json.dumps(msg))
+        if not slot[0].wait(timeout):
+            self._waiting.pop(msg["id"], None)
+            raise CdpError(f"{method}: no answer in {timeout} s")
+        reply = slot[1]
+        if reply is None:
+            raise CdpError(f"{method}: the browser connection closed")
+        if "error" in reply:
+            raise CdpError(f"{method}: {reply['error'].get('message')} ({reply['error'].get('data', '')})")
+        return reply.get("result", {})
+
+    def on(self, session: str | None, method: str, handler: Callable[[dict], None]) -> None:
+        self._handlers.setdefault((session, method), []).append(handler)
+
+    def close(self) -> None:
+        self.closed = True
+        try:
+            self.ws.close()
+        except Exception:
+            pass
+
+
+class Session:
+    """A page's CDP session: ``send(method, params)`` like Playwright's CDPSession."""
+
+    def __init__(self, conn: Connection, session_id: str) -> None:
+        self.conn = conn
+        self.id = session_id
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        return self.conn.send(method, params, self.id, timeout)
+
+
+class CdpPage:
+    def __init__(self, conn: Connection, session: Session, target_id: str, context_id: str) -> None:
+        self.conn = conn
+        self.cdp = session
+        self.target_id = target_id
+        self.context_id = context_id
+        self.errors: list[str] = []
+        self.console: list[str] = []
+        self._loaded = threading.Event()
+        conn.on(session.id, "Page.loadEventFired", lambda p: self._loaded.set())
+        conn.on(session.id, "Runtime.exceptionThrown", self._exception)
+        conn.on(session.id, "Runtime.consoleAPICalled", self._console)
+
+    def _exception(self, params: dict) -> None:
+        d = params.get("exceptionDetails", {})
+        self.errors.append(str(d.get("exception", {}).get("description") or d.get("text")))
+
+    def _console(self, params: dict) -> None:
+        kind = params.get("type")
+        if kind in ("error", "warning"):
+            text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+            self.console.append(f"{kind}: {text}")
+
+    def add_init_script(self, source: str) -> None:
+        self.cdp.send("Page.addScriptToEvaluateOnNewDocument", {"source": source})
+
+    def goto(self, url: str, timeout: float = 60.0) -> None:
+        self._loaded.clear()
+        result = self.cdp.send("Page.navigate", {"url": url})
+        if result.get("errorText"):
+            raise CdpError(f"navigating to {url}: {result['errorText']}")
+        if not self._loaded.wait(timeout):
+            raise CdpError(f"{url} did not finish loading in {timeout} s")
+
+    def set_content(self, html: str) -> None:
+        self.goto("data:text/html," + urllib.parse.quote(html))
+
+    def evaluate(self, function: str, arg: Any = None, timeout: float = 60.0) -> Any:
+        """Call the JS function source ``function`` with ``arg`` (JSON) and return its value."""
+        expr = f"({function})({json.dumps(arg)})"
+        result = self.cdp.send("Runtime.evaluate", {"expression": expr, "returnByValue": True,
+                                                    "awaitPromise": True}, timeout)
+        if "exceptionDetails" in result:
+            d = result["exceptionDetails"]
+            raise CdpError(f"evaluate: {d.get('exception', {}).get('description') or d.get('text')}")
+        return result.get("result", {}).get("value")
+
+    def wait_for_function(self, function: str, arg: Any = None, timeout: float = 30.0, polling: float = 0.1) -> Any:
+        """Evaluate until the result is truthy; return it. Raises CdpError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(function, arg)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise CdpError(f"no truthy result within {timeout} s (last: {value!r})")
+            time.sleep(polling)
+
+
+class Browser:
+    """Debian's chromium, launched with a fresh profile and --remote-debugging-port=0."""
+
+    def __init__(self, executable: str, args: list[str], start_timeout: float = 60.0) -> None:
+        self.profile = tempfile.mkdtemp(prefix="bench-browser-profile-")
+        self.proc = subprocess.Popen(
+            [executable, *args, *VISIBLE_ARGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+             "about:blank"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.stderr: list[str] = []
+        url = self._devtools_url(start_timeout)
+        threading.Thread(target=self._drain, name="chromium-stderr", daemon=True).start()
+        self.conn = Connection(url)
+        self.version = self.conn.send("Browser.getVersion")["product"].split("/", 1)[-1]
+
+    def _devtools_url(self, timeout: float) -> str:
+        found: list[str] = []
+
+        def scan() -> None:
+            for line in self.proc.stderr:
+                self.stderr.append(line.rstrip())
+                if line.startswith("DevTools listening on "):
+                    found.append(line.split(" on ", 1)[1].strip())
+                    return
+
+        t = threading.Thread(target=scan, daemon=True)
+        t.start()
+        t.join(timeout)
+        if not found:
+            self.close()
+            raise CdpError(f"chromium did not start its DevTools endpoint in {timeout} s: {self.stderr[-5:]}")
+        return found[0]
+
+    def _drain(self) -> None:
+        for line in self.proc.stderr:
+            if len(self.stderr) < 1000:
+                self.stderr.append(line.rstrip())
+
+    def new_page(self, width: int, height: int) -> CdpPage:
+        """A window of its own in a browser context of its own (as Playwright's new_context)."""
+        context_id = self.conn.send("Target.createBrowserContext")["browserContextId"]
+        target_id = self.conn.send("Target.createTarget", {
+            "url": "about:blank", "browserContextId": context_id, "newWindow": True,
+            "width": width, "height": height})["targetId"]
+        session_id = self.conn.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})["sessionId"]
+        page = CdpPage(self.conn, Session(self.conn, session_id), target_id, context_id)
+        for method, params in (("Page.enable", None), ("Runtime.enable", None),
+                               ("Emulation.setDeviceMetricsOverride",
+                                {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}),
+                               ("Emulation.setFocusEmulationEnabled", {"enabled": True})):
+            page.cdp.send(method, params)
+        return page
+
+    def close(self, timeout: float = 10.0) -> None:
+        if getattr(self, "conn", None) is not None and not self.conn.closed:
+            try:
+                self.conn.send("Browser.close", timeout=5.0)
+            except CdpError:
+                pass
+            self.conn.close()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        shutil.rmtree(self.profile, ignore_errors=True)
