@@ -4,11 +4,13 @@ No Flask or socketio imports: the server passes ``emit(event, data, sids)`` and
 ``congested(sid) -> bool``. Called from one background task; not thread-safe on its own
 (the server serialises subscribe/unsubscribe with ``lock``).
 
-The relay polls several times per period of the fastest rate (cheap: a counter read per
-subscribed channel), so new data goes out within one poll of being published. A
+The server calls ``tick`` several times per period of the fastest rate (cheap: a counter
+read per subscribed channel) and, in between, when ``tick`` says so: ``next_send_at`` (a
+subscriber with data waiting becomes due then) and ``waiting_for_data`` (a due subscriber
+has had everything: the server asks the device to ring at its next publish). A
 subscription at rate r is due once 1/r (less half a poll) has passed since its last
 message and stays due until there is something new to send; subscribers at equal rates
-fall into step and share messages. Per poll, for each channel with due subscribers:
+fall into step and share messages. Per tick, for each channel with due subscribers:
 * records/events: read the ring once from the lowest cursor among due subscribers; each
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
   budget and missed count get one message encoded once (``emit`` to a list of sids).
