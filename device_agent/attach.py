@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -291,7 +291,7 @@ class DeviceAttachment:
         cid = self.send_command(name, args)
         deadline = time.monotonic() + timeout
         # An idle handler answers in tens of microseconds, less than it takes this process
-        # to fall asleep in select() and be woken again (~60 µs here, more on a VM). So poll
+        # to fall asleep in select() and be woken again (~100 µs on a VM). So poll
         # the reply queue for a moment before blocking on the doorbell; a slow handler
         # costs at most REPLY_SPIN_S of this process's CPU, never the device's.
         replies = self._ctl.replies
