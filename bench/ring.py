@@ -74,14 +74,13 @@ TARGETS: dict[str, dict[str, float]] = {
 }
 
 # window: seconds per throughput test; frame_window × frame_windows: the frame tests, each
-# window followed by handoff_window s of the bare cross-core copy (measure_handoff);
-# rtt_calls / busy_calls: timed command round trips per round (idle / busy device loop);
-# ns_calls × ns_repeats: in-process publish() timing; memcpy_s: seconds of memcpy per
-# size; settle_s: total budget for waiting for quiet; spell_s: total budget for waiting out
-# slow cross-core spells (measure_frames_windows)
+# window after memcpy_s s of memcpy and handoff_window s of the bare cross-core copy
+# (measure_frames_windows); rtt_calls / busy_calls: timed command round trips per round
+# (idle / busy device loop); ns_calls × ns_repeats: in-process publish() timing; settle_s:
+# total budget for waiting for quiet; spell_s: for waiting out slow cross-core spells
 MODES = {
     "quick": dict(window=1.5, rounds=1, rtt_calls=1000, busy_calls=100, ns_calls=200_000, ns_repeats=3,
-                  memcpy_s=0.5, settle_s=8.0, frame_window=1.0, frame_windows=3, handoff_window=0.3,
+                  memcpy_s=0.25, settle_s=8.0, frame_window=1.0, frame_windows=3, handoff_window=0.3,
                   spell_s=10.0),
     "full": dict(window=2.5, rounds=5, rtt_calls=2000, busy_calls=100, ns_calls=1_000_000, ns_repeats=5,
                  memcpy_s=1.0, settle_s=20.0, frame_window=2.5, frame_windows=1, handoff_window=0.5,
@@ -498,6 +497,14 @@ class Children:
             raise RuntimeError(f"{proc.name} sent {msg!r}, expected {what!r}")
         return msg[1] if len(msg) > 1 else None
 
+    def run_pair(self, consumer: int, producer: int) -> tuple[Any, Any]:
+        """Wait until both are ready, start the consumer first, return (producer's, consumer's) result."""
+        self.recv(consumer, "ready")
+        self.recv(producer, "ready")
+        self.send(consumer, "go")
+        self.send(producer, "go")
+        return self.recv(producer, "result"), self.recv(consumer, "result")
+
     def __enter__(self) -> "Children":
         return self
 
@@ -551,14 +558,7 @@ def measure_mpqueue(window: float) -> dict[str, Any]:
     q = CTX.Queue(maxsize=QUEUE_MAXSIZE)
     try:
         with Children(window + 2 * CHILD_SLACK) as ch:
-            cons = ch.spawn("qcons", "mpqueue", "", p, q)
-            prod = ch.spawn("qprod", "mpqueue", "", p, q)
-            ch.recv(cons, "ready")
-            ch.recv(prod, "ready")
-            ch.send(cons, "go")
-            ch.send(prod, "go")
-            w = ch.recv(prod, "result")
-            r = ch.recv(cons, "result")
+            w, r = ch.run_pair(ch.spawn("qcons", "mpqueue", "", p, q), ch.spawn("qprod", "mpqueue", "", p, q))
     finally:
         q.close()
         q.cancel_join_thread()
@@ -602,31 +602,37 @@ def measure_frames(size: str, window: float) -> dict[str, Any]:
     }
 
 
-def measure_frames_windows(size: str, cfg: dict[str, Any], memcpy_gbps: float, spells: dict[str, Any]) -> dict[str, Any]:
-    """``frame_windows`` frame measurements, each right after a probe of the bare handoff.
+def measure_frames_windows(size: str, cfg: dict[str, Any], spells: dict[str, Any]) -> dict[str, Any]:
+    """``frame_windows`` frame measurements, each right after its baselines: memcpy and a
+    probe of the bare handoff, so every window is compared with what the machine did then.
 
     On this VM the cross-core path sometimes runs 10-15× slower for seconds at a time;
     a probe below SLOW_SPELL × memcpy means such a spell, and the run waits it out
     (bounded by ``spells["budget_s"]`` for the whole run, reported) before measuring,
-    as the Settler waits out other load. The median window's figures are reported."""
+    as the Settler waits out other load. Reported: the median window's frame figures, and
+    the median of each baseline over the windows."""
     runs = []
+    hkey, mkey = f"handoff_{size}_gbps", f"memcpy_{size}_gbps"
     for _ in range(cfg["frame_windows"]):
+        memcpy = measure_memcpy(size, cfg["memcpy_s"])[mkey]
         probe = measure_handoff(size, cfg["handoff_window"])
         started = time.perf_counter()
-        while (probe[f"handoff_{size}_gbps"] < SLOW_SPELL * memcpy_gbps
+        while (probe[hkey] < SLOW_SPELL * memcpy
                and spells["waited_s"] + time.perf_counter() - started < spells["budget_s"]):
-            log(f"cross-core copy at {probe[f'handoff_{size}_gbps']:.1f} GB/s (memcpy {memcpy_gbps:.1f}):"
-                " a slow spell of this VM, waiting")
+            log(f"cross-core copy at {probe[hkey]:.1f} GB/s (memcpy {memcpy:.1f}): a slow spell of this VM, waiting")
             time.sleep(SPELL_PAUSE)
             probe = measure_handoff(size, cfg["handoff_window"])
         spells["waited_s"] += time.perf_counter() - started
-        slow = probe[f"handoff_{size}_gbps"] < SLOW_SPELL * memcpy_gbps
-        spells["measured_in_spell"] += slow
-        runs.append({**measure_frames(size, cfg["frame_window"]), **probe})
-    key, hkey = f"frame_{size}_gbps", f"handoff_{size}_gbps"
+        spells["measured_in_spell"] += probe[hkey] < SLOW_SPELL * memcpy
+        runs.append({**measure_frames(size, cfg["frame_window"]), **probe, mkey: memcpy})
+    key = f"frame_{size}_gbps"
     middle = sorted(runs, key=lambda r: r[key])[len(runs) // 2]  # the median window's figures
-    return {**middle, f"{key}_windows": [r[key] for r in runs], f"{hkey}_windows": [r[hkey] for r in runs],
-            hkey: statistics.median(r[hkey] for r in runs)}
+    out = {**middle}
+    for k in (key, hkey, mkey):
+        out[f"{k}_windows"] = [r[k] for r in runs]
+    out[hkey] = statistics.median(r[hkey] for r in runs)
+    out[mkey] = statistics.median(r[mkey] for r in runs)
+    return out
 
 
 def measure_handoff(size: str, window: float) -> dict[str, Any]:
@@ -643,14 +649,7 @@ def measure_handoff(size: str, window: float) -> dict[str, Any]:
     shm = SharedMemory(create=True, size=64 + FRAME_SLOTS * nbytes)
     try:
         with Children(window + 2 * CHILD_SLACK) as ch:
-            rdr = ch.spawn("hreader", "handoff", shm.name, p)
-            wtr = ch.spawn("hwriter", "handoff", shm.name, p)
-            ch.recv(rdr, "ready")
-            ch.recv(wtr, "ready")
-            ch.send(rdr, "go")
-            ch.send(wtr, "go")
-            w = ch.recv(wtr, "result")
-            r = ch.recv(rdr, "result")
+            w, r = ch.run_pair(ch.spawn("hreader", "handoff", shm.name, p), ch.spawn("hwriter", "handoff", shm.name, p))
     finally:
         shm.close()
         shm.unlink()
@@ -860,12 +859,9 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
                 attempt("batched", lambda: measure_batched(win), fig)
             for size, label in (("1mb", "frame1mb"), ("16mb", "frame16mb")):
                 if label in only:
-                    log(f"{tag}: memcpy ({cfg['memcpy_s']} s), then {size} frames ({cfg['frame_windows']} ×"
-                        f" {cfg['frame_window']} s, each after {cfg['handoff_window']} s of the bare handoff)")
-                    def frames(size: str = size) -> dict[str, Any]:
-                        memcpy = measure_memcpy(size, cfg["memcpy_s"])
-                        return {**memcpy, **measure_frames_windows(size, cfg, memcpy[f"memcpy_{size}_gbps"], spells)}
-                    attempt(label, frames, fig)
+                    log(f"{tag}: {size} frames, {cfg['frame_windows']} × {cfg['frame_window']} s, each after"
+                        f" {cfg['memcpy_s']} s of memcpy and {cfg['handoff_window']} s of the bare handoff")
+                    attempt(label, lambda size=size: measure_frames_windows(size, cfg, spells), fig)
             if "rtt" in only:
                 log(f"{tag}: command round trip, {RTT_WARMUP} warm-up + {cfg['rtt_calls']} calls")
                 got: dict[str, Any] = {}
