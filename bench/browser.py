@@ -64,7 +64,8 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 
 from __future__ import annotations
 
-from bench.common import cpu_stall_us, percentile, round_figures
+from bench.common import (Settler, cpu_stall_us, git_revision, leftover_segments, percentile, remove_segments,
+                          round_figures)
 
 import argparse
 import collections
@@ -108,8 +109,6 @@ START_TIMEOUT = 45.0             # device + bridge, or a page, on 2 busy cores
 SAMPLE_S = 1.0                   # drain the pages and sample /proc this often
 HEAP_BUCKET_S = 10.0             # heap trend: the lowest JSHeapUsedSize (no forced GC) per bucket
 LONG_FRAME_MS = 50.0             # a frame interval this long is a visible stutter
-SETTLE_SAMPLE = 0.2              # as bench.ring / bench.relay: a quiet sample has < 5 % CPU pressure
-SETTLE_QUIET = 0.05
 
 TARGETS: dict[str, dict[str, float]] = {
     "display_lag_p50_ms": {"max": 40.0},
@@ -352,37 +351,6 @@ def machine_jiffies() -> tuple[int, int, int] | None:
     return total - idle - steal, total, steal
 
 
-class Settler:
-    """Before the run, wait (within a budget) for a quiet 0.2 s sample, as bench.ring and
-    bench.relay do. Our own processes load the machine once they run, so this is the only
-    point where waiting helps."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-        self.waited = 0.0
-        self.quiet = False
-
-    def __call__(self) -> None:
-        start = time.perf_counter()
-        while True:
-            before = cpu_stall_us()
-            time.sleep(SETTLE_SAMPLE)
-            after = cpu_stall_us()
-            if before is None or after is None:
-                break
-            if (after - before) / 1e6 / SETTLE_SAMPLE < SETTLE_QUIET:
-                self.quiet = True
-                break
-            if time.perf_counter() - start + SETTLE_SAMPLE > self.budget:
-                break
-        self.waited = time.perf_counter() - start
-        if self.waited > 2 * SETTLE_SAMPLE:
-            log(f"waited {self.waited:.1f} s for other load to settle ({'quiet' if self.quiet else 'still busy'})")
-
-    def report(self) -> dict[str, Any]:
-        return {"waited_s": self.waited, "quiet": self.quiet, "budget_s": self.budget}
-
-
 class CpuMeter:
     """Snapshots of the CPU seconds of this process and all its descendants, the machine's
     jiffies and the CPU pressure total (processes that exit in between are not counted)."""
@@ -618,25 +586,6 @@ def _group_members(pgid: int) -> list[int]:
     return out
 
 
-def leftover_segments(name: str | None = None) -> list[str]:
-    prefix = f"monbridge.{name}." if name else "monbridge.bench-browser-"
-    try:
-        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
-    except OSError:
-        return []
-
-
-def remove_segments(name: str) -> list[str]:
-    """Unlink what a killed device left behind (a device that closed removed its own)."""
-    gone = leftover_segments(name)
-    for seg in gone:
-        try:
-            os.unlink(f"/dev/shm/{seg}")
-        except OSError:
-            pass
-    return gone
-
-
 def socket_backlog(port: int) -> dict[int, int]:
     """Bytes waiting in the kernel on each loopback TCP connection to the bridge's port:
     the bridge's send queue plus the browser's receive queue, keyed by the client's port."""
@@ -709,7 +658,7 @@ class Run:
         self.cfg = dict(MODES[mode])
         self.mode = mode
         self.layout = layout
-        self.settler = Settler(self.cfg["settle_s"] if settle else 0.0)
+        self.settler = Settler(self.cfg["settle_s"] if settle else 0.0, log)
         self.name = f"bench-browser-{os.getpid()}"
         self.token = secrets.token_urlsafe(16)
         subdir, self.views = LAYOUTS[layout]
@@ -1162,18 +1111,6 @@ class Run:
         return problems
 
 
-def git_revision() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "--short", "HEAD"),
-                "modified": bool(git("status", "--porcelain", "--", "bridge", "device_agent", "webui/src"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "modified": None}
-
-
 def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = None,
         viewport: dict[str, int] | None = None, diag: dict[str, Any] | None = None) -> dict[str, Any]:
     if not os.access(CHROMIUM, os.X_OK):
@@ -1224,7 +1161,7 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
     finally:
         problems = r.problems + r.close()
         lap("stop")
-        removed = remove_segments(r.name)
+        removed = remove_segments(f"monbridge.{r.name}.")
         if removed:
             problems.append(f"removed {len(removed)} segment(s) the device left: {removed}")
         for p in problems:
@@ -1237,7 +1174,7 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
         "views": r.views,
         "only": only or None,
         "diagnostics": diag or None,
-        "git": git_revision(),
+        "git": git_revision("bridge", "device_agent", "webui/src"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -1257,7 +1194,7 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
     result["pass"] = {k: isinstance(result.get(k), (int, float)) and not math.isnan(result[k])
                       and (result[k] >= t["min"] if "min" in t else result[k] <= t["max"]) for k, t in TARGETS.items()}
     result["problems"] = problems
-    result["leftover_segments"] = leftover_segments()
+    result["leftover_segments"] = leftover_segments("monbridge.bench-browser-")
     result["elapsed_s"] = time.perf_counter() - started
     return result
 

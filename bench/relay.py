@@ -53,7 +53,8 @@ CPU of the bridge, device and client processes comes from /proc/PID/stat over ea
 
 from __future__ import annotations
 
-from bench.common import cpu_stall_us, percentile, round_figures
+from bench.common import (Settler, cpu_stall_us, git_revision, leftover_segments, percentile, remove_segments,
+                          round_figures)
 
 import sys
 
@@ -103,8 +104,6 @@ GRACE_S = 0.4                                # after a window: messages still in
 # what a ladder step must keep to count as sustained: no records lost, a median latency that has
 # not run away (p50, not p99: a scheduling spike from elsewhere must not end the ladder)
 SUSTAINED = {"delivered_ratio": 0.99, "latency_p50_ms": 50.0}
-SETTLE_SAMPLE = 0.2            # s of CPU pressure sampled before each window (as bench.ring)
-SETTLE_QUIET = 0.05            # quiet: some task waited for a CPU less than 5% of the sample
 
 TARGETS: dict[str, dict[str, float]] = {
     "command_rtt_ratio": {"max": 1.5},
@@ -847,42 +846,6 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-class Settler:
-    """Before each window, wait (within a total budget) for the machine to be quiet, as
-    bench.ring does: latency tails measured while other work competes for the 2 cores
-    measure the scheduler. ``cpu_pressure_pct`` of each window says how quiet it was."""
-
-    def __init__(self, budget: float, deadline: float | None = None) -> None:
-        self.budget = budget
-        self.deadline = deadline  # perf_counter time after which it no longer waits
-        self.waited = 0.0
-        self.calls = self.quiet = 0
-
-    def __call__(self) -> None:
-        self.calls += 1
-        if self.waited >= self.budget or (self.deadline is not None and time.perf_counter() > self.deadline):
-            return
-        start = time.perf_counter()
-        while True:
-            before = cpu_stall_us()
-            time.sleep(SETTLE_SAMPLE)
-            after = cpu_stall_us()
-            spent = time.perf_counter() - start
-            if before is None or after is None:
-                return
-            if (after - before) / 1e6 / SETTLE_SAMPLE < SETTLE_QUIET:
-                self.quiet += 1
-                break
-            if self.waited + spent + SETTLE_SAMPLE > self.budget:
-                break
-        self.waited += spent
-        if spent > 2 * SETTLE_SAMPLE:
-            log(f"waited {spent:.1f} s for other load to settle")
-
-    def report(self) -> dict[str, Any]:
-        return {"waited_s": self.waited, "quiet": self.quiet, "of": self.calls, "budget_s": self.budget}
-
-
 def http_json(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return json.load(r)
@@ -904,7 +867,7 @@ class Rig:
         # --quick must end in under 50 s even on a busy machine: past ``deadline_s`` (from the
         # start) nothing waits for quiet and the throughput ladder takes no further step
         self.deadline = time.perf_counter() + cfg["deadline_s"] if cfg["deadline_s"] else None
-        self.settler = Settler(cfg["settle_s"] if settle else 0.0,
+        self.settler = Settler(cfg["settle_s"] if settle else 0.0, log,
                                self.deadline - 12.0 if self.deadline is not None else None)
         self.only = only
         self.stream_kind = stream_clients
@@ -1260,38 +1223,6 @@ class Rig:
         }
 
 
-def git_revision() -> dict[str, Any]:
-    """The commit measured, and whether bridge/ or device_agent/ differ from it."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
-                              check=True).stdout.strip()
-
-    try:
-        return {"commit": git("rev-parse", "--short", "HEAD"),
-                "modified": bool(git("status", "--porcelain", "--", "bridge", "device_agent"))}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "modified": None}
-
-
-def leftover_segments(name: str | None = None) -> list[str]:
-    prefix = f"monbridge.{name}." if name else "monbridge.bench-relay-"
-    try:
-        return sorted(n for n in os.listdir("/dev/shm") if n.startswith(prefix))
-    except OSError:
-        return []
-
-
-def remove_segments(name: str) -> list[str]:
-    """Unlink what a killed device left behind (a clean device removes its own)."""
-    gone = leftover_segments(name)
-    for seg in gone:
-        try:
-            os.unlink(f"/dev/shm/{seg}")
-        except OSError:
-            pass
-    return gone
-
-
 def run(mode: str, only: set[str], stream_clients: str = "sio", settle: bool = True) -> dict[str, Any]:
     cfg = dict(MODES[mode])
     started = time.perf_counter()
@@ -1339,14 +1270,14 @@ def run(mode: str, only: set[str], stream_clients: str = "sio", settle: bool = T
     finally:
         rig.close()
         lap("stop")
-        removed = remove_segments(rig.name)
+        removed = remove_segments(f"monbridge.{rig.name}.")
         if removed:
             log(f"removed {len(removed)} segment(s) left by a killed device: {removed}")
 
     result: dict[str, Any] = {
         "bench": "relay",
         "quick": mode == "quick",
-        "git": git_revision(),
+        "git": git_revision("bridge", "device_agent"),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -1368,7 +1299,7 @@ def run(mode: str, only: set[str], stream_clients: str = "sio", settle: bool = T
         k: (result[k] >= t["min"] if "min" in t else result[k] <= t["max"])
         for k, t in TARGETS.items() if k in result and not math.isnan(result[k])
     }
-    result["leftover_segments"] = leftover_segments()
+    result["leftover_segments"] = leftover_segments("monbridge.bench-relay-")
     result["elapsed_s"] = time.perf_counter() - started
     return result
 

@@ -32,7 +32,8 @@ segment of ours still in /dev/shm at the end is removed (and reported).
 
 from __future__ import annotations
 
-from bench.common import cpu_stall_us, percentile, round_figures
+from bench.common import (Settler, cpu_stall_us, git_revision, leftover_segments, percentile, remove_segments,
+                          round_figures)
 
 import argparse
 import gc
@@ -88,8 +89,6 @@ MODES = {
 }
 SLOW_SPELL = 0.25             # a bare handoff below this × memcpy: the VM's slow cross-core spell
 SPELL_PAUSE = 0.5              # s between two probes while waiting a spell out
-SETTLE_SAMPLE = 0.2            # s of CPU pressure sampled before each measurement
-SETTLE_QUIET = 0.05            # quiet: some task waited for a CPU less than 5% of the sample
 RTT_WARMUP = 200
 MEASUREMENTS = ("small", "mpqueue", "batched", "frame1mb", "frame16mb", "rtt", "rtt_busy", "publish_ns")
 
@@ -101,7 +100,7 @@ def log(message: str) -> None:
 
 
 def device_name(kind: str) -> str:
-    return f"bench-ring-{kind}-{os.getpid()}-{next(_names)}"
+    return f"bench-ring-{os.getpid()}-{kind}-{next(_names)}"
 
 
 # ======================================================================================
@@ -745,75 +744,13 @@ def measure_publish_ns(calls: int, repeats: int) -> dict[str, Any]:
 # ======================================================================================
 
 def revision() -> str | None:
-    """The git commit measured, with "+dirty" if device_agent/ has uncommitted changes."""
-    import subprocess
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "device_agent"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (head + ("+dirty" if dirty else "")) or None
+    rev = git_revision("device_agent")
+    return None if rev["commit"] is None else rev["commit"] + ("+dirty" if rev["modified"] else "")
 
 
-class Settler:
-    """Before each measurement, wait (within a total budget) for the machine to be quiet.
-
-    Each throughput test needs two idle cores: a writer and a reader that busy-loop. When
-    other work runs, the two share a core and the reader gets about one frame per
-    scheduler time slice, which measures the scheduler, not the transport."""
-
-    def __init__(self, budget: float) -> None:
-        self.budget = budget
-        self.waited = 0.0
-        self.calls = self.checked = self.quiet = 0
-
-    def __call__(self) -> None:
-        self.calls += 1
-        if self.waited >= self.budget:
-            return
-        self.checked += 1
-        start = time.perf_counter()
-        while True:
-            before = cpu_stall_us()
-            time.sleep(SETTLE_SAMPLE)
-            after = cpu_stall_us()
-            spent = time.perf_counter() - start
-            if before is None or after is None:
-                return
-            if (after - before) / 1e6 / SETTLE_SAMPLE < SETTLE_QUIET:
-                self.quiet += 1
-                break
-            if self.waited + spent + SETTLE_SAMPLE > self.budget:
-                break
-        self.waited += spent
-        if spent > 2 * SETTLE_SAMPLE:
-            log(f"waited {spent:.1f} s for other load to settle")
-
-    def report(self) -> dict[str, Any]:
-        return {"waited_s": self.waited, "budget_s": self.budget, "measurements": self.calls,
-                "checked": self.checked, "quiet": self.quiet}
-
-
-def leftover_segments() -> list[str]:
-    """Segments of devices this run named that are still in /dev/shm."""
-    from device_agent.shm import list_segments
-
-    return [n for n in list_segments("monbridge.bench-ring-") if f"-{os.getpid()}-" in n]
-
-
-def remove_our_segments() -> list[str]:
-    """Unlink segments of devices this run named (only there after a child was killed;
-    each device registered its segments with its own resource tracker, not ours)."""
-    from device_agent.shm import unlink_segment
-
-    mine = leftover_segments()
-    for seg in mine:
-        unlink_segment(seg)
-    return mine
+def our_segments() -> str:
+    """The prefix of the segments of every device this run names (device_name)."""
+    return f"monbridge.bench-ring-{os.getpid()}-"
 
 
 def run(mode: str, only: set[str], rounds: int | None = None, window: float | None = None,
@@ -827,7 +764,7 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
     load_before = os.getloadavg()[0]
     stall_before = cpu_stall_us()
     win = cfg["window"]
-    settler = Settler(cfg["settle_s"] if settle else 0.0)
+    settler = Settler(cfg["settle_s"] if settle else 0.0, log)
     spells = {"waited_s": 0.0, "budget_s": cfg["spell_s"] if settle else 0.0, "measured_in_spell": 0}
     per_round: list[dict[str, Any]] = []
     rtt: list[float] = []
@@ -878,7 +815,7 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
             log(f"publish() cost in this process, best of {cfg['ns_repeats']} × {cfg['ns_calls']} calls")
             attempt("publish_ns", lambda: measure_publish_ns(cfg["ns_calls"], cfg["ns_repeats"]), extra)
     finally:
-        removed = remove_our_segments()
+        removed = remove_segments(our_segments())
         if removed:
             log(f"removed {len(removed)} segment(s) left by a killed child: {removed}")
 
@@ -888,7 +825,7 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
-        "revision": revision(),
+        "revision": revision(),  # the commit, "+dirty" if device_agent/ differs from it
         "rounds": cfg["rounds"],
         "window_s": win,
         "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
@@ -951,7 +888,7 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
         for k, t in TARGETS.items() if k in result
     }
     result["errors"] = errors
-    result["leftover_segments"] = leftover_segments()
+    result["leftover_segments"] = leftover_segments(our_segments())
     result["elapsed_s"] = time.perf_counter() - started
     return result
 

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from device_agent import frames
 from device_agent.errors import ChannelError
 from device_agent.frames import FrameSlots, slot_size_for, slots_bytes
+from fence_hook import FenceHook
 
 BASE = 64
 U64 = struct.Struct("=Q")
@@ -59,23 +60,8 @@ def scribble(buf, base, frame_nbytes, slot, byte=0xEE):
     buf[off : off + frame_nbytes] = bytes([byte]) * frame_nbytes
 
 
-class FenceHook:
-    """Stands in for frames.fence; runs ``action`` once, at the ``at``-th call.
-
-    FrameSlots.read_latest fences (1) after loading ``latest``, (2) after checking the
-    first stamp, (3) after copying the data, before re-reading the stamp.
-    """
-
-    def __init__(self, at, action):
-        self.at, self.action, self.calls, self.fired = at, action, 0, False
-
-    def __call__(self):
-        if self.fired:
-            return
-        self.calls += 1
-        if self.calls == self.at:
-            self.fired = True
-            self.action()
+# FrameSlots.read_latest fences (1) after loading ``latest``, (2) after checking the first
+# stamp, (3) after copying the data, before re-reading the stamp (FenceHook's ``at``).
 
 
 # -- format, attach and layout --------------------------------------------------------------

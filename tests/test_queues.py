@@ -19,27 +19,13 @@ from hypothesis import strategies as st
 from device_agent import queues
 from device_agent.errors import LayoutError, MessageTooLarge, QueueFull
 from device_agent.queues import MessageQueue, SeqlockBlob, blob_bytes, queue_bytes
+from fence_hook import FenceHook
 
 U64 = struct.Struct("=Q")
 
 
-class FenceHook:
-    """Stands in for queues.fence; runs ``action`` once, at the ``at``-th call.
-
-    SeqlockBlob.read fences (1) after loading an even seq, (2) after copying the data,
-    before re-reading seq.
-    """
-
-    def __init__(self, at, action):
-        self.at, self.action, self.calls, self.fired = at, action, 0, False
-
-    def __call__(self):
-        if self.fired:
-            return
-        self.calls += 1
-        if self.calls == self.at:
-            self.fired = True
-            self.action()
+# SeqlockBlob.read fences (1) after loading an even seq, (2) after copying the data, before
+# re-reading seq (FenceHook's ``at``).
 
 
 # -- SeqlockBlob ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from device_agent import records
 from device_agent.errors import ChannelError
 from device_agent.records import RecordRing, ring_bytes, slot_size_for
+from fence_hook import FenceHook
 
 BASE = 64  # the ring body normally follows the 64-byte segment header
 U64 = struct.Struct("=Q")  # the docstring: u64 fields in native byte order
@@ -78,24 +79,9 @@ def batch(first, count, record_size):
     return np.frombuffer(raw, dtype=np.dtype((np.void, record_size))).copy()
 
 
-class FenceHook:
-    """Stands in for records.fence; runs ``action`` once, at the ``at``-th call.
-
-    RecordRing.read fences (1) after loading write_count and (2) after copying the
-    payloads, before re-reading the stamps ("payload copy; fence; s2 := stamp"), so
-    ``at=2`` acts exactly between the copy and the re-check.
-    """
-
-    def __init__(self, at, action):
-        self.at, self.action, self.calls, self.fired = at, action, 0, False
-
-    def __call__(self):
-        if self.fired:
-            return
-        self.calls += 1
-        if self.calls == self.at:
-            self.fired = True
-            self.action()
+# RecordRing.read fences (1) after loading write_count and (2) after copying the payloads,
+# before re-reading the stamps ("payload copy; fence; s2 := stamp"), so a FenceHook with
+# ``at=2`` acts exactly between the copy and the re-check.
 
 
 # -- format, attach and layout --------------------------------------------------------------
