@@ -134,7 +134,7 @@ class RecordsChannel:
         self.name = name
         self.dtype = dtype
         self._waker = waker
-        self._wake_flag = waker.flag
+        self._wake_flag = waker.flag  # cached for publish(); _detach() swaps in a flag never set
         self._mv = buf
         self._ring: RecordRing | None = RecordRing(buf, HEADER_SIZE)
         self._names = dtype.names
