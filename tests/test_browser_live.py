@@ -96,6 +96,37 @@ def test_spec_files_become_tabs_show_errors_and_go(devices: Devices, specs_dir, 
     assert not dash.page_errors, dash.page_errors
 
 
+# the first item of every line or symbol mark of a Vega view: its ARIA description, if any
+_DESCRIPTIONS = """(id) => {
+  const view = window.monbridge._internals.tabs.views()[id].result.view;
+  const found = [];
+  const walk = (node) => {
+    if (["line", "symbol"].includes(node.marktype) && node.items.length) found.push(node.items[0].description ?? null);
+    for (const item of node.items || []) walk(item);
+  };
+  walk(view.scenegraph().root);
+  return found;
+}"""
+
+
+def test_canvas_charts_skip_aria_descriptions_unless_the_spec_asks(devices: Devices, specs_dir,
+                                                                    dashboards: Dashboards):
+    # Vega-Lite formats a description string per data point on every update, for SVG output
+    # only: the dashboard draws on canvas and turns them off; a spec's config.aria wins
+    write_spec(specs_dir, "plain.vl.json", EXTRA_SPEC)
+    write_spec(specs_dir, "described.vl.json", dict(EXTRA_SPEC, config={"aria": True}))
+    dev = devices.start(specs_dir)
+    dash = dashboards.open(dev.url, "#/plain")
+    for vid in ("plain", "described"):
+        dash.open_tab(vid)
+        dash.wait_no_error(vid)
+        dash.wait_rows_grow(vid)
+    plain, described = dash.js(_DESCRIPTIONS, "plain"), dash.js(_DESCRIPTIONS, "described")
+    assert plain == [None], plain
+    assert len(described) == 1 and described[0].startswith("time: "), described
+    assert not dash.page_errors, dash.page_errors
+
+
 def test_slider_in_one_context_moves_the_device_and_the_other(devices: Devices, specs_dir, dashboards: Dashboards):
     dev = devices.start(specs_dir)
     a = dashboards.open(dev.url, "#/wave", label="A")

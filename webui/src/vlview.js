@@ -42,6 +42,11 @@ export function namedDatasets(spec) {
   return names.filter((n) => !inline.includes(n));
 }
 
+/** A Vega-Lite spec (no $schema is taken as one), not a plain Vega spec. */
+export function isVegaLite(spec) {
+  return !spec.$schema || /vega-lite/.test(spec.$schema);
+}
+
 /** usermeta → options with defaults, plus human-readable problems (shown as notices). */
 export function parseUsermeta(meta) {
   const problems = [];
@@ -152,9 +157,13 @@ export class VegaLiteView {
     try {
       const embedOpts = { actions: false, renderer: "canvas", logLevel: 1 /* warn */ };
       if (!spec.$schema) embedOpts.mode = "vega-lite";
+      // ARIA descriptions only exist in SVG output, yet Vega-Lite encodes one string per data
+      // point on every update (a time and a number format each): with canvas, pure cost.
+      // A spec's own config.aria still wins (Vega-Lite merges the spec's config over this).
+      if (isVegaLite(spec)) embedOpts.config = { aria: false };
       this.result = await embed(this.chart, spec, embedOpts);
     } catch (err) {
-      const hint = spec.$schema && !/vega-lite/.test(spec.$schema) ? [] : markProblems(spec);
+      const hint = isVegaLite(spec) ? markProblems(spec) : [];
       if (!this.destroyed) this.showError([`Vega-Lite could not compile or embed this spec: ${(err && err.message) || err}`, ...hint].join("\n"));
       return;
     }
