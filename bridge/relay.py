@@ -106,13 +106,17 @@ class Relay:
                 self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
                                                     in_flight=req.in_flight)
 
-    def consumed(self, sid: str, channel: str, seq: int) -> None:
-        """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``."""
+    def consumed(self, sid: str, channel: str, seq: int) -> bool:
+        """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``.
+        True if that lets the subscription send again (it had all its messages in flight)."""
         with self.lock:
             s = self.subs.get(channel, {}).get(sid)
-            if s is not None:
-                while s.unconfirmed and s.unconfirmed[0] <= seq:
-                    s.unconfirmed.popleft()
+            if s is None:
+                return False
+            was_waiting = s.waiting_for_client()
+            while s.unconfirmed and s.unconfirmed[0] <= seq:
+                s.unconfirmed.popleft()
+            return was_waiting and not s.waiting_for_client()
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
         with self.lock:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from device_agent.doorbell import Doorbell
+from device_agent.doorbell import Doorbell, Ringer
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO
 
@@ -106,6 +106,7 @@ class Bridge:
                                     rate=options.command_rate, burst=max(10.0, options.command_rate * 2))
         self.doorbell = Doorbell("bridge")
         self.data_doorbell = Doorbell("bridge-data")
+        self._ringer = Ringer()  # rings data_doorbell from here: a confirmation freed a subscription
         self.views = ViewCatalog(options.specs)
         self.views.scan()
         self._next_views_scan = 0.0
@@ -174,7 +175,8 @@ class Bridge:
         @_guarded
         def on_consumed(payload: Any = None) -> Any:
             channel, seq = parse_consumed(payload, self._subscribed(request.sid))
-            self.relay.consumed(request.sid, channel, seq)
+            if self.relay.consumed(request.sid, channel, seq):
+                self._ringer.ring(self.data_doorbell.address)  # its next message may go now
             return ok()
 
         @sio.on("ping")
@@ -359,8 +361,10 @@ class Bridge:
         """Poll every ``poll_period``, and in between as soon as there is something to send:
         when a subscriber that already has data becomes due (``relay.next_send_at``), and,
         when a subscriber waits for new data, at the device's next publish (it rings the
-        data doorbell; ``Waker`` in device_agent/channels.py). The regular polls stay as the
-        fallback and drive the housekeeping (status, state, views, clients table)."""
+        data doorbell; ``Waker`` in device_agent/channels.py), and when a client's
+        ``consumed`` lets a subscription that had all its messages in flight send again (the
+        handler rings the same doorbell). The regular polls stay as the fallback and drive
+        the housekeeping (status, state, views, clients table)."""
         period = self.poll_period
         next_tick = time.monotonic()
         next_status = 0.0
@@ -385,12 +389,13 @@ class Bridge:
             dev = self.link.device
             if delay <= 0:
                 self.socketio.sleep(0)  # let the sends and the handlers run first
-            elif self.relay.waiting_for_data and dev is not None:
-                dev.want_wake()
+            else:
+                # the data doorbell also rings when a client's confirmation lets a
+                # subscription send again (on_consumed), so wait on it in either case
+                if self.relay.waiting_for_data and dev is not None:
+                    dev.want_wake()
                 if netio.wait_readable(self.data_doorbell.fileno(), delay):
                     self.data_doorbell.drain()
-            else:
-                self.socketio.sleep(delay)
         self._shutdown()
 
     def _tick(self, now_mono: float, next_status: float) -> None:
@@ -480,6 +485,7 @@ class Bridge:
         self.link.close()
         self.doorbell.close()
         self.data_doorbell.close()
+        self._ringer.close()
 
 
 _MISSING = object()
