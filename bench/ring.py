@@ -76,8 +76,8 @@ TARGETS: dict[str, dict[str, float]] = {
 }
 
 # window: seconds per throughput test; frame_window × frame_windows: the frame tests, each
-# window after memcpy_s s of memcpy and handoff_window s of the bare cross-core copy
-# (measure_frames_windows); rtt_calls / busy_calls: timed command round trips per round
+# window after memcpy_s s of memcpy and between two handoff_window s probes of the bare
+# cross-core copy (measure_frames_windows); rtt_calls / busy_calls: timed command round trips per round
 # (idle / busy device loop); ns_calls × ns_repeats: in-process publish() timing; settle_s:
 # total budget for waiting for quiet; spell_s: for waiting out slow cross-core spells; wait_s:
 # for both together (so --quick stays under 40 s)
