@@ -64,8 +64,8 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 
 from __future__ import annotations
 
-from bench.common import (Settler, cpu_stall_us, git_revision, leftover_segments, percentile, remove_segments,
-                          round_figures)
+from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_segments, percentile,
+                          remove_segments, round_figures)
 
 import argparse
 import collections
@@ -1190,9 +1190,7 @@ def run(mode: str, layout: str, settle: bool = True, only: list[str] | None = No
     result["settle"] = r.settler.report()
     result["phase_s"] = phases
     result["targets"] = TARGETS
-    # a figure that could not be measured (no samples: NaN) does not pass
-    result["pass"] = {k: isinstance(result.get(k), (int, float)) and not math.isnan(result[k])
-                      and (result[k] >= t["min"] if "min" in t else result[k] <= t["max"]) for k, t in TARGETS.items()}
+    result["pass"] = judge(result, TARGETS, missing_fails=True)
     result["problems"] = problems
     result["leftover_segments"] = leftover_segments("monbridge.bench-browser-")
     result["elapsed_s"] = time.perf_counter() - started

@@ -47,6 +47,21 @@ def round_figures(value: Any) -> Any:
     return value
 
 
+def judge(result: dict[str, Any], targets: dict[str, dict[str, float]], missing_fails: bool = False) -> dict[str, bool]:
+    """{figure: met} for each target ({"min": x} or {"max": x}). A figure that could not be
+    measured (NaN) is not met; a figure the run did not produce is left out (a run of some
+    measurements only), or with ``missing_fails`` counts as not met."""
+    met = {}
+    for key, target in targets.items():
+        value = result.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            if missing_fails:
+                met[key] = False
+            continue
+        met[key] = value >= target["min"] if "min" in target else value <= target["max"]  # NaN: False
+    return met
+
+
 class Settler:
     """Before each measurement, wait (within a total budget for the run) for a quiet sample.
 

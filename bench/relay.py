@@ -53,8 +53,8 @@ CPU of the bridge, device and client processes comes from /proc/PID/stat over ea
 
 from __future__ import annotations
 
-from bench.common import (Settler, cpu_stall_us, git_revision, leftover_segments, percentile, remove_segments,
-                          round_figures)
+from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_segments, percentile,
+                          remove_segments, round_figures)
 
 import sys
 
@@ -1295,10 +1295,7 @@ def run(mode: str, only: set[str], stream_clients: str = "sio", settle: bool = T
     result["settle"] = rig.settler.report()
     result["phase_s"] = phases  # wall time of each part of the run
     result["targets"] = TARGETS
-    result["pass"] = {
-        k: (result[k] >= t["min"] if "min" in t else result[k] <= t["max"])
-        for k, t in TARGETS.items() if k in result and not math.isnan(result[k])
-    }
+    result["pass"] = judge(result, TARGETS)
     result["leftover_segments"] = leftover_segments("monbridge.bench-relay-")
     result["elapsed_s"] = time.perf_counter() - started
     return result
