@@ -956,7 +956,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: children killed, segments removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    if args.probe_spells:
+    if args.probe_spells is not None:
+        if not args.probe_spells > 0:
+            ap.error(f"--probe-spells takes a number of seconds above 0, got {args.probe_spells}")
         print(json.dumps(round_figures(probe_spells(args.probe_spells))))
         return 0
     only = set(MEASUREMENTS)
