@@ -9,7 +9,10 @@ is one round of 1.5 s windows and three 1 s windows per frame size (about 25 s, 
 the full run repeats every measurement over 5 rounds of 2.5 s windows and reports the
 median of the rounds (about 2.5 min, at most 45 s more waiting).
 The exit status is 1 if a measurement failed (its error is in ``errors``), else 0: a
-missed target is reported in ``pass``, not in the exit status.
+missed target is reported in ``pass``, not in the exit status. ``--device-env NAME=VALUE``
+starts the device (writer) processes with that added to their environment, as a user might
+start a device program, and reports it as ``device_env``: e.g. glibc's non-temporal copy
+threshold for large frames (docs/performance.md).
 
 What is measured (see docs/performance.md for the figures and how to read them):
 
@@ -37,6 +40,7 @@ from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_s
                           remove_segments, round_figures)
 
 import argparse
+import contextlib
 import gc
 import itertools
 import json
@@ -49,7 +53,7 @@ import statistics
 import sys
 import time
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -95,6 +99,26 @@ RTT_WARMUP = 200
 MEASUREMENTS = ("small", "mpqueue", "batched", "frame1mb", "frame16mb", "rtt", "rtt_busy", "publish_ns")
 
 _names = itertools.count(1)
+
+# environment added to every device (writer) process the run starts, and to nothing else: how
+# a user would start their device program (--device-env; see docs/performance.md, 16 MB frames)
+DEVICE_ENV: dict[str, str] = {}
+
+
+@contextlib.contextmanager
+def added_environment(extra: dict[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``extra`` added, put back as it was on exit (spawned children
+    inherit the environment of the moment they start)."""
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def log(message: str) -> None:
@@ -474,7 +498,8 @@ class Children:
         parent, child = CTX.Pipe()
         proc = CTX.Process(target=_child_main, args=(role, kind, name, params, child, self.stop, extra),
                            name=f"bench-{role}-{kind}", daemon=True)
-        proc.start()
+        with added_environment(DEVICE_ENV if role == "device" else {}):
+            proc.start()
         child.close()  # so a child that dies shows up as EOF on our end
         self.procs.append((proc, parent))
         return len(self.procs) - 1
@@ -781,8 +806,10 @@ def our_segments() -> str:
 
 
 def run(mode: str, only: set[str], rounds: int | None = None, window: float | None = None,
-        settle: bool = True) -> dict[str, Any]:
+        settle: bool = True, device_env: dict[str, str] | None = None) -> dict[str, Any]:
     cfg = dict(MODES[mode])
+    DEVICE_ENV.clear()
+    DEVICE_ENV.update(device_env or {})
     if rounds is not None:
         cfg["rounds"] = rounds
     if window is not None:
@@ -845,6 +872,7 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
             log(f"publish() cost in this process, best of {cfg['ns_repeats']} × {cfg['ns_calls']} calls")
             attempt("publish_ns", lambda: measure_publish_ns(cfg["ns_calls"], cfg["ns_repeats"]), extra)
     finally:
+        DEVICE_ENV.clear()
         removed = remove_segments(our_segments())
         if removed:
             log(f"removed {len(removed)} segment(s) left by a killed child: {removed}")
@@ -860,6 +888,8 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
         "window_s": win,
         "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
     }
+    if device_env:  # not the default set-up: say so in the result itself
+        result["device_env"] = dict(device_env)
     stall_after = cpu_stall_us()
     if stall_before is not None and stall_after is not None:
         # share of the run during which some runnable task waited for a CPU (Linux PSI);
@@ -953,7 +983,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
     ap.add_argument("--probe-spells", type=float, metavar="SECONDS",
                     help="a diagnostic instead: probe memcpy and the bare 1 MB handoff back to back for SECONDS")
+    ap.add_argument("--device-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="add NAME=VALUE to the environment of the device (writer) processes only, as"
+                         " when starting a device program with it; repeatable; reported as device_env")
     args = ap.parse_args(argv)
+    device_env = {}
+    for item in args.device_env:
+        name, eq, value = item.partition("=")
+        if not eq or not name or "\0" in item:
+            ap.error(f"--device-env takes NAME=VALUE, got {item!r}")
+        device_env[name] = value
     # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: children killed, segments removed
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     if args.probe_spells is not None:
@@ -967,7 +1006,8 @@ def main(argv: list[str] | None = None) -> int:
         unknown = only - set(MEASUREMENTS)
         if unknown:
             ap.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    result = round_figures(run("quick" if args.quick else "full", only, args.rounds, args.window, not args.no_settle))
+    result = round_figures(run("quick" if args.quick else "full", only, args.rounds, args.window, not args.no_settle,
+                               device_env))
     if args.json:
         print(json.dumps(result))
     else:
