@@ -17,6 +17,9 @@ from urllib.parse import parse_qs
 from device_agent.config import is_loopback  # noqa: F401  (re-exported for the server)
 
 
+USER_AGENT_CHARS = 200  # kept of a client's User-Agent header, so one client cannot fill the table
+
+
 @dataclass
 class ClientInfo:
     id: str
@@ -24,6 +27,9 @@ class ClientInfo:
     user_agent: str
     role: str
     connected_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.user_agent = self.user_agent[:USER_AGENT_CHARS]
 
 
 class ClientTable:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from device_agent.control import CLIENTS_BYTES
 from device_agent.doorbell import Doorbell, Ringer
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO
@@ -113,6 +114,7 @@ class Bridge:
         self._state: dict[str, Any] = {}
         self._state_version = -1
         self._needs_full_state: set[str] = set()
+        self._clients_cut = False  # the device's copy of the clients table leaves some out
         self._clients_version = -1
         self._stop_requested = False
         self._stopper: Callable[[], None] | None = None
@@ -430,10 +432,19 @@ class Bridge:
         dev = self.link.device
         if dev is not None and self.clients.version != self._clients_version:
             self._clients_version = self.clients.version
+            rows = self.client_rows()
             try:
-                dev.publish_clients(self.client_rows())
-            except Exception as exc:  # a huge table must not stop the relay
+                shown = dev.publish_clients(rows)
+            except Exception as exc:  # must not stop the relay
                 log.warning("cannot publish the clients table to the device: %s", exc)
+                return
+            if (shown < len(rows)) != self._clients_cut:  # say so when it starts and when it ends
+                self._clients_cut = shown < len(rows)
+                if self._clients_cut:
+                    log.warning("the clients table is too large for the device (%d KiB of JSON): mon.clients"
+                                " lists the first %d of %d clients", CLIENTS_BYTES // 1024, shown, len(rows))
+                else:
+                    log.info("mon.clients lists every client again (%d)", len(rows))
 
     def _relay_state(self, full: bool) -> None:
         dev = self.link.device

@@ -37,6 +37,25 @@ log = logging.getLogger("device_agent")
 REPLY_SPIN_S = 0.0003  # call(): poll for the reply this long before sleeping on the doorbell
 
 
+def json_list_prefix(items: list[Any], capacity: int) -> tuple[bytes, int]:
+    """Compact JSON of the longest prefix of ``items`` that fits in ``capacity`` bytes, and
+    that prefix's length (``b"[]"``, 0 if not even one item fits)."""
+    def encode(n: int) -> bytes:
+        return json.dumps(items[:n], separators=(",", ":")).encode()
+
+    data = encode(len(items))
+    if len(data) <= capacity:
+        return data, len(items)
+    fits, too_many = 0, len(items)  # encode(fits) fits, encode(too_many) does not
+    while too_many - fits > 1:
+        mid = (fits + too_many) // 2
+        if len(encode(mid)) <= capacity:
+            fits = mid
+        else:
+            too_many = mid
+    return encode(fits), fits
+
+
 @dataclass(frozen=True)
 class RecordsBatch:
     records: np.ndarray  # structured array with the channel's dtype, oldest first
@@ -237,8 +256,14 @@ class DeviceAttachment:
 
     # -- what the bridge writes --------------------------------------------------------
 
-    def publish_clients(self, table: list[dict[str, Any]]) -> None:
-        self._ctl.clients.write(json.dumps(table, separators=(",", ":")).encode())
+    def publish_clients(self, table: list[dict[str, Any]]) -> int:
+        """Write the clients table for ``mon.clients``; return how many rows it holds.
+
+        A table larger than the 64 KiB blob keeps its first rows (for the bridge, the
+        clients connected longest) rather than leaving the device an outdated table."""
+        data, rows = json_list_prefix(table, self._ctl.clients.capacity)
+        self._ctl.clients.write(data)
+        return rows
 
     def publish_bridge(self, **info: Any) -> None:
         """Merge ``info`` (url, pid, ...) into what the device knows about its bridge."""

@@ -503,12 +503,13 @@ def _handle_messages_in_order(sio: socketio.Client) -> None:
     eio._trigger_event = in_order
 
 
-def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: float = TIMEOUT) -> Client:
+def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: float = TIMEOUT,
+            headers: dict[str, str] | None = None) -> Client:
     """Connect a websocket client. ``token``: True = the URL's, None/False = none, else that string."""
     url = parse_url(url) if isinstance(url, str) else url
     presented = url.token if token is True else (token or None)
     client = Client(socketio.Client(reconnection=False))
-    client.sio.connect(url.base, auth={"token": presented} if presented else None,
+    client.sio.connect(url.base, auth={"token": presented} if presented else None, headers=headers or {},
                        transports=["websocket"], wait_timeout=timeout)
     client.wait_event("hello", timeout=timeout)
     return client
@@ -645,8 +646,9 @@ class BridgeHarness:
         self.bridges.append(bridge)
         return bridge
 
-    def client(self, url: BridgeURL | str, token: str | None | bool = True) -> Client:
-        c = connect(url, token)
+    def client(self, url: BridgeURL | str, token: str | None | bool = True,
+               headers: dict[str, str] | None = None) -> Client:
+        c = connect(url, token, headers=headers)
         self.clients.append(c)
         return c
 

@@ -299,6 +299,16 @@ def test_mon_clients_in_the_device_follows_connections(mb):
     wait_for(lambda: _device_clients(dev) == [], what="mon.clients to empty")
 
 
+def test_long_user_agents_cannot_crowd_clients_out_of_mon_clients(mb):
+    # 10 × 7,000-character User-Agents would be ~70 KB of JSON, more than the device's 64 KiB
+    dev = mb.device()
+    agent = "A" * 7000
+    clients = [mb.client(dev.url, headers={"User-Agent": agent}) for _ in range(10)]
+    table = wait_for(lambda: (t := _device_clients(dev)) and len(t) == 10 and t, what="ten clients in mon.clients")
+    assert {r["id"] for r in table} == {c.sid for c in clients}
+    assert all(r["user_agent"] == agent[:200] for r in table)
+
+
 def test_mon_clients_shows_subscriptions(mb):
     dev = mb.device()
     with mb.connected(dev.url) as c:

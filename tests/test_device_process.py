@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from device_agent.attach import json_list_prefix
 from device_agent.errors import ChannelError
 
 DEVICE = r"""
@@ -288,3 +289,32 @@ def test_clients_table_written_by_attacher_reaches_device(launch, attach, device
     att.publish_clients([])
     assert json.loads(dev.request("clients", "clients")) == []
     dev.stop()
+
+
+def test_a_clients_table_too_large_for_the_device_keeps_its_first_rows(launch, attach, device_name):
+    dev = launch(DEVICE, device_name)
+    att = attach(device_name)
+    table = [{"id": f"client{i:04d}", "address": "127.0.0.1", "role": "viewer", "pad": "x" * 200}
+             for i in range(400)]  # ~100 KB of JSON, the blob holds 64 KiB
+    shown = att.publish_clients(table)
+    assert 200 < shown < 400
+    assert json.loads(dev.request("clients", "clients")) == table[:shown]
+    assert att.publish_clients(table[:3]) == 3  # and back to the whole table once it fits
+    assert json.loads(dev.request("clients", "clients")) == table[:3]
+    dev.stop()
+
+
+@pytest.mark.parametrize("n, capacity, expect", [
+    (0, 2, 0),        # "[]"
+    (3, 1000, 3),     # all fit
+    (3, 2, 0),        # not even one: "[]"
+    (3, 10, 1),       # '[{"i":0}]' is 9 bytes, two are 17
+    (3, 17, 2),       # exactly two
+    (3, 16, 1),
+])
+def test_json_list_prefix(n, capacity, expect):
+    items = [{"i": i} for i in range(n)]
+    data, rows = json_list_prefix(items, capacity)
+    assert rows == expect
+    assert json.loads(data) == items[:expect]
+    assert len(data) <= capacity
