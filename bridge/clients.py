@@ -8,12 +8,14 @@ address). The table maps socket.io sid -> ClientInfo.
 from __future__ import annotations
 
 import hmac
+import json
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from device_agent.attach import json_list_prefix
 from device_agent.config import is_loopback  # noqa: F401  (re-exported for the server)
 
 
@@ -71,6 +73,24 @@ class ClientTable:
                 row.update(extra(info.id))
             out.append(row)
         return out
+
+
+def table_for_device(rows: list[dict[str, Any]], capacity: int) -> tuple[list[dict[str, Any]], str]:
+    """What of the clients table fits in ``capacity`` bytes of JSON (the device's copy), and how
+    much that is: "full"; "brief": every client, each subscription cut to its channel name (20
+    clients with 128 subscriptions each are ~150 KB in full); "cut": the brief rows of the
+    clients connected longest."""
+    if len(_compact_json(rows)) <= capacity:
+        return rows, "full"
+    brief = [dict(row, subscriptions=[{"channel": s["channel"]} for s in row.get("subscriptions", [])])
+             for row in rows]
+    if len(_compact_json(brief)) <= capacity:
+        return brief, "brief"
+    return brief[: json_list_prefix(brief, capacity)[1]], "cut"
+
+
+def _compact_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 def token_from(auth: Any, environ: dict[str, Any]) -> str | None:

@@ -31,7 +31,7 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO
 
 from . import netio
-from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, token_from
+from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, table_for_device, token_from
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .protocol import (PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
@@ -114,7 +114,7 @@ class Bridge:
         self._state: dict[str, Any] = {}
         self._state_version = -1
         self._needs_full_state: set[str] = set()
-        self._clients_cut = False  # the device's copy of the clients table leaves some out
+        self._clients_fit = "full"  # how much of the clients table the device's copy holds (table_for_device)
         self._clients_version = -1
         self._stop_requested = False
         self._stopper: Callable[[], None] | None = None
@@ -432,19 +432,22 @@ class Bridge:
         dev = self.link.device
         if dev is not None and self.clients.version != self._clients_version:
             self._clients_version = self.clients.version
-            rows = self.client_rows()
+            every_row = self.client_rows()
+            rows, fit = table_for_device(every_row, CLIENTS_BYTES)
             try:
-                shown = dev.publish_clients(rows)
+                dev.publish_clients(rows)
             except Exception as exc:  # must not stop the relay
                 log.warning("cannot publish the clients table to the device: %s", exc)
                 return
-            if (shown < len(rows)) != self._clients_cut:  # say so when it starts and when it ends
-                self._clients_cut = shown < len(rows)
-                if self._clients_cut:
-                    log.warning("the clients table is too large for the device (%d KiB of JSON): mon.clients"
-                                " lists the first %d of %d clients", CLIENTS_BYTES // 1024, shown, len(rows))
+            if fit != self._clients_fit:  # say so when it changes, not at every connect
+                self._clients_fit = fit
+                if fit == "full":
+                    log.info("mon.clients shows every client in full again (%d)", len(every_row))
                 else:
-                    log.info("mon.clients lists every client again (%d)", len(rows))
+                    log.warning("the clients table is too large for the device (%d KiB of JSON): mon.clients"
+                                " lists %s %d of %d clients, with subscriptions cut to their channel names",
+                                CLIENTS_BYTES // 1024, "all" if fit == "brief" else "the first", len(rows),
+                                len(every_row))
 
     def _relay_state(self, full: bool) -> None:
         dev = self.link.device
