@@ -75,18 +75,20 @@ class ClientTable:
         return out
 
 
-def table_for_device(rows: list[dict[str, Any]], capacity: int) -> tuple[list[dict[str, Any]], str]:
-    """What of the clients table fits in ``capacity`` bytes of JSON (the device's copy), and how
-    much that is: "full"; "brief": every client, each subscription cut to its channel name (20
-    clients with 128 subscriptions each are ~150 KB in full); "cut": the brief rows of the
-    clients connected longest."""
-    if len(_compact_json(rows)) <= capacity:
-        return rows, "full"
+def table_for_device(rows: list[dict[str, Any]], capacity: int) -> tuple[bytes, int, str]:
+    """The clients table as JSON of at most ``capacity`` bytes (the device's copy), how many
+    rows that holds, and how much of each row: "full"; "brief": every client, each
+    subscription cut to its channel name (20 clients with 128 subscriptions each are ~150 KB
+    in full); "cut": the brief rows of the clients connected longest."""
+    data = _compact_json(rows)
+    if len(data) <= capacity:
+        return data, len(rows), "full"
     brief = [dict(row, subscriptions=[{"channel": s["channel"]} for s in row.get("subscriptions", [])])
              for row in rows]
-    if len(_compact_json(brief)) <= capacity:
-        return brief, "brief"
-    return brief[: json_list_prefix(brief, capacity)[1]], "cut"
+    data = _compact_json(brief)
+    if len(data) <= capacity:
+        return data, len(brief), "brief"
+    return (*json_list_prefix(brief, capacity), "cut")
 
 
 def _compact_json(value: Any) -> bytes:

@@ -433,9 +433,9 @@ class Bridge:
         if dev is not None and self.clients.version != self._clients_version:
             self._clients_version = self.clients.version
             every_row = self.client_rows()
-            rows, fit = table_for_device(every_row, CLIENTS_BYTES)
+            data, shown, fit = table_for_device(every_row, CLIENTS_BYTES)
             try:
-                dev.publish_clients(rows)
+                dev.publish_clients_json(data)
             except Exception as exc:  # must not stop the relay
                 log.warning("cannot publish the clients table to the device: %s", exc)
                 return
@@ -446,7 +446,7 @@ class Bridge:
                 else:
                     log.warning("the clients table is too large for the device (%d KiB of JSON): mon.clients"
                                 " lists %s %d of %d clients, with subscriptions cut to their channel names",
-                                CLIENTS_BYTES // 1024, "all" if fit == "brief" else "the first", len(rows),
+                                CLIENTS_BYTES // 1024, "all" if fit == "brief" else "the first", shown,
                                 len(every_row))
 
     def _relay_state(self, full: bool) -> None:

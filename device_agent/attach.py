@@ -262,8 +262,12 @@ class DeviceAttachment:
         A table larger than the 64 KiB blob keeps its first rows (for the bridge, the
         clients connected longest) rather than leaving the device an outdated table."""
         data, rows = json_list_prefix(table, self._ctl.clients.capacity)
-        self._ctl.clients.write(data)
+        self.publish_clients_json(data)
         return rows
+
+    def publish_clients_json(self, data: bytes) -> None:
+        """Write an already encoded clients table (a JSON list of at most 64 KiB)."""
+        self._ctl.clients.write(data)
 
     def publish_bridge(self, **info: Any) -> None:
         """Merge ``info`` (url, pid, ...) into what the device knows about its bridge."""
