@@ -9,7 +9,8 @@ import argparse
 import os
 import sys
 
-from device_agent.config import DEFAULT_PORT
+from device_agent.config import DEFAULT_PORT, check_token
+from device_agent.errors import ConfigError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +76,13 @@ def main(argv: list[str] | None = None) -> int:
             print("no devices")
         return 0
     if args.token is None:
-        args.token = os.environ.get("MONBRIDGE_TOKEN") or None
+        args.token, source = os.environ.get("MONBRIDGE_TOKEN", ""), "MONBRIDGE_TOKEN"
+    else:
+        source = "--token"
+    try:
+        check_token(args.token, source)
+    except ConfigError as exc:
+        parser.exit(2, f"monbridge serve: {exc}\n")
     from bridge.server import serve
 
     return serve(args)

@@ -27,7 +27,7 @@ from device_agent.errors import CommandError, MessageTooLarge, QueueFull
 from device_agent.schema import validate_args
 
 from .device_link import DeviceLink
-from .protocol import ProtocolError, error, ok, parse_command
+from .protocol import ProtocolError, error, ok, parse_command, shown
 
 BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
 
@@ -96,7 +96,7 @@ class CommandBroker:
                 catalog = {c["name"]: c for c in dev.manifest.get("commands", [])}
                 if name not in catalog:
                     known = ", ".join(sorted(catalog)) or "none"
-                    raise ProtocolError("unknown_command", f"unknown command {name!r} (known: {known})")
+                    raise ProtocolError("unknown_command", f"unknown command {shown(name)} (known: {known})")
                 validate_args(name, catalog[name]["params"], args)
                 cid = next(self._ids)
                 entry = (dev, name, args, client, cid)

@@ -71,7 +71,28 @@ class NoWebSocketCompression:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
+        environ["wsgi.errors"] = _ERRORS  # the servers' own notes (eventlet's websocket writes here)
         return self.app(environ, start_response)
+
+
+class _ErrorsToLog:
+    """A ``wsgi.errors`` stream that writes each note as one line to the bridge's log (which
+    rate-limits it), instead of to stderr: the device's terminal when a device launched us."""
+
+    def write(self, text: str) -> None:
+        text = " ".join(str(text).split())
+        if text:
+            log.warning("web server: %s", text[:300])
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        pass
+
+
+_ERRORS = _ErrorsToLog()
 
 
 def server(mode: str, sock: socket.socket, app: Any) -> tuple[Callable[[], None], Callable[[], None]]:
@@ -114,8 +135,10 @@ class _QuietLog:
     def write(self, *args: Any) -> None:
         pass
 
-    def info(self, *args: Any, **kwargs: Any) -> None:
-        pass
+    def info(self, msg: Any, *args: Any, **kwargs: Any) -> None:
+        # eventlet.wsgi logs a request that raised as a traceback at info level: one line
+        if isinstance(msg, str) and msg.startswith("Traceback"):
+            log.warning("a request failed: %s", msg.strip().splitlines()[-1][:300])
 
     def debug(self, *args: Any, **kwargs: Any) -> None:
         pass

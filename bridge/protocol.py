@@ -22,7 +22,7 @@ import numpy as np
 
 from .decimate import min_max_rows
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_IN_FLIGHT = 64  # subscribe's 'in_flight' limit (see docs/protocol.md, flow control)
 
 
@@ -36,6 +36,15 @@ class ProtocolError(Exception):
 
     def ack(self) -> dict[str, Any]:
         return error(self.code, self.message)
+
+
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for echoing a client's value in an error."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def ok(**fields: Any) -> dict[str, Any]:
@@ -79,7 +88,7 @@ def _channel_list(payload: dict[str, Any], event: str, known: set[str]) -> tuple
     if unknown:
         raise ProtocolError(
             "unknown_channel",
-            f"{event}: unknown channel {unknown[0]!r} (channels: {', '.join(sorted(known)) or 'none'})",
+            f"{event}: unknown channel {shown(unknown[0])} (channels: {', '.join(sorted(known)) or 'none'})",
         )
     return tuple(dict.fromkeys(channels))
 
@@ -89,7 +98,7 @@ def _number(payload: dict[str, Any], key: str, event: str, low: float, high: flo
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
-        raise ProtocolError("bad_request", f"{event}: {key!r} must be a number from {low:g} to {high:g}, got {value!r}")
+        raise ProtocolError("bad_request", f"{event}: {key!r} must be a number from {low:g} to {high:g}, got {shown(value)}")
     return value
 
 
@@ -97,7 +106,7 @@ def parse_subscribe(payload: Any, known: set[str], max_rate: float) -> Subscribe
     p = _object(payload, "subscribe")
     extra = set(p) - {"channels", "rate", "max_points", "window", "in_flight"}
     if extra:
-        raise ProtocolError("bad_request", f"subscribe: unknown key {sorted(extra)[0]!r}")
+        raise ProtocolError("bad_request", f"subscribe: unknown key {shown(sorted(extra)[0])}")
     channels = _channel_list(p, "subscribe", known)
     asked = _number(p, "rate", "subscribe", 0.1, 1000.0) or max_rate
     max_points = _number(p, "max_points", "subscribe", 2, 1_000_000)
@@ -112,12 +121,12 @@ def parse_consumed(payload: Any, subscribed: set[str]) -> tuple[str, int]:
     p = _object(payload, "consumed")
     extra = set(p) - {"channel", "seq"}
     if extra:
-        raise ProtocolError("bad_request", f"consumed: unknown key {sorted(extra)[0]!r}")
+        raise ProtocolError("bad_request", f"consumed: unknown key {shown(sorted(extra)[0])}")
     channel = p.get("channel")
     if not isinstance(channel, str):
         raise ProtocolError("bad_request", "consumed: 'channel' must be a channel name")
     if channel not in subscribed:
-        raise ProtocolError("unknown_channel", f"consumed: not subscribed to {channel!r}")
+        raise ProtocolError("unknown_channel", f"consumed: not subscribed to {shown(channel)}")
     seq = _integer(p, "seq", "consumed", 0, 2**63 - 1)
     if seq is None:
         raise ProtocolError("bad_request", "consumed: 'seq' (the last sequence number of the message) is required")
@@ -129,7 +138,7 @@ def _integer(payload: dict[str, Any], key: str, event: str, low: int, high: int)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ProtocolError("bad_request", f"{event}: {key!r} must be an integer from {low} to {high}, got {value!r}")
+        raise ProtocolError("bad_request", f"{event}: {key!r} must be an integer from {low} to {high}, got {shown(value)}")
     return value
 
 
@@ -142,7 +151,7 @@ def parse_unsubscribe(payload: Any, known: set[str]) -> tuple[str, ...]:
     p = _object(payload, "unsubscribe")
     extra = set(p) - {"channels"}
     if extra:
-        raise ProtocolError("bad_request", f"unsubscribe: unknown key {sorted(extra)[0]!r}")
+        raise ProtocolError("bad_request", f"unsubscribe: unknown key {shown(sorted(extra)[0])}")
     return _channel_list(p, "unsubscribe", known)
 
 
@@ -160,6 +169,8 @@ def parse_command(payload: Any, max_bytes: int) -> tuple[str, dict[str, Any]]:
         size = len(json.dumps(args, separators=(",", ":"), allow_nan=False))
     except (TypeError, ValueError) as exc:
         raise ProtocolError("invalid_args", f"{name}: args are not plain JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("invalid_args", f"{name}: args are nested too deeply") from None
     if size > max_bytes:
         raise ProtocolError("too_large", f"{name}: args are {size} bytes, the limit is {max_bytes}")
     return name, args
@@ -168,8 +179,9 @@ def parse_command(payload: Any, max_bytes: int) -> tuple[str, dict[str, Any]]:
 def parse_ping(payload: Any) -> Any:
     p = _object(payload, "ping")
     t = p.get("t")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float))):
-        raise ProtocolError("bad_request", f"ping: 't' must be a number, got {type(t).__name__}")
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+        shown = repr(t) if isinstance(t, float) else type(t).__name__
+        raise ProtocolError("bad_request", f"ping: 't' must be a finite number, got {shown}")
     return t
 
 

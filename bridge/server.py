@@ -23,17 +23,19 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 from typing import Any, Callable
 
 from device_agent.control import CLIENTS_BYTES
 from device_agent.doorbell import Doorbell, Ringer
 from flask import Flask, request
-from flask_socketio import ConnectionRefusedError, SocketIO
+from flask_socketio import ConnectionRefusedError, SocketIO, disconnect
 
-from . import netio
+from . import logs, netio
 from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, table_for_device, token_from
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
+from .packets import MALFORMED, SafePacket
 from .protocol import (PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
                        parse_unsubscribe)
 from .relay import Relay
@@ -67,12 +69,16 @@ class Options:
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Never let a client's input crash a handler: log and answer 'internal'."""
+    """Never let a client's input crash a handler: a payload beyond the first is a
+    'bad_request'; anything unexpected is logged and answered with 'internal'."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            if len(args) > 1:
+                raise ProtocolError("bad_request", f"{fn.__name__.removeprefix('on_')}: send one payload object,"
+                                                   f" not {len(args)} arguments")
+            return fn(*args)
         except ProtocolError as exc:
             return exc.ack()
         except Exception as exc:
@@ -80,6 +86,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
             return error("internal", f"the bridge failed to handle this: {type(exc).__name__}")
 
     return wrapper
+
 
 
 class Bridge:
@@ -95,8 +102,11 @@ class Bridge:
             max_http_buffer_size=256 * 1024,
             ping_interval=10,
             ping_timeout=10,
-            logger=False,
-            engineio_logger=False,
+            serializer=SafePacket,  # undecodable packets become the event MALFORMED (packets.py)
+            # Logger objects, so that the libraries add no handler of their own: their
+            # records go through the bridge's rate limit (logs.py)
+            logger=logging.getLogger("socketio.server"),
+            engineio_logger=logging.getLogger("engineio.server"),
         )
         self.server = self.socketio.server
         self.link = DeviceLink(options.attach, offline_after=options.offline_after)
@@ -190,10 +200,21 @@ class Bridge:
         def on_command_unordered(payload: Any = None) -> Any:  # only reached if the hook is bypassed
             return self.run_command(request.sid, payload)
 
+        @sio.on(MALFORMED)
+        def on_malformed(reason: Any = None, *_: Any) -> None:
+            sid = request.sid
+            info = self.clients.get(sid)
+            log.warning("disconnecting client %s (%s): it sent a packet that cannot be decoded: %s",
+                        sid, info.address if info else "?", reason)
+            self._emit("error", {"code": "bad_request",
+                                 "message": f"the bridge cannot decode a packet you sent ({reason}); disconnecting"},
+                       [sid])
+            disconnect()
+
         @sio.on("*")
-        @_guarded
         def on_unknown(event: str, *args: Any) -> Any:
-            return error("bad_request", f"unknown event {event!r} (events: subscribe, unsubscribe, consumed, command, ping)")
+            shown = event if len(event) <= 60 else event[:60] + "..."
+            return error("bad_request", f"unknown event {shown!r} (events: subscribe, unsubscribe, consumed, command, ping)")
 
         self._install_ordered_commands()
 
@@ -507,14 +528,8 @@ _MISSING = object()
 
 def serve(args: Any) -> int:
     """Run the bridge until the device closes (with --exit-with-device), SIGINT or SIGTERM."""
-    logging.basicConfig(
-        # launched by a device: its terminal is the user's, so only warnings unless logging to a file
-        level=logging.WARNING if args.exit_with_device and not args.log else logging.INFO,
-        filename=args.log or None,
-        format="%(asctime)s monbridge %(levelname)s %(message)s",
-    )
-    for noisy in ("werkzeug", "engineio", "socketio", "geventwebsocket"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # launched by a device: its terminal is the user's, so only warnings unless logging to a file
+    logs.configure(logging.WARNING if args.exit_with_device and not args.log else logging.INFO, args.log)
     require_token = not is_loopback(args.host)
     if require_token and not args.token:
         log.error("refusing to listen on %s without a token: anyone on the network could connect. "
@@ -537,7 +552,7 @@ def serve(args: Any) -> int:
         return 2
     bridge = Bridge(options)
     host_shown = options.host if options.host not in ("0.0.0.0", "::") else netio.hostname()
-    bridge.url = f"http://{host_shown}:{port}/?token={options.token}"
+    bridge.url = f"http://{host_shown}:{port}/?token={quote(options.token, safe='')}"
     if bridge.link.device is None:
         bridge.link.poll()
     if bridge.link.device is not None:

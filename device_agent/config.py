@@ -58,14 +58,14 @@ def parse_mon(value: str | None) -> MonitorConfig:
             f"separated by commas (keys: {', '.join(_KEYS)})"
         )
     settings: dict[str, str] = {}
-    for part in text.split(","):
+    for part in value.split(","):  # not text: a token of spaces must be seen, not trimmed away
         if not part.strip():
             continue
         key, sep, val = part.partition("=")
         key = key.strip()
         if not sep:
             raise ConfigError(f"MON: {part!r} is not key=value (keys: {', '.join(_KEYS)})")
-        settings[key] = val.strip()
+        settings[key] = val if key == "token" else val.strip()  # a token's spaces are an error, not trimmed
     return config_from_dict(settings, source="MON")
 
 
@@ -132,9 +132,31 @@ def _convert(key: str, raw: Any, source: str) -> Any:
         return raw
     if not isinstance(raw, str):
         raise ConfigError(f"{bad}: must be a string")
-    if key == "token" and raw and len(raw) < 8:
-        raise ConfigError(f"{bad}: a token must be at least 8 characters")
+    if key == "token":
+        return check_token(raw, source)
     return raw
+
+
+MIN_TOKEN_CHARS = 8
+
+
+def check_token(token: str, source: str) -> str:
+    """The token, if it is one; raise ConfigError saying what is wrong with it.
+
+    The one rule for MON's token, MONBRIDGE_TOKEN and ``monbridge serve --token``: empty
+    means none was given (a random one is made); otherwise at least MIN_TOKEN_CHARS
+    printable characters and no whitespace (it travels in URLs and headers, and a blank
+    one must never pass for a secret)."""
+    if token == "":
+        return token
+    fix = f"use at least {MIN_TOKEN_CHARS} characters without spaces, or leave it unset for a random one"
+    if not token.strip():
+        raise ConfigError(f"{source}: the token is blank; {fix}")
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{source}: the token contains spaces or control characters; {fix}")
+    if len(token) < MIN_TOKEN_CHARS:
+        raise ConfigError(f"{source}: the token is {len(token)} characters, too short; {fix}")
+    return token
 
 
 def is_loopback(host: str) -> bool:

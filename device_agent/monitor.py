@@ -3,8 +3,8 @@
 Imports only numpy and the standard library; it launches the bridge with ``subprocess``
 (a fresh interpreter, never fork) and never imports it.
 
-Threads (daemons): a heartbeat thread beats every HEARTBEAT_PERIOD and prints the
-bridge's URL once it is known; with dispatch="thread" a dispatcher thread wakes on the
+Threads (daemons): a heartbeat thread beats every HEARTBEAT_PERIOD and follows the bridge
+(prints its URL, a replacement's too, and says when it is gone); with dispatch="thread" a dispatcher thread wakes on the
 command doorbell and runs command handlers one at a time, in arrival order. The device's
 own loop only ever writes to shared memory.
 """
@@ -77,8 +77,8 @@ class Monitor:
         self._bridge_seen = (-1, {})
         self._publish_manifest()
         self._bridge: subprocess.Popen | None = None
-        self.url: str | None = None
-        self._url_printed = False
+        self.url: str | None = None     # the dashboard of the bridge serving now; None when none does
+        self._bridge_reported = False   # the launched bridge's fate (serving, or exited) was told
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._beat, name=f"monbridge-{self.name}-heartbeat", daemon=True)]
         if not self._manual:
@@ -293,7 +293,7 @@ class Monitor:
         self._ctl.manifest.write(json.dumps(manifest, separators=(",", ":")).encode())
 
     def _beat(self) -> None:
-        """Heartbeat thread: beats every HEARTBEAT_PERIOD and reports the bridge's URL.
+        """Heartbeat thread: beats every HEARTBEAT_PERIOD and follows the bridge (_watch_bridge).
 
         Kept apart from command handlers so that a slow handler never makes the device
         look offline.
@@ -343,20 +343,39 @@ class Monitor:
             self._ringer.ring(address)
 
     def _watch_bridge(self) -> None:
-        if self._url_printed:
-            return
-        url = self._bridge_info().get("url")
-        if url:
+        """Follow the bridge serving this device (the control segment's bridge blob): print
+        its URL when one starts serving, a replacement included, and say so when it is gone.
+
+        A bridge this process launched is judged by its exit (``poll`` also reaps it); any
+        other by its pid. Nothing restarts a bridge: whoever stopped it usually meant to.
+        """
+        info = self._bridge_info()
+        url, pid = info.get("url"), info.get("pid")
+        alive = isinstance(pid, int) and self._bridge_alive(pid)
+        if url and alive and url != self.url:
             self.url = url
-            self._url_printed = True
+            self._bridge_reported = True
             print(f"monbridge: dashboard for {self.name!r} at {url}", file=sys.stderr, flush=True)
-        elif self._bridge is not None and self._bridge.poll() is not None:
-            self._url_printed = True
+        elif self.url is not None and not alive:
+            self.url = None
+            code = ""
+            if self._bridge is not None and self._bridge.pid == pid:
+                code = f", exit code {self._bridge.returncode}"
+            print(f"monbridge: the bridge for {self.name!r} (pid {pid}{code}) is gone; the device keeps running "
+                  f"without a dashboard. Start another with: monbridge serve --attach {self.name}",
+                  file=sys.stderr, flush=True)
+        elif not self._bridge_reported and self._bridge is not None and self._bridge.poll() is not None:
+            self._bridge_reported = True
             print(
                 f"monbridge: the bridge exited with code {self._bridge.returncode} before serving "
                 f"(see its message above); the device keeps running without a dashboard",
                 file=sys.stderr, flush=True,
             )
+
+    def _bridge_alive(self, pid: int) -> bool:
+        if self._bridge is not None and self._bridge.pid == pid:
+            return self._bridge.poll() is None
+        return pid_alive(pid)
 
     def _launch_bridge(self) -> None:
         c = self.config
@@ -364,7 +383,6 @@ class Monitor:
             print(f"monbridge: not serving on {c.host} without a token: anyone on the network could "
                   f"connect and command. Set one (MON=host={c.host},token=...) or leave host at 127.0.0.1; "
                   "the device keeps running without a dashboard", file=sys.stderr, flush=True)
-            self._url_printed = True
             return
         running = running_bridge(self.name)
         if running:  # a bridge launched by this device's previous run outlived it (kill -9)

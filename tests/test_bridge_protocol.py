@@ -30,7 +30,7 @@ def test_device_prints_url_and_hello_describes_the_device(mb):
     assert dev.request("url", "url") == dev.url.url  # mon.wait_url() agrees with the printed line
     with mb.connected(dev.url) as c:
         hello = c.hello
-        assert hello["protocol"] == 1
+        assert hello["protocol"] == 2
         assert hello["sid"] == c.sid
         assert hello["role"] == "operator"
         assert hello["device"]["name"] == dev.name

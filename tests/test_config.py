@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from device_agent.config import MonitorConfig, config_from_dict, parse_mon
+from device_agent.config import MonitorConfig, check_token, config_from_dict, parse_mon
 from device_agent.errors import ConfigError
 
 DEFAULTS = MonitorConfig(enabled=True)
@@ -184,8 +184,33 @@ def test_name_with_a_trailing_newline_is_refused():
 
 
 def test_short_token():
-    with pytest.raises(ConfigError, match=r"token='short'.*at least 8 characters"):
+    with pytest.raises(ConfigError, match=r"MON: the token is 5 characters, too short; use at least 8 characters"):
         parse_mon("token=short")
+
+
+@pytest.mark.parametrize("mon, words", [
+    ("token=        ", "the token is blank"),           # whitespace only, 8 of it
+    ("token=   ,port=0", "the token is blank"),
+    ("token=abcd efgh", "contains spaces"),
+    ("token=abcdefgh\t", "contains spaces"),
+    ("token= abcdefgh", "contains spaces"),              # not trimmed into a valid one
+])
+def test_blank_or_spaced_token_is_refused_in_mon(mon, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_mon(mon)
+
+
+def test_blank_token_is_refused_in_a_json_file():
+    with pytest.raises(ConfigError, match="the token is blank"):
+        config_from_dict({"token": " " * 12}, source="dev.json")
+
+
+def test_check_token_rule():
+    assert check_token("", "x") == ""                   # none given: a random one is made
+    assert check_token("abcdefgh", "x") == "abcdefgh"
+    for bad in ("       ", "\u00a0" * 9, "abc\x00defgh", "seven77"):
+        with pytest.raises(ConfigError, match="^--token: the token"):
+            check_token(bad, "--token")
 
 
 def test_bad_bridge_flag():

@@ -15,7 +15,7 @@ import { StatusPanel } from "./status.js";
 import { Batch } from "./decode.js";
 import { installHooks } from "./hooks.js";
 
-const PROTOCOL = 1;
+const PROTOCOL = 2;
 
 const token = new URLSearchParams(location.search).get("token");
 const conn = new Connection(token);
@@ -126,6 +126,8 @@ conn.on("hello", (hello) => {
 });
 
 conn.on("connect", () => subs.resubscribeAll());
+// The bridge could not decode something this page sent, and disconnects it (docs/protocol.md §4.8).
+conn.on("error", (err) => console.error(`monbridge: the bridge refused a packet: ${err && err.message}`));
 conn.on("device", setDevice);
 conn.on("channels", (msg) => setChannels(msg.channels, msg.commands));
 conn.on("views", (msg) => syncViews(msg.views));
