@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVE_RANGES = [  # (flag, low, high, unit) checked before anything starts
+    ("--rate", 1, 1000, "Hz"),
+    ("--command-timeout", 0.1, 3600, "s"),
+    ("--offline-after", 0.2, 3600, "s"),
+    ("--command-rate", 0.1, 100_000, "commands/s"),
+]
+
+
 def _green() -> None:
     """Monkey-patch for eventlet before flask, socketio or our own servers are imported."""
     import warnings
@@ -57,8 +65,11 @@ def _green() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.cmd == "serve" and not 1 <= args.rate <= 1000:
-        parser.exit(2, f"monbridge serve: --rate must be from 1 to 1000 Hz, got {args.rate:g}\n")
+    if args.cmd == "serve":
+        for flag, low, high, unit in SERVE_RANGES:
+            got = getattr(args, flag.lstrip("-").replace("-", "_"))
+            if not low <= got <= high:  # NaN fails too
+                parser.exit(2, f"monbridge serve: {flag} must be from {low:g} to {high:g} {unit}, got {got:g}\n")
     if args.cmd == "serve" and args.async_mode == "eventlet":
         _green()
     if args.cmd == "cleanup":

@@ -552,13 +552,16 @@ def serve(args: Any) -> int:
         return 2
     bridge = Bridge(options)
     host_shown = options.host if options.host not in ("0.0.0.0", "::") else netio.hostname()
+    if ":" in host_shown:
+        host_shown = f"[{host_shown}]"  # an IPv6 address in a URL
     bridge.url = f"http://{host_shown}:{port}/?token={quote(options.token, safe='')}"
     if bridge.link.device is None:
-        bridge.link.poll()
+        for note in bridge.link.poll().notes:
+            log.info("%s", note)
     if bridge.link.device is not None:
         bridge.link.device.publish_bridge(**bridge.bridge_info())
     if not options.exit_with_device:  # a device that launched us prints the URL itself
-        print(f"monbridge: serving {options.attach!r} at {bridge.url}", flush=True)
+        print(f"monbridge: serving {bridge.link.device_name or options.attach!r} at {bridge.url}", flush=True)
     run, stop = netio.server(options.async_mode, listener,
                              HostGuard(bridge.app, options.host, options.require_token))
     bridge._stopper = stop

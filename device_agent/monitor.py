@@ -53,6 +53,7 @@ class Monitor:
         if dispatch not in ("thread", "manual"):
             raise ValueError(f"'dispatch' must be 'thread' or 'manual', got {dispatch!r}")
         self.name = check_name("device", name)
+        self._pid = os.getpid()  # the owner: only it closes (see close)
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
         self._closed = False
@@ -224,9 +225,13 @@ class Monitor:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop publishing, tell the bridge, remove every segment. Safe to call twice."""
+        """Stop publishing, tell the bridge, remove every segment. Safe to call twice.
+
+        In a forked child (multiprocessing's fork start method, os.fork) it does nothing: the
+        segments, the bridge and the threads belong to the process that started the monitor,
+        and the child's exit (atexit, a Pool's SIGTERM) must not take them away from it."""
         with self._lock:
-            if self._closed:
+            if self._closed or os.getpid() != self._pid:
                 return
             self._closed = True
         self._stop.set()

@@ -269,3 +269,18 @@ def test_default_device_name_is_a_valid_name_that_cannot_be_read_as_an_option(mo
     monkeypatch.setattr("sys.argv", [argv0])
     assert device_agent.default_device_name() == name
     assert check_name("device", name) == name
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--rate", "5000", "--rate must be from 1 to 1000 Hz, got 5000"),
+    ("--command-timeout", "0", "--command-timeout must be from 0.1 to 3600 s, got 0"),
+    ("--offline-after", "-1", "--offline-after must be from 0.2 to 3600 s, got -1"),
+    ("--command-rate", "nan", "--command-rate must be from 0.1 to 100000 commands/s, got nan"),
+])
+def test_serve_refuses_out_of_range_settings_before_starting(flag, value, words, capsys):
+    from bridge.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--attach", "x", "--port", "0", flag, value])
+    assert exit_.value.code == 2
+    assert words in capsys.readouterr().err

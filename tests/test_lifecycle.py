@@ -73,6 +73,18 @@ for line in sys.stdin:
     elif cmd == "stream":
         threading.Thread(target=stream, daemon=True).start()
         print("streaming", flush=True)
+    elif cmd == "fork":
+        # a forked child that exits through atexit (os.fork + sys.exit), and one a Pool
+        # would end (SIGTERM): neither may take the parent's segments with it
+        for how in ("exit", "sigterm"):
+            pid = os.fork()
+            if pid == 0:
+                if how == "sigterm":
+                    import signal
+                    os.kill(os.getpid(), signal.SIGTERM)
+                sys.exit(0)
+            os.waitpid(pid, 0)
+        print("forked", json.dumps(left()), flush=True)
 """
 
 
@@ -389,3 +401,15 @@ def test_attacher_exit_does_not_destroy_device_segments(launch, attach, device_n
     assert att.channel("r").read(0).records["seq"].tolist() == list(range(10))
     dev.stop()  # also checks the device's own close found every segment (no tracker warning)
     assert segments_of(device_name) == []
+
+
+def test_a_forked_child_leaves_the_parents_segments_alone(launch, attach, device_name):
+    proc = launch(DEVICE, device_name, mon="bridge=0")
+    before = sorted(segments_of(device_name))
+    after = json.loads(proc.request("fork", "forked"))
+    assert after == before and len(before) == 4, (before, after)
+    dev = attach(device_name)
+    assert not dev.closed
+    proc.request("pub 3", "published")   # the parent's monitor still works
+    proc.request("close", "closed")
+    proc.stop()
