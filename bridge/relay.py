@@ -17,7 +17,9 @@ fall into step and share messages. Per tick, for each channel with due subscribe
 * frame: read the newest frame once; send it to every due subscriber that has not seen it.
 * A congested client (its outbox over the limit) is not sent anything this tick: its
   records cursor skips to the newest record and the skipped count is reported as
-  ``missed`` in its next message; frames and state are simply superseded (latest wins).
+  ``missed`` in its next message (or, when the device goes offline or is replaced first,
+  in a message without rows: ``flush_missed``); frames and state are simply superseded
+  (latest wins).
 * Flow control (subscribe's ``in_flight``): a subscription with that many messages the
   client has not yet confirmed with ``consumed`` is not due. Nothing queues for it; its
   next message is the newest frame, or every record since its cursor. A page that draws
@@ -32,6 +34,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
 
 from .device_link import DeviceLink
@@ -132,6 +135,30 @@ class Relay:
         return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped,
                  "in_flight": s.in_flight, "unconfirmed": len(s.unconfirmed)}
                 for subs in self.subs.values() if (s := subs.get(sid))]
+
+    def flush_missed(self) -> None:
+        """Tell every records and events subscriber the ``missed`` count it is still owed, in
+        a message without rows (``seq`` = [cursor, cursor - 1]).
+
+        A count waits for the subscriber's next message; when the device goes offline or is
+        replaced there is no next message of that numbering, so the server calls this first.
+        """
+        dev = self.link.device
+        with self.lock:
+            for name, subs in self.subs.items():
+                reader = dev.channels.get(name) if dev else None
+                for s in subs.values():
+                    if not s.missed:
+                        continue
+                    if isinstance(reader, RecordsReader):
+                        event, msg = "data", encode_records(name, np.empty(0, reader.dtype), s.cursor, s.missed)
+                    elif isinstance(reader, EventsReader):
+                        event, msg = "event", {"channel": name, "kind": "events", "seq": [s.cursor, s.cursor - 1],
+                                               "missed": s.missed, "t": None, "events": []}
+                    else:
+                        continue
+                    s.missed = 0
+                    self.emit(event, msg, [s.sid])
 
     def reset_cursors(self) -> None:
         """A new device process: every cursor starts from what it has now."""

@@ -425,7 +425,10 @@ class Bridge:
         changes = self.link.poll()
         for note in changes.notes:
             log.info("%s", note)
+        if changes.online is False:
+            self.relay.flush_missed()  # while the device that owes the counts is still attached
         if changes.attached:
+            self.relay.flush_missed()  # a replacement seen without going offline first
             self.relay.reset_cursors()
             self.broker.fail_all("offline", "the device restarted before answering")
             self._state_version = -1

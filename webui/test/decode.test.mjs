@@ -47,3 +47,10 @@ test("f2 decodes to floats; unknown dtypes say which ones work", () => {
   assert.deepEqual(Array.from(half), [1, -2]);
   assert.throws(() => typedArray(new ArrayBuffer(4), "c8"), /unsupported dtype 'c8'/);
 });
+
+test("records: a message without rows (it only carries a missed count) decodes to none", () => {
+  const fields = [{ name: "t", dtype: "f8", shape: [] }, { name: "pos", dtype: "f4", shape: [3] }];
+  const data = packColumns(fields, [new ArrayBuffer(0), new ArrayBuffer(0)]);
+  const msg = { channel: "temps", kind: "records", seq: [860, 859], missed: 40, count: 0, t: null, fields, data };
+  assert.deepEqual(decodeRecords(msg), []);
+});
