@@ -7,10 +7,10 @@ operator token (``Authorization: Bearer <token>`` or ``?token=``).
 
 from __future__ import annotations
 
+import html
+import os
 import time
 from typing import Any
-
-import os
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
@@ -129,7 +129,7 @@ def index() -> Any:
     page = os.path.join(b.options.static, "index.html")
     if os.path.isfile(page):
         return send_from_directory(b.options.static, "index.html", max_age=0)
-    name = b.link.device_name or "(no device yet)"
+    name = html.escape(b.link.device_name or "(no device yet)")
     return Response(
         "<!doctype html><meta charset=utf-8><title>monbridge</title>"
         f"<h1>monbridge: {name}</h1><p>The dashboard has not been built: run <code>make demo</code> "

@@ -475,11 +475,13 @@ class Bridge:
 
     def _relay_state(self, full: bool) -> None:
         dev = self.link.device
-        sids = self.clients.sids()
         if dev is not None and dev.state_version != self._state_version:
             version, values = dev.state()
             changed = values if full else {k: v for k, v in values.items() if self._state.get(k, _MISSING) != v}
             self._state, self._state_version = values, version
+            # read after the update: a client that connected before it is in this list, one
+            # that connects after it gets the new state whole in its welcome
+            sids = self.clients.sids()
             if changed or full:
                 self._needs_full_state.update(s for s in sids if self._congested(s))
                 ready = [s for s in sids if s not in self._needs_full_state]

@@ -6,18 +6,31 @@
  * and buffer rows (StreamDataset); once per animation frame, and only while the tab is
  * visible, each changed dataset gets a single `view.change(N, changeset().insert().remove())`
  * followed by one `view.runAsync()` for the view. The view is embedded once; never re-embedded
- * to update. A spec that cannot be compiled or embedded shows its error instead of a chart.
+ * to update. A spec that cannot be compiled or embedded, or whose `data.url` cannot be loaded,
+ * shows its error instead of a chart.
+ *
+ * Everything a spec or the device supplies is shown as text: `usermeta` is monbridge's and is
+ * not handed to vega-embed (its `usermeta.embedOptions` could switch on the actions menu and
+ * its HTML `sourceHeader`, or replace the tooltip options below), and tooltips go through
+ * tooltip.js.
  */
 import embed from "vega-embed";
-import { changeset } from "vega";
+import { changeset, loader as vegaLoader } from "vega";
 import { StreamDataset } from "./datasets.js";
 import { ControlBinding, ButtonBar } from "./controls.js";
+import { reportingLoader, reportingLogger } from "./dataurl.js";
+import { TOOLTIP_OPTIONS } from "./tooltip.js";
 import { el } from "./util.js";
 
 export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
 const CLEAN_THRESHOLD = 64; // removed items Vega may keep before tidying its maps (its default: 10,000)
 const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
+const CONSOLE_LOG_LEVEL = 1; // vega.Error: Vega's and Vega-Lite's warnings stay out of the console
+const FIX_HINT = "Fix the file in the specs directory; the tab updates when it is saved.";
+const DATA_HINT = "The chart needs this dataset. Check the URL in this browser: a relative URL is resolved "
+  + "against the dashboard page, and the bridge serves no data files; another server must allow this "
+  + "page's origin (CORS). The tab updates when the spec file is saved.";
 
 /** Names of all named datasets in a Vega-Lite (or Vega) spec, in order of appearance. */
 export function namedDatasets(spec) {
@@ -128,15 +141,16 @@ export class VegaLiteView {
     return n;
   }
 
-  showError(message) {
+  showError(message, hint = FIX_HINT) {
     this.error = message;
     this.errorBox.replaceChildren(
       el("strong", {}, `${this.def.file}: this view cannot be shown`),
       el("pre", {}, message),
-      el("p", { class: "mb-hint" }, "Fix the file in the specs directory; the tab updates when it is saved."),
+      el("p", { class: "mb-hint" }, hint),
     );
     this.errorBox.hidden = false;
     this.card.hidden = true;
+    this.ctx.subs.removeOwner(this.id);  // a view in error draws nothing: stop its data
   }
 
   async mount() {
@@ -154,14 +168,26 @@ export class VegaLiteView {
     })));
     this.problems = opts.problems;
     this.updateNotices();
+    // A dataset whose url cannot be fetched or parsed leaves Vega with an empty dataset and
+    // a warning; say so in the tab instead (first failure wins; it may come after mounting).
+    const dataFailed = (message) => {
+      if (!this.destroyed && !this.error) this.showError(message, DATA_HINT);
+    };
+    const { usermeta: _monbridgeOnly, ...vegaSpec } = spec;
     try {
-      const embedOpts = { actions: false, renderer: "canvas", logLevel: 1 /* warn */ };
+      const embedOpts = {
+        actions: false,
+        renderer: "canvas",
+        tooltip: TOOLTIP_OPTIONS,
+        loader: reportingLoader(vegaLoader(), dataFailed, document.baseURI),
+        logger: reportingLogger(dataFailed, CONSOLE_LOG_LEVEL, document.baseURI),
+      };
       if (!spec.$schema) embedOpts.mode = "vega-lite";
       // ARIA descriptions only exist in SVG output, yet Vega-Lite encodes one string per data
       // point on every update (a time and a number format each): with canvas, pure cost.
       // A spec's own config.aria still wins (Vega-Lite merges the spec's config over this).
       if (isVegaLite(spec)) embedOpts.config = { aria: false };
-      this.result = await embed(this.chart, spec, embedOpts);
+      this.result = await embed(this.chart, vegaSpec, embedOpts);
     } catch (err) {
       const hint = isVegaLite(spec) ? markProblems(spec) : [];
       if (!this.destroyed) this.showError([`Vega-Lite could not compile or embed this spec: ${(err && err.message) || err}`, ...hint].join("\n"));
