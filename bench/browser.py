@@ -64,8 +64,9 @@ What is measured (after the warm-up, which fills the 10 s windows and the cloud)
 
 from __future__ import annotations
 
-from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_segments, percentile,
-                          remove_segments, round_figures)
+from bench.common import (CHROMIUM, CHROMIUM_ARGS, DeviceProcess, Settler, alive, cmdline, cpu_stall_us,
+                          descendants, git_revision, growth_pct, judge, leftover_segments, percentile,
+                          process_table, remove_segments, round_figures)
 
 import argparse
 import collections
@@ -89,14 +90,7 @@ REPO = Path(__file__).resolve().parent.parent
 SPECS = Path(__file__).resolve().parent / "specs"
 DEVICE_SCRIPT = REPO / "examples" / "robot_arm.py"
 STATIC = REPO / "webui" / "static"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--enable-unsafe-swiftshader",
-]
 VIEWPORT = {"width": 1280, "height": 800}     # every page (--viewport changes it, a diagnostic)
-URL_RE = re.compile(r"monbridge: dashboard for '([^']+)' at (\S+)")
 LAYOUTS = {
     # layout: (specs subdirectory, view ids shown, one page each)
     "vconcat": ("vconcat", ["joints4", "cloud"]),
@@ -278,50 +272,6 @@ CONTROL_HTML = ("<!doctype html><title>control</title><body style='margin:0;back
 # /proc
 # ======================================================================================
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, CPU seconds) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def process_table() -> dict[int, tuple[int, float]]:
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None:
-                out[int(entry)] = st
-    return out
-
-
-def descendants(root: int, table: dict[int, tuple[int, float]]) -> set[int]:
-    kids: dict[int, list[int]] = collections.defaultdict(list)
-    for pid, (ppid, _) in table.items():
-        kids[ppid].append(pid)
-    out, todo = set(), [root]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            if k not in out:
-                out.add(k)
-                todo.append(k)
-    return out
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
 def chromium_kind(pid: int) -> str | None:
     """browser / renderer / gpu / network / utility / zygote for a chromium process, else None.
     Chromium's children rewrite their argv into one space-separated string."""
@@ -398,100 +348,17 @@ def cpu_figures(a: dict[str, Any], b: dict[str, Any], roles: dict[int, str]) -> 
 # the device (and its bridge)
 # ======================================================================================
 
-class Device:
-    """examples/robot_arm.py with MON=...; it launches its bridge, which exits with it."""
+class Device(DeviceProcess):
+    """examples/robot_arm.py (run as ``--role device`` under the run's name) with MON=...;
+    it launches its bridge, which exits with it."""
 
     def __init__(self, specs: Path, name: str, token: str) -> None:
+        super().__init__([sys.executable, "-m", "bench.browser", "--role", "device", name], name, START_TIMEOUT)
         self.specs = specs
-        self.name = name
         self.token = token
-        self.proc: subprocess.Popen | None = None
-        self.lines: collections.deque[str] = collections.deque(maxlen=80)
-        self.url: str | None = None
-        self.bridge_pid: int | None = None
-        self._seen = threading.Event()
 
-    def start(self) -> str:
-        mon = f"port=0,specs={self.specs},name={self.name},token={self.token}"
-        env = dict(os.environ, MON=mon, PYTHONUNBUFFERED="1")
-        argv = [sys.executable, "-m", "bench.browser", "--role", "device", self.name]
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True)
-        threading.Thread(target=self._read, name="device-output", daemon=True).start()
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._seen.wait(0.1):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the device exited with code {self.proc.returncode} before printing its URL:\n"
-                                   + self.output())
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no dashboard URL from the device in {START_TIMEOUT:.0f} s:\n" + self.output())
-        if self.url is None:
-            raise RuntimeError("the device's bridge did not start:\n" + self.output())
-        self.bridge_pid = self._find_bridge()
-        return self.url
-
-    def _find_bridge(self) -> int | None:
-        assert self.proc is not None
-        for pid in descendants(self.proc.pid, process_table()):
-            argv = cmdline(pid)
-            if "bridge" in argv and "serve" in argv:
-                return pid
-        return None
-
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:  # drained to the end: the device never blocks on a full pipe
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            m = URL_RE.search(line)
-            if m and not self._seen.is_set():
-                self.url = m.group(2)
-                self._seen.set()
-            elif "the bridge exited with code" in line and not self._seen.is_set():
-                self._seen.set()   # the device goes on without a dashboard: give up at once
-
-    def output(self) -> str:
-        return "\n".join("    " + line for line in self.lines) or "    (no output)"
-
-    def stop(self) -> list[str]:
-        """SIGTERM the device (its monitor closes and the bridge exits with it); escalate
-        to its session only if something is left. Returns problems."""
-        problems: list[str] = []
-        proc = self.proc
-        if proc is None:
-            return problems
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                problems.append("the device ignored SIGTERM for 15 s")
-        if self.bridge_pid is not None:
-            deadline = time.monotonic() + 10
-            while _alive(self.bridge_pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        pgid = proc.pid  # a session leader: the bridge is in its process group
-        deadline = time.monotonic() + 5  # e.g. its resource tracker, which exits on its own
-        while any(_alive(p) for p in _group_members(pgid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            members = [p for p in _group_members(pgid) if _alive(p)]
-            if not members:
-                break
-            what = ", ".join(f"{p} ({' '.join(cmdline(p))[:80]})" for p in members)
-            problems.append(f"still running in the device's session after it exited: {what}: {sig.name}")
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(2)
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                problems.append("the device is still running")
-        return problems
+    def start(self) -> str:  # type: ignore[override]
+        return super().start(f"port=0,specs={self.specs},name={self.name},token={self.token}")
 
 
 def role_device(name: str) -> None:
@@ -564,28 +431,6 @@ def role_client(port: int, token: str, timeout: float) -> None:
     asyncio.run(main())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _group_members(pgid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                out.append(int(entry))
-    return out
-
-
 def socket_backlog(port: int) -> dict[int, int]:
     """Bytes waiting in the kernel on each loopback TCP connection to the bridge's port:
     the bridge's send queue plus the browser's receive queue, keyed by the client's port."""
@@ -646,11 +491,10 @@ class Page:
         self.console: list[str] = page.console    # console errors and warnings
 
     def heap_mb(self) -> float:
-        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
-        return metrics["JSHeapUsedSize"] / 2**20
+        return self.page.js_heap_mb()
 
     def gc(self) -> None:
-        self.cdp.send("HeapProfiler.collectGarbage")
+        self.page.collect_garbage()
 
 
 class Run:
@@ -897,7 +741,7 @@ class Run:
                                  + self.device.output())
         out["js_heap_live_mb_start"] = sum(live0)
         out["js_heap_live_mb_end"] = sum(live1)
-        out["js_heap_live_growth_pct"] = 100 * (sum(live1) - sum(live0)) / sum(live0)
+        out["js_heap_live_growth_pct"] = growth_pct(sum(live0), sum(live1))
         out["js_heap_live_mb_by_page"] = {p.label: [a, b] for p, a, b in zip(self.pages, live0, live1)}
         out["vega_removed_items_mb_end"] = sum(heap1) - sum(live1)
         conns: dict[int, list[int]] = collections.defaultdict(list)
@@ -1036,7 +880,7 @@ class Run:
         # -- JS heap
         out["js_heap_mb_start"] = sum(heap0)
         out["js_heap_mb_end"] = sum(heap1)
-        out["js_heap_growth_pct"] = 100 * (sum(heap1) - sum(heap0)) / sum(heap0)
+        out["js_heap_growth_pct"] = growth_pct(sum(heap0), sum(heap1))
         out["js_heap_mb_by_page"] = {p.label: [a, b] for p, a, b in zip(self.pages, heap0, heap1)}
         out["js_heap_trend_mb"] = heap_trend   # [end of each 10 s of the window, lowest MB of all pages seen], no forced GC
         # -- the bridge's side, per page (client)
@@ -1105,7 +949,7 @@ class Run:
             import shutil
 
             shutil.rmtree(self.tmp_specs, ignore_errors=True)
-        left = [pid for pid in descendants(os.getpid(), process_table()) if chromium_kind(pid) and _alive(pid)]
+        left = [pid for pid in descendants(os.getpid(), process_table()) if chromium_kind(pid) and alive(pid)]
         if left:
             problems.append(f"chromium processes still running: {left}")
         return problems

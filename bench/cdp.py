@@ -1,4 +1,5 @@
-"""A minimal Chrome DevTools Protocol client for bench.browser: chromium with the Network domain off.
+"""A minimal Chrome DevTools Protocol client for bench.browser and bench.soak: chromium with
+the Network domain off.
 
 Why not Playwright for the benchmark: Playwright enables CDP's Network domain on every page,
 and chromium then copies every WebSocket frame the page receives, base64-encoded, to the
@@ -6,10 +7,11 @@ driver (``Network.webSocketFrameReceived``). With the dashboard receiving ~9 MB/
 the browser process and Playwright's node driver about a fifth of a core, on a 2-core machine
 the benchmark already saturates; a user's browser does none of it. The tests keep Playwright.
 
-What is here is what bench.browser needs: launch (``Browser``), one window per page in its own
+What is here is what the benchmarks need: launch (``Browser``), one window per page in its own
 browser context (``Browser.new_page``), an init script, navigation, ``evaluate`` of a JS
-function with a JSON argument, page errors and console warnings, and raw ``send`` for the
-Performance and HeapProfiler domains. One websocket to the browser, sessions flattened onto it.
+function with a JSON argument, page errors and console warnings, the JS heap
+(``js_heap_mb``, ``collect_garbage``) and raw ``send`` for the Performance and HeapProfiler
+domains. One websocket to the browser, sessions flattened onto it.
 
 Imports: the standard library and websocket-client (installed with python-socketio[client]).
 """
@@ -163,6 +165,15 @@ class CdpPage:
             raise CdpError(f"evaluate: {d.get('exception', {}).get('description') or d.get('text')}")
         return result.get("result", {}).get("value")
 
+    def js_heap_mb(self) -> float:
+        """JSHeapUsedSize in MiB (``Performance.getMetrics``; send ``Performance.enable`` first)."""
+        metrics = {m["name"]: m["value"] for m in self.cdp.send("Performance.getMetrics")["metrics"]}
+        return metrics["JSHeapUsedSize"] / 2**20
+
+    def collect_garbage(self) -> None:
+        """A full garbage collection in the page (``HeapProfiler.collectGarbage``)."""
+        self.cdp.send("HeapProfiler.collectGarbage")
+
     def wait_for_function(self, function: str, arg: Any = None, timeout: float = 30.0, polling: float = 0.1) -> Any:
         """Evaluate until the result is truthy; return it. Raises CdpError after ``timeout`` s."""
         deadline = time.monotonic() + timeout
@@ -178,12 +189,16 @@ class CdpPage:
 class Browser:
     """Debian's chromium, launched with a fresh profile and --remote-debugging-port=0."""
 
-    def __init__(self, executable: str, args: list[str], start_timeout: float = 60.0) -> None:
+    def __init__(self, executable: str, args: list[str], start_timeout: float = 60.0,
+                 new_session: bool = False) -> None:
+        """``new_session``: start chromium in a session of its own, out of reach of a Ctrl-C in
+        the terminal (which then only the caller gets, and handles by calling ``close``)."""
         self.profile = tempfile.mkdtemp(prefix="bench-browser-profile-")
         self.proc = subprocess.Popen(
             [executable, *args, *VISIBLE_ARGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
              "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=new_session)
         self.stderr: list[str] = []
         url = self._devtools_url(start_timeout)
         threading.Thread(target=self._drain, name="chromium-stderr", daemon=True).start()

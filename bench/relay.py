@@ -53,8 +53,9 @@ CPU of the bridge, device and client processes comes from /proc/PID/stat over ea
 
 from __future__ import annotations
 
-from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_segments, percentile,
-                          remove_segments, round_figures)
+from bench.common import (Child as _Child, Replies as _Replies, Settler, cpu_stall_us, git_revision, judge,
+                          leftover_segments, percentile, remove_segments, round_figures, rss_mb,
+                          watchdog)
 
 import sys
 
@@ -74,12 +75,10 @@ import json
 import math
 import os
 import platform
-import queue
 import secrets
 import signal
 import statistics
 import subprocess
-import threading
 import time
 import traceback
 import urllib.request
@@ -137,28 +136,7 @@ def log(message: str) -> None:
 # ======================================================================================
 
 def _watchdog(seconds: float, on_expiry: Any = None) -> None:
-    def expire() -> None:
-        time.sleep(seconds)
-        print(f"bench.relay child {os.getpid()}: timeout after {seconds:.0f} s, exiting", file=sys.stderr, flush=True)
-        try:
-            if on_expiry is not None:
-                on_expiry()
-        finally:
-            os._exit(3)
-
-    threading.Thread(target=expire, daemon=True).start()
-
-
-class _Replies:
-    """The child's side of the pipe: stdout is reserved for JSON replies."""
-
-    def __init__(self) -> None:
-        self.out = sys.stdout
-        sys.stdout = sys.stderr
-
-    def send(self, **msg: Any) -> None:
-        self.out.write(json.dumps(msg, separators=(",", ":")) + "\n")
-        self.out.flush()
+    watchdog(seconds, on_expiry, label="bench.relay child")
 
 
 def role_echo(args: dict[str, Any]) -> None:
@@ -692,77 +670,11 @@ ROLES = {"echo": role_echo, "device": role_device, "clients": role_clients, "slo
 # the parent
 # ======================================================================================
 
-class Child:
-    """A child process speaking JSON lines; stderr goes to ours."""
+class Child(_Child):
+    """A child process speaking JSON lines (bench.common.Child); stderr goes to ours."""
 
     def __init__(self, label: str, argv: list[str], env: dict[str, str] | None = None, json_io: bool = True) -> None:
-        self.label = label
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE if json_io else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE if json_io else subprocess.DEVNULL,
-                                     text=True, bufsize=1, close_fds=True)
-        self.pid = self.proc.pid
-        self.lines: "queue.Queue[str | None]" = queue.Queue()
-        if json_io:
-            threading.Thread(target=self._read, name=f"read-{label}", daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.proc.stdout:
-                self.lines.put(line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.lines.put(None)
-
-    def send(self, **msg: Any) -> None:
-        self.proc.stdin.write(json.dumps(msg, separators=(",", ":")) + "\n")
-        self.proc.stdin.flush()
-
-    def recv(self, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"{self.label}: no answer in {timeout:.0f} s") from None
-            if line is None:
-                self.proc.wait(5)
-                raise RuntimeError(f"{self.label} exited (code {self.proc.returncode})")
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                log(f"{self.label}: {line.rstrip()}")
-                continue
-            if not msg.get("ok"):
-                raise RuntimeError(f"{self.label} failed:\n{msg.get('error')}")
-            return msg
-
-    def call(self, wait: float = CALL_TIMEOUT, **msg: Any) -> dict[str, Any]:
-        self.send(**msg)
-        return self.recv(wait)
-
-    def stop(self, grace: float = 5.0) -> None:
-        """Ask politely (quit, EOF), then SIGTERM, then SIGKILL."""
-        p = self.proc
-        if p.poll() is None:
-            try:
-                self.send(op="quit")
-            except (OSError, ValueError):
-                pass
-        try:
-            p.stdin.close()
-        except (OSError, ValueError):
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            log(f"terminating {self.label} (pid {p.pid}): it did not exit in {grace:.0f} s")
-            p.terminate()
-            try:
-                p.wait(3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(3)
+        super().__init__(label, argv, env, json_io, log=log, call_timeout=CALL_TIMEOUT)
 
 
 def spawn_role(role: str, label: str, timeout: float, **args: Any) -> Child:
@@ -836,14 +748,6 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
 def http_json(port: int, path: str) -> Any:
