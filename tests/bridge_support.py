@@ -282,7 +282,7 @@ class Device:
         """The pid of the bridge this device launched (its child running ``-m bridge``)."""
         def find() -> int | None:
             for pid in children(self.pid):
-                if b"bridge\0serve" in _cmdline(pid):
+                if b"bridge\0serve" in cmdline(pid):
                     return pid
             return None
         return wait_for(find, TIMEOUT, f"the bridge child of {self.pid}")
@@ -307,7 +307,7 @@ class Bridge:
         return self.proc.wait_gone(timeout)
 
 
-def _cmdline(pid: int) -> bytes:
+def cmdline(pid: int) -> bytes:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
             return f.read()

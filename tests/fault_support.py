@@ -42,7 +42,7 @@ import pytest
 import socketio
 import websocket
 
-from bridge_support import BridgeHarness, BridgeURL, Device, children
+from bridge_support import BridgeHarness, BridgeURL, Device, children, cmdline
 from conftest import START_TIMEOUT, TIMEOUT, wait_for
 from device_agent.frames import BODY_HEADER
 from device_agent.layout import HEADER_SIZE, channel_segment_name
@@ -156,20 +156,12 @@ def start_device(mb: BridgeHarness, source: str, name: str, *args: str) -> Devic
 
 # -- processes ---------------------------------------------------------------------------
 
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
 def resource_tracker_of(pid: int) -> int:
     """The pid of ``pid``'s multiprocessing resource tracker (a child; it exists once the
     process created a segment, on Python < 3.13)."""
     def find() -> int | None:
         for child in children(pid):
-            if b"resource_tracker" in _cmdline(child):
+            if b"resource_tracker" in cmdline(child):
                 return child
         return None
     return wait_for(find, TIMEOUT, f"the resource tracker child of {pid}")
