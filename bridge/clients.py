@@ -99,10 +99,10 @@ def token_from(auth: Any, environ: dict[str, Any]) -> str | None:
     """The token a client presented: Socket.IO ``auth``, ``Authorization: Bearer``, or ``?token=``."""
     if isinstance(auth, dict) and isinstance(auth.get("token"), str):
         return auth["token"]
-    header = environ.get("HTTP_AUTHORIZATION", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    values = parse_qs(environ.get("QUERY_STRING", "")).get("token")
+    scheme, _, value = environ.get("HTTP_AUTHORIZATION", "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip()   # "Bearer " with nothing after it presents an empty token: refused
+    values = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True).get("token")
     return values[0] if values else None
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
 from .clients import role_for, token_from
-from .protocol import error
+from .protocol import error, shown
 
 api = Blueprint("api", __name__)
 
@@ -38,9 +38,23 @@ def _role() -> str | None:
 @api.before_request
 def check_token() -> Any:
     if request.path.startswith("/api/") or request.path == "/metrics":
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in own_origins(request.environ):
+            return jsonify(error("forbidden", f"a page from another site ({shown(origin)}) may not use this API")), 403
         if _role() is None:
             return jsonify(error("unauthorized", "missing or wrong token")), 401
     return None
+
+
+def own_origins(environ: dict[str, Any]) -> list[str]:
+    """The bridge's own origin(s), as the Socket.IO endpoint accepts them (engineio's default
+    for cors_allowed_origins): scheme://Host, and the X-Forwarded-Proto/-Host one behind a proxy."""
+    scheme, host = environ.get("wsgi.url_scheme", "http"), environ.get("HTTP_HOST", "")
+    origins = [f"{scheme}://{host}"]
+    if "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ:
+        proto = environ.get("HTTP_X_FORWARDED_PROTO", scheme).split(",")[0].strip()
+        origins.append(f"{proto}://{environ.get('HTTP_X_FORWARDED_HOST', host).split(',')[0].strip()}")
+    return origins
 
 
 @api.get("/api/health")

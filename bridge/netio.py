@@ -18,6 +18,10 @@ from device_agent.config import DEFAULT_PORT
 
 log = logging.getLogger("bridge")
 SEND_BUFFER = 512 * 1024  # bytes; Linux doubles it
+MAX_CONNECTIONS = 4096    # eventlet serves this many at once (its default 1024 let idle ones lock others out)
+# seconds a connection may send or take nothing before it is closed: a request never finished,
+# a client gone without a word (a websocket carries a ping and its answer every 10 s)
+SOCKET_TIMEOUT = 30.0
 
 
 def hostname() -> str:
@@ -105,7 +109,8 @@ def server(mode: str, sock: socket.socket, app: Any) -> tuple[Callable[[], None]
         main = greenlet.getcurrent()
 
         def run() -> None:
-            eventlet.wsgi.server(sock, app, log_output=False, log=_QuietLog(), debug=False)
+            eventlet.wsgi.server(sock, app, log_output=False, log=_QuietLog(), debug=False,
+                                 max_size=MAX_CONNECTIONS, socket_timeout=SOCKET_TIMEOUT)
 
         def stop() -> None:  # eventlet.wsgi.server returns on SystemExit
             eventlet.hubs.get_hub().schedule_call_global(0, main.throw, SystemExit(0))

@@ -24,7 +24,8 @@ from socketio import packet as sio_packet
 MALFORMED = "monbridge:malformed"  # the event a packet that cannot be decoded becomes
 REASON_CHARS = 120                 # kept of the decoder's message in the reason
 # python-socketio would run the server's own handlers for these if a client sent them as events
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error"})
+# ... and "*" would reach the catch-all handler with its arguments shifted; MALFORMED is ours
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "*", MALFORMED})
 
 
 class StrictJSON:
@@ -62,6 +63,12 @@ class SafePacket(sio_packet.Packet):
     """A ``socketio.packet.Packet`` whose decoding never raises (see the module docstring)."""
 
     json = StrictJSON
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        encoded = kwargs.get("encoded_packet")
+        if encoded is not None and not encoded:  # the base class does not decode an empty message
+            self._malformed("an empty message")
 
     def decode(self, encoded_packet: str | bytes) -> int:
         try:
@@ -101,7 +108,7 @@ class SafePacket(sio_packet.Packet):
         self.packet_type = packet_type
         self.namespace = None
         self.id = None
-        self.data = [MALFORMED, reason[:REASON_CHARS]]
+        self.data = [MALFORMED, " ".join(reason.split())[:REASON_CHARS]]  # one line, short
         return 0
 
 

@@ -47,6 +47,27 @@ def shown(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _finite(value: int | float) -> bool:
+    """False for NaN and the infinities; an int of any size is finite (math.isfinite would
+    raise OverflowError on one too large for a float)."""
+    return isinstance(value, int) or math.isfinite(value)
+
+
+MAX_DEPTH = 64  # nesting levels a value sent to clients may have (python-socketio recurses per level)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True if ``value`` nests lists and dicts more than ``limit`` levels (checked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return False
+
+
 def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 
@@ -97,7 +118,7 @@ def _number(payload: dict[str, Any], key: str, event: str, low: float, high: flo
     value = payload.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value) or not low <= value <= high:
         raise ProtocolError("bad_request", f"{event}: {key!r} must be a number from {low:g} to {high:g}, got {shown(value)}")
     return value
 
@@ -179,7 +200,7 @@ def parse_command(payload: Any, max_bytes: int) -> tuple[str, dict[str, Any]]:
 def parse_ping(payload: Any) -> Any:
     p = _object(payload, "ping")
     t = p.get("t")
-    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t)):
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not _finite(t)):
         shown = repr(t) if isinstance(t, float) else type(t).__name__
         raise ProtocolError("bad_request", f"ping: 't' must be a finite number, got {shown}")
     return t

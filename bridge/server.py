@@ -23,8 +23,8 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from urllib.parse import quote
 from typing import Any, Callable
+from urllib.parse import quote
 
 from device_agent.control import CLIENTS_BYTES
 from device_agent.doorbell import Doorbell, Ringer
@@ -36,14 +36,18 @@ from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, 
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .packets import MALFORMED, SafePacket
-from .protocol import (PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
-                       parse_unsubscribe)
+from .protocol import (MAX_DEPTH, PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
+                       parse_unsubscribe, shown, too_deep)
 from .relay import Relay
 from .views import ViewCatalog
 
 log = logging.getLogger("bridge")
 OUTBOX_LIMIT = 64            # engine.io packets queued for one client before it counts as congested
 OUTBOX_BYTES = 8 * 1024 * 1024  # ... or bytes queued (big frames fill memory long before 64 packets)
+# The largest message a client may send (bytes); a larger websocket frame closes its connection
+# before it is read. Command args are at most 4 KiB; eventlet unmasks a frame in Python at
+# ~1 µs a byte, during which nobody else is served.
+MAX_MESSAGE = 16 * 1024
 POLLS_PER_PERIOD = 4         # relay polls per 1/rate: new data waits at most 1/(4 rate) to be seen
 MAX_POLL_HZ = 500
 STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
@@ -99,7 +103,7 @@ class Bridge:
         self.socketio = SocketIO(
             self.app,
             async_mode=options.async_mode,
-            max_http_buffer_size=256 * 1024,
+            max_http_buffer_size=MAX_MESSAGE,
             ping_interval=10,
             ping_timeout=10,
             serializer=SafePacket,  # undecodable packets become the event MALFORMED (packets.py)
@@ -239,7 +243,11 @@ class Bridge:
             sid = server.manager.sid_from_eio_sid(eio_sid, ns)
             if sid is None or not server.manager.is_connected(sid, ns):
                 return None
-            ticket = self.submit_command(sid, data[1] if len(data) > 1 else None)
+            if len(data) > 2:
+                ticket: Ticket | dict[str, Any] = error(
+                    "bad_request", f"command: send one payload object, not {len(data) - 1} arguments")
+            else:
+                ticket = self.submit_command(sid, data[1] if len(data) > 1 else None)
 
             def finish() -> None:
                 ack = self.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
@@ -477,6 +485,11 @@ class Bridge:
         dev = self.link.device
         if dev is not None and dev.state_version != self._state_version:
             version, values = dev.state()
+            deep = [k for k, v in values.items() if too_deep(v, MAX_DEPTH - 2)]
+            if deep:  # python-socketio could not send it (it recurses per level); say which
+                log.warning("state %s nests more than %d levels deep: not sent to clients", shown(deep[0]),
+                            MAX_DEPTH - 2)
+                values = {k: v for k, v in values.items() if k not in deep}
             changed = values if full else {k: v for k, v in values.items() if self._state.get(k, _MISSING) != v}
             self._state, self._state_version = values, version
             # read after the update: a client that connected before it is in this list, one
