@@ -177,7 +177,7 @@ def test_a_client_can_connect_before_the_device_starts(mb):
         mark = c.mark()
         dev = mb.device(name, mon="bridge=0")
         assert c.wait_event("device", lambda d: d["status"] == "online", since=mark)["pid"] == dev.pid
-        c.wait_event("channels", since=mark)
+        c.wait_event("channels", lambda d: any(ch["name"] == "telemetry" for ch in d["channels"]), since=mark)
         c.subscribe("telemetry")
         started = time.monotonic()
         dev.request("pub 1", "published")
