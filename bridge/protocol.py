@@ -68,6 +68,12 @@ def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def check_one_payload(event: str, count: int) -> None:
+    """Every event takes one payload object (or none); more arguments are a 'bad_request'."""
+    if count > 1:
+        raise ProtocolError("bad_request", f"{event}: send one payload object, not {count} arguments")
+
+
 def ok(**fields: Any) -> dict[str, Any]:
     return {"ok": True, **fields}
 

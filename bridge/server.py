@@ -36,8 +36,8 @@ from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, 
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .packets import MALFORMED, SafePacket
-from .protocol import (MAX_DEPTH, PROTOCOL_VERSION, ProtocolError, error, ok, parse_consumed, parse_ping, parse_subscribe,
-                       parse_unsubscribe, shown, too_deep)
+from .protocol import (MAX_DEPTH, PROTOCOL_VERSION, ProtocolError, check_one_payload, error, ok, parse_consumed,
+                       parse_ping, parse_subscribe, parse_unsubscribe, shown, too_deep)
 from .relay import Relay
 from .views import ViewCatalog
 
@@ -79,9 +79,7 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any) -> Any:
         try:
-            if len(args) > 1:
-                raise ProtocolError("bad_request", f"{fn.__name__.removeprefix('on_')}: send one payload object,"
-                                                   f" not {len(args)} arguments")
+            check_one_payload(fn.__name__.removeprefix("on_"), len(args))
             return fn(*args)
         except ProtocolError as exc:
             return exc.ack()
@@ -217,8 +215,7 @@ class Bridge:
 
         @sio.on("*")
         def on_unknown(event: str, *args: Any) -> Any:
-            shown = event if len(event) <= 60 else event[:60] + "..."
-            return error("bad_request", f"unknown event {shown!r} (events: subscribe, unsubscribe, consumed, command, ping)")
+            return error("bad_request", f"unknown event {shown(event)} (events: subscribe, unsubscribe, consumed, command, ping)")
 
         self._install_ordered_commands()
 
@@ -243,11 +240,11 @@ class Bridge:
             sid = server.manager.sid_from_eio_sid(eio_sid, ns)
             if sid is None or not server.manager.is_connected(sid, ns):
                 return None
-            if len(data) > 2:
-                ticket: Ticket | dict[str, Any] = error(
-                    "bad_request", f"command: send one payload object, not {len(data) - 1} arguments")
-            else:
-                ticket = self.submit_command(sid, data[1] if len(data) > 1 else None)
+            try:
+                check_one_payload("command", len(data) - 1)
+                ticket: Ticket | dict[str, Any] = self.submit_command(sid, data[1] if len(data) > 1 else None)
+            except ProtocolError as exc:
+                ticket = exc.ack()
 
             def finish() -> None:
                 ack = self.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket

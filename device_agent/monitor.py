@@ -4,9 +4,9 @@ Imports only numpy and the standard library; it launches the bridge with ``subpr
 (a fresh interpreter, never fork) and never imports it.
 
 Threads (daemons): a heartbeat thread beats every HEARTBEAT_PERIOD and follows the bridge
-(prints its URL, a replacement's too, and says when it is gone); with dispatch="thread" a dispatcher thread wakes on the
-command doorbell and runs command handlers one at a time, in arrival order. The device's
-own loop only ever writes to shared memory.
+(prints its URL, a replacement's too, and says when it is gone); with dispatch="thread" a
+dispatcher thread wakes on the command doorbell and runs command handlers one at a time, in
+arrival order. The device's own loop only ever writes to shared memory.
 """
 
 from __future__ import annotations
