@@ -1,6 +1,8 @@
 """The ``monbridge`` command: serve, list, cleanup.
 
-Parses arguments only; heavy imports (flask, eventlet) happen inside ``serve``.
+Parses and checks arguments only; heavy imports (flask, eventlet) happen inside ``serve``.
+The ``serve`` options, their defaults and their rules come from device_agent/settings.py,
+the one table of settings that MON and the bridge's Options are made from too.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ import argparse
 import os
 import sys
 
-from device_agent.config import DEFAULT_PORT, check_token
 from device_agent.errors import ConfigError
+from device_agent.settings import Use, settings_for
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,24 +20,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge for a running device")
-    serve.add_argument("--attach", default="auto", metavar="NAME|auto",
-                       help="device name to attach to; 'auto' picks the only running device (default)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None,
-                       help=f"port (default {DEFAULT_PORT}, or a free one if that is taken; 0 picks a free one)")
-    serve.add_argument("--rate", type=float, default=60.0, help="maximum relay rate in Hz (default 60)")
-    serve.add_argument("--async-mode", choices=("eventlet", "threading"), default="eventlet")
-    serve.add_argument("--specs", default="", help="directory of view files (default ./specs)")
-    serve.add_argument("--static", default=None, help="directory of the built web UI (default webui/static)")
-    serve.add_argument("--token", default=None,
-                       help="access token (default: $MONBRIDGE_TOKEN, else a random one)")
-    serve.add_argument("--log", default="", help="log file (default stderr)")
-    serve.add_argument("--command-timeout", type=float, default=5.0, help="seconds to wait for a reply (default 5)")
-    serve.add_argument("--offline-after", type=float, default=1.0,
-                       help="heartbeat age in seconds after which the device counts as offline (default 1)")
-    serve.add_argument("--command-rate", type=float, default=100.0, help="commands per second per client; bursts of max(10, twice that) (default 100)")
-    serve.add_argument("--exit-with-device", action="store_true",
-                       help="exit when the device closes (used when a device launches its bridge)")
+    for s in settings_for(Use.CLI):
+        if s.type is bool:  # a switch, off by default (tests/test_settings.py)
+            serve.add_argument(s.flag, action="store_true", help=s.help)
+        else:
+            # a setting read from the environment defaults to None here: "not given"
+            serve.add_argument(s.flag, type=s.type, default=None if s.env else s.default,
+                               help=f"{s.help} (default {s.shown_default()})",
+                               choices=s.choices or None, metavar=s.metavar)
 
     sub.add_parser("list", help="list devices that have shared memory in /dev/shm")
     clean = sub.add_parser("cleanup", help="remove shared memory left by devices that are gone")
@@ -43,12 +35,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SERVE_RANGES = [  # (flag, low, high, unit) checked before anything starts
-    ("--rate", 1, 1000, "Hz"),
-    ("--command-timeout", 0.1, 3600, "s"),
-    ("--offline-after", 0.2, 3600, "s"),
-    ("--command-rate", 0.1, 100_000, "commands/s"),
-]
+def check_serve_args(args: argparse.Namespace) -> str | None:
+    """Check ``serve``'s settings before anything starts, filling those read from the
+    environment; return what is wrong (the whole message), or None."""
+    for s in settings_for(Use.CLI):
+        value = getattr(args, s.name)
+        source = s.flag
+        if value is None and s.env:
+            value, source = os.environ.get(s.env, ""), s.env
+            setattr(args, s.name, value)
+        if value is None or isinstance(value, bool):
+            continue
+        if s.type in (int, float):
+            problem = s.range_problem(value)
+            if problem:
+                return f"monbridge serve: {s.flag} {problem}, got {value:g}"
+        if s.check is not None:
+            try:
+                s.check(value, source)
+            except ConfigError as exc:
+                return f"monbridge serve: {exc}"
+    return None
 
 
 def _green() -> None:
@@ -56,7 +63,8 @@ def _green() -> None:
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # EventletDeprecationWarning: known, see DESIGN.md
+        # EventletDeprecationWarning: known and harmless (docs/troubleshooting.md#eventletdeprecationwarning)
+        warnings.simplefilter("ignore")
         import eventlet
 
         eventlet.monkey_patch()
@@ -66,10 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.cmd == "serve":
-        for flag, low, high, unit in SERVE_RANGES:
-            got = getattr(args, flag.lstrip("-").replace("-", "_"))
-            if not low <= got <= high:  # NaN fails too
-                parser.exit(2, f"monbridge serve: {flag} must be from {low:g} to {high:g} {unit}, got {got:g}\n")
+        problem = check_serve_args(args)
+        if problem:
+            parser.exit(2, problem + "\n")
     if args.cmd == "serve" and args.async_mode == "eventlet":
         _green()
     if args.cmd == "cleanup":
@@ -86,14 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         if not devices:
             print("no devices")
         return 0
-    if args.token is None:
-        args.token, source = os.environ.get("MONBRIDGE_TOKEN", ""), "MONBRIDGE_TOKEN"
-    else:
-        source = "--token"
-    try:
-        check_token(args.token, source)
-    except ConfigError as exc:
-        parser.exit(2, f"monbridge serve: {exc}\n")
     from bridge.server import serve
 
     return serve(args)

@@ -1,6 +1,7 @@
 """Who is connected: the clients table, roles, and token checks.
 
-Standard library only. Roles: "operator" (presented the token; may command) and
+The standard library and two helpers of device_agent (``json_list_prefix``, ``is_loopback``);
+no Flask or socketio. Roles: "operator" (presented the token; may command) and
 "viewer" (data only; allowed without a token only when the bridge binds a loopback
 address). The table maps socket.io sid -> ClientInfo.
 """
@@ -16,7 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from device_agent.attach import json_list_prefix
-from device_agent.config import is_loopback  # noqa: F401  (re-exported for the server)
+from device_agent.settings import is_loopback
 
 
 USER_AGENT_CHARS = 200  # kept of a client's User-Agent header, so one client cannot fill the table

@@ -1,8 +1,8 @@
 """Network plumbing per async mode: the listening socket, running and stopping the server.
 
-Why TCP_NODELAY: without it ~25% of 60 Hz messages arrive 10-30 ms late (Nagle plus
-delayed ACK; see DESIGN.md). It is set on the listening socket; Linux copies it to every
-accepted connection.
+Why TCP_NODELAY: without it ~25% of 60 Hz messages arrive 10-30 ms late (Nagle's
+algorithm holds a small write until the previous one is acknowledged, and the client delays
+its ACK). It is set on the listening socket; Linux copies it to every accepted connection.
 
 eventlet mode expects ``eventlet.monkey_patch()`` to have run before anything else was
 imported (bridge/cli.py does it for ``serve``), so sockets, select and locks here are green.
@@ -14,7 +14,7 @@ import logging
 import socket
 from typing import Any, Callable
 
-from device_agent.config import DEFAULT_PORT
+from device_agent.settings import DEFAULT_PORT
 
 log = logging.getLogger("bridge")
 SEND_BUFFER = 512 * 1024  # bytes; Linux doubles it

@@ -1,8 +1,10 @@
 """Relay: move subscribed channels from shared memory to clients, once per tick.
 
 No Flask or socketio imports: the server passes ``emit(event, data, sids)`` and
-``congested(sid) -> bool``. Called from one background task; not thread-safe on its own
-(the server serialises subscribe/unsubscribe with ``lock``).
+``congested(sid) -> bool``. ``tick`` runs in one background task; the subscription calls
+(subscribe, consumed, unsubscribe, drop_client) come from the server's handlers. Each of
+these, ``tick``, ``flush_missed`` and ``reset_cursors`` holds the relay's own ``lock`` while
+it reads or changes the subscriptions.
 
 The server calls ``tick`` several times per period of the fastest rate (cheap: a counter
 read per subscribed channel) and, in between, when ``tick`` says so: ``next_send_at`` (a

@@ -42,7 +42,7 @@ def start(name: str | None = None, *, dispatch: str = "thread", mon: str | None 
     ``name``: the device name (default: the main script's file name). ``dispatch``:
     "thread" runs command handlers on a background thread; "manual" leaves them for
     ``mon.poll()`` in your loop. ``mon`` overrides the MON variable's text; keyword
-    ``settings`` (host, port, rate, specs, token, async_mode, log, bridge) override both.
+    ``settings`` (any MON key but name: host, port, rate, ...; see settings.py) override both.
     """
     config = parse_mon(os.environ.get("MON") if mon is None else mon)
     if not config.enabled:

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from . import layout
-from .channels import EVENT_META, EVENT_TO_CLIENT, dtype_from_json
 from .control import ControlLayout
 from .doorbell import Doorbell, Ringer
 from .errors import ChannelError, LayoutError
 from .frames import FrameSlots
 from .layout import HEADER_SIZE, SegmentKind, control_segment_name
+from .payloads import EVENT_META, EVENT_TO_CLIENT, dtype_from_json
 from .records import RecordRing
 from .shm import attach_segment, close_segment, list_segments
 

@@ -1,16 +1,11 @@
 """The device side of each channel kind: records, frame, events, and the shared state.
 
-Imports only numpy and the standard library. Each channel owns one segment
+Publishing only: the bridge never imports this module (tests/test_layers.py). Imports only
+numpy and the standard library. Each channel owns one segment
 (``monbridge.<device>.ch.<channel>``): the 64-byte header of layout.py, then a
-RecordRing (records, events) or FrameSlots (frame) at offset 64.
-
-Events reuse the record ring with fixed-size records:
-
-    offset  size       type  field
-    0       8          f64   t       device time
-    8       4          u32   length  bytes of JSON that follow
-    12      4          u32   flags   bit 0: the JSON is {"to": client_id, "message": m}
-    16      max_bytes        JSON text, UTF-8
+RecordRing (records, events) or FrameSlots (frame) at offset 64. Events reuse the record
+ring with fixed-size event records; their format and the records dtype's JSON are in
+payloads.py, which readers share.
 
 Each channel has exactly one writer: publish from one thread per channel.
 """
@@ -30,11 +25,10 @@ import numpy as np
 from .errors import ChannelError, MessageTooLarge
 from .frames import FrameSlots
 from .layout import HEADER_SIZE
+from .payloads import EVENT_META, EVENT_TO_CLIENT
 from .queues import SeqlockBlob
 from .records import RecordRing
 
-EVENT_META = struct.Struct("=dII")
-EVENT_TO_CLIENT = 1
 _STRUCT_CODES = {
     ("f", 8): "d", ("f", 4): "f", ("f", 2): "e",
     ("i", 1): "b", ("i", 2): "h", ("i", 4): "i", ("i", 8): "q",
@@ -64,21 +58,6 @@ def records_dtype(fields: Any) -> np.dtype:
             )
     # repack: no padding, native order, so the manifest's (name, format) list rebuilds it exactly
     return np.dtype([(name, dtype.fields[name][0].newbyteorder("=")) for name in dtype.names])
-
-
-def dtype_to_json(dtype: np.dtype) -> list[list[Any]]:
-    out = []
-    for name in dtype.names:
-        sub = dtype.fields[name][0]
-        entry: list[Any] = [name, sub.base.str]
-        if sub.shape:
-            entry.append(list(sub.shape))
-        out.append(entry)
-    return out
-
-
-def dtype_from_json(descr: list[list[Any]]) -> np.dtype:
-    return np.dtype([(e[0], e[1], tuple(e[2])) if len(e) > 2 else (e[0], e[1]) for e in descr])
 
 
 def struct_for(dtype: np.dtype) -> struct.Struct | None:

@@ -1,9 +1,9 @@
 """Exceptions raised by device_agent.
 
-Standard library only; imported by every other module here and by the bridge.
+Imports nothing; most modules here and the bridge import it.
 
     MonitorError
-     ├── ConfigError          the MON variable or a start() argument is malformed
+     ├── ConfigError          MON, a start() argument or a monbridge serve setting is malformed
      ├── LayoutError          a segment is not ours, is corrupt, or has another layout version
      ├── ChannelError         a channel name/spec is bad, or a publish does not fit the channel
      │    └── MessageTooLarge  an event, command or reply exceeds its slot

@@ -27,15 +27,17 @@ from typing import Any, Callable
 import numpy as np
 
 from . import layout
-from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, Waker, dtype_to_json, records_dtype
+from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, Waker, records_dtype
 from .commands import Dispatcher, make_spec
-from .config import MonitorConfig, is_loopback
+from .config import MonitorConfig
 from .control import CONTROL_SIZE, ControlLayout
 from .doorbell import Doorbell, Ringer
 from .errors import ChannelError, DeviceNameInUse
 from .frames import MIN_SLOTS, slots_bytes
 from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
+from .payloads import dtype_to_json, event_record_size
 from .records import ring_bytes
+from .settings import TOKEN_ENV, is_loopback, serve_args
 from .shm import create_segment, destroy_segment, list_segments, pid_alive, segment_owner, unlink_segment
 
 HEARTBEAT_PERIOD = 0.1
@@ -139,13 +141,11 @@ class Monitor:
 
     def events(self, name: str, capacity: int = 1024, max_bytes: int = 4096) -> EventsChannel:
         """Variable-size JSON messages, at most ``max_bytes`` each; the oldest are overwritten."""
-        from .channels import EVENT_META
-
         spec = {"name": name, "kind": "events", "capacity": capacity, "max_bytes": max_bytes}
         existing = self._existing(name, spec)
         if existing is not None:
             return existing
-        record = EVENT_META.size + _positive("max_bytes", max_bytes)
+        record = event_record_size(_positive("max_bytes", max_bytes))
         size = HEADER_SIZE + ring_bytes(_positive("capacity", capacity), record)
 
         def make(buf: memoryview) -> EventsChannel:
@@ -394,16 +394,12 @@ class Monitor:
             print(f"monbridge: a bridge for {self.name!r} is already running (pid {running}); "
                   "it attaches to this run", file=sys.stderr, flush=True)
             return
-        cmd = [sys.executable, "-m", "bridge", "serve", f"--attach={self.name}", "--host", c.host,
-               "--rate", str(c.rate), "--async-mode", c.async_mode, "--exit-with-device"]
-        if c.port is not None:
-            cmd += ["--port", str(c.port)]
-        if c.specs:
-            cmd += ["--specs", c.specs]
-        if c.log:
-            cmd += ["--log", c.log]
+        # the settings that differ from their defaults (settings.serve_args): both sides take
+        # their defaults from the same table, so one left out means the same to the bridge
+        cmd = [sys.executable, "-m", "bridge", "serve", f"--attach={self.name}", *serve_args(c),
+               "--exit-with-device"]
         env = {k: v for k, v in os.environ.items() if k != "MON"}
-        env["MONBRIDGE_TOKEN"] = self.token  # not on the command line, where `ps` shows it
+        env[TOKEN_ENV] = self.token  # not on the command line, where `ps` shows it
         self._bridge = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
 
     def wait_url(self, timeout: float = 15.0) -> str | None:

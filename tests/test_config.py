@@ -4,7 +4,9 @@ Covers MON unset/""/"0" (off), "1" (defaults), inline ``k=v,k=v`` settings, a JS
 config file (by .json name or by a path without ``=``), config_from_dict on a base,
 and every ConfigError: unknown key, bad port, bad rate, bad async_mode, bad name,
 bad token, bad bridge flag, malformed pair, unintelligible value, non-object JSON,
-unreadable JSON, missing file — each message names the bad part.
+unreadable JSON, missing file — each message names the bad part. Also the token rule
+(settings.check_token) and ``monbridge serve``'s range checks, which come from the same
+table of settings (tests/test_settings.py checks that table against every place it reaches).
 """
 
 import json
@@ -12,8 +14,9 @@ import os
 
 import pytest
 
-from device_agent.config import MonitorConfig, check_token, config_from_dict, parse_mon
+from device_agent.config import MonitorConfig, config_from_dict, parse_mon
 from device_agent.errors import ConfigError
+from device_agent.settings import check_token
 
 DEFAULTS = MonitorConfig(enabled=True)
 
@@ -123,7 +126,7 @@ def test_bad_value_in_a_json_file_names_the_file_and_key(tmp_path):
     assert path in str(exc.value) and "rate=0" in str(exc.value)
 
 
-@pytest.mark.parametrize("data", [{"port": True}, {"port": 8050.5}, {"rate": True}])
+@pytest.mark.parametrize("data", [{"port": True}, {"port": 8050.5}, {"rate": True}, {"command_rate": True}])
 def test_json_booleans_and_fractions_are_not_ports_or_rates(tmp_path, data):
     # JSON carries real types: true is not port 1 or 1 Hz, 8050.5 is not port 8050.
     with pytest.raises(ConfigError) as exc:
