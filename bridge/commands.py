@@ -1,10 +1,11 @@
 """CommandBroker: validate client commands, queue them for the device, route the replies.
 
 No Flask or socketio imports: the server passes in an ``Event`` factory for its async
-mode. ``submit`` never blocks (it runs inline, in arrival order); ``wait`` blocks the
-calling task until the reply, a timeout, or the device going offline.
+mode. ``submit`` never blocks (it runs inline, in arrival order); the answer (the reply, a
+timeout, or the device going offline) goes to the ticket's ``on_done`` callback, or to a
+task blocked in ``wait``.
 
-Checks, in order, each answered with an error acknowledgement and nothing enqueued:
+Checks, in order, each answered with an error at once and nothing enqueued:
 forbidden (role), bad_request/invalid_args/too_large (shape), rate_limited (per client),
 offline, unknown_command / invalid_args (against the device's catalog), queue_full.
 
@@ -17,6 +18,7 @@ too is full is a command refused with queue_full. Its timeout runs from arrival.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections import deque
@@ -29,6 +31,7 @@ from device_agent.schema import validate_args
 from .device_link import DeviceLink
 from .protocol import MAX_DEPTH, ProtocolError, error, ok, parse_command, shown, too_deep
 
+log = logging.getLogger("bridge")
 BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
 
 
@@ -41,6 +44,7 @@ class Ticket:
     deadline: float
     event: Any
     ack: dict[str, Any] | None = None
+    on_done: Callable[[dict[str, Any]], None] | None = None  # called with the answer, once
 
 
 @dataclass
@@ -79,8 +83,13 @@ class CommandBroker:
         self.rtts: list[float] = []    # recent round trips (s), for metrics; bounded
         self.counts = {"accepted": 0, "rejected": 0, "timeouts": 0}
 
-    def submit(self, sid: str, client: dict[str, Any], payload: Any) -> Ticket | dict[str, Any]:
-        """Validate and enqueue; return a Ticket to ``wait`` on, or an error ack at once."""
+    def submit(self, sid: str, client: dict[str, Any], payload: Any,
+               on_done: Callable[[dict[str, Any]], None] | None = None) -> Ticket | dict[str, Any]:
+        """Validate and enqueue; return a Ticket, or an error answer at once.
+
+        The ticket is answered by a reply pump (``on_replies``, ``flush_backlog``), by
+        ``expire`` or by ``fail_all``: then ``on_done(answer)`` runs there, and ``wait``
+        returns. Without ``on_done``, ``wait`` on it."""
         try:
             if client.get("role") != "operator":
                 raise ProtocolError("forbidden", "this connection may only watch: commands need the operator token")
@@ -105,7 +114,7 @@ class CommandBroker:
                         raise ProtocolError("queue_full", f"{name}: the device is not taking commands "
                                                           f"({BACKLOG_LIMIT} waiting)")
                     self._backlog.append(entry)
-                ticket = Ticket(cid, sid, name, now, now + self.timeout, self.make_event())
+                ticket = Ticket(cid, sid, name, now, now + self.timeout, self.make_event(), on_done=on_done)
                 self._pending[cid] = ticket
                 self.counts["accepted"] += 1
                 return ticket
@@ -203,4 +212,9 @@ class CommandBroker:
         if ticket is not None:
             ticket.ack = ack
             ticket.event.set()
+            if ticket.on_done is not None:
+                try:
+                    ticket.on_done(ack)
+                except Exception:  # one client's answer must not stop the routing of the others'
+                    log.error("sending the answer to command %s failed", ticket.name, exc_info=True)
         return ticket

@@ -1,68 +1,53 @@
-"""Socket.IO packets as the bridge reads and writes them: malformed input becomes an event,
-and every packet sent is strict JSON.
+"""Socket.IO packets as the bridge reads and writes them: msgpack, and malformed input
+becomes an event.
 
-Plugged into python-socketio through its public ``serializer`` option (a ``Packet``
-subclass, like the library's own ``MsgPackPacket``) and ``json`` option. Standard library
-and python-socketio only; no Flask, no sockets.
+Plugged into python-socketio through its public ``serializer`` option: ``SafePacket`` is a
+subclass of the library's own ``MsgPackPacket`` (the format of the ``socket.io-msgpack-parser``
+package the page uses). Every Socket.IO packet is one binary websocket frame holding one
+msgpack map::
 
-python-socketio raises from inside its packet reader when a client sends JSON nested deeper
-than the interpreter's recursion limit, a binary attachment nobody announced, an event that
-is not a list starting with a name, or an unknown packet type: the client gets no answer and
-the log a traceback per packet. ``SafePacket`` turns each of these into the event
-``MALFORMED`` with a short reason, which the bridge handles like any other event (it names
-the client, answers with an ``error`` event and disconnects it).
+    {"type": 0-4, "nsp": "/", "data": [...], "id": 7}      # "id" only on acks and on events that want one
+
+Binary payloads (records columns, frames) travel inside it as msgpack ``bin``: no attachments,
+so nothing can arrive out of sequence or interleave with another message (docs/protocol.md §2).
+Standard library, msgpack and python-socketio only; no Flask, no sockets.
+
+A client's bytes that cannot be decoded (not msgpack, too deeply nested, invalid UTF-8, an
+extension type, not a map with an integer ``type`` and a string ``nsp``, an event that is not a
+list starting with a name, a reserved event name, a packet type a client may not send) would
+make python-socketio raise inside its reader: no answer, and a traceback in the log per packet.
+``SafePacket`` turns each of these into the event ``MALFORMED`` with a short reason, which the
+bridge handles like any other event (it names the client, answers with an ``error`` event and
+disconnects it).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from typing import Any
 
+import msgpack
 from socketio import packet as sio_packet
+from socketio.msgpack_packet import MsgPackPacket
 
 MALFORMED = "monbridge:malformed"  # the event a packet that cannot be decoded becomes
 REASON_CHARS = 120                 # kept of the decoder's message in the reason
 # python-socketio would run the server's own handlers for these if a client sent them as events
 # ... and "*" would reach the catch-all handler with its arguments shifted; MALFORMED is ours
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "*", MALFORMED})
+CLIENT_PACKET_TYPES = (sio_packet.CONNECT, sio_packet.DISCONNECT, sio_packet.EVENT, sio_packet.ACK)
+MAX_NESTING = 128  # msgpack containers inside one packet; the handlers refuse deeper values anyway
 
 
-class StrictJSON:
-    """The ``json`` module python-socketio uses: reads what the standard library reads (so a
-    ``NaN`` in a request reaches the validators and gets ``bad_request``), writes only strict
-    JSON (a non-finite number goes out as ``null``, which a browser's ``JSON.parse`` accepts)."""
-
-    replaced = 0  # how many packets needed non-finite numbers replaced (a bug upstream)
-
-    @staticmethod
-    def loads(s: str | bytes, **kwargs: Any) -> Any:
-        return json.loads(s, **kwargs)
-
-    @classmethod
-    def dumps(cls, obj: Any, **kwargs: Any) -> str:
-        kwargs["allow_nan"] = False
-        try:
-            return json.dumps(obj, **kwargs)
-        except ValueError:
-            cls.replaced += 1
-            return json.dumps(_finite(obj), **kwargs)
+class _Refused(ValueError):
+    pass
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+def _no_extension_types(code: int, data: bytes) -> Any:
+    raise _Refused(f"msgpack extension type {code} is not part of the protocol")
 
 
-class SafePacket(sio_packet.Packet):
-    """A ``socketio.packet.Packet`` whose decoding never raises (see the module docstring)."""
-
-    json = StrictJSON
+class SafePacket(MsgPackPacket):
+    """A msgpack Socket.IO packet whose decoding never raises (see the module docstring)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -70,43 +55,42 @@ class SafePacket(sio_packet.Packet):
         if encoded is not None and not encoded:  # the base class does not decode an empty message
             self._malformed("an empty message")
 
-    def decode(self, encoded_packet: str | bytes) -> int:
+    def decode(self, encoded_packet: Any) -> int:
         try:
-            attachments = super().decode(encoded_packet)
-        except (ValueError, TypeError, IndexError, RecursionError) as exc:
-            return self._malformed(f"{type(exc).__name__}: {exc}")
-        kind = self.packet_type
-        if kind not in (sio_packet.CONNECT, sio_packet.DISCONNECT, sio_packet.EVENT, sio_packet.ACK,
-                        sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK):
-            return self._malformed(f"packet type {kind!r} is not one a client may send")
-        if kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
-            if not _is_event(self.data):
-                return self._malformed("an event must be a list starting with the event's name")
-            if self.data[0] in RESERVED_EVENTS:
-                return self._malformed(f"{self.data[0]!r} is reserved, not an event a client may send")
-        if kind in (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK) and attachments < 1:
-            return self._malformed("a binary packet announced no attachments")
-        return attachments
+            if not isinstance(encoded_packet, (bytes, bytearray)):
+                raise _Refused("a text message: this bridge speaks msgpack (binary messages only)")
+            decoded = msgpack.unpackb(encoded_packet, ext_hook=_no_extension_types,
+                                      max_array_len=1_000_000, max_map_len=100_000)
+            if not isinstance(decoded, dict):
+                raise _Refused(f"a packet must be a msgpack map, got {type(decoded).__name__}")
+            kind, namespace = decoded.get("type"), decoded.get("nsp")
+            if kind not in CLIENT_PACKET_TYPES or isinstance(kind, bool):
+                raise _Refused(f"packet type {kind!r} is not one a client may send")
+            if not isinstance(namespace, str):
+                raise _Refused("a packet's 'nsp' must be a string")
+            packet_id = decoded.get("id")
+            if packet_id is not None and (isinstance(packet_id, bool) or not isinstance(packet_id, int)
+                                          or packet_id < 0):
+                raise _Refused(f"a packet's 'id' must be a non-negative integer, got {type(packet_id).__name__}")
+            data = decoded.get("data")
+            if kind == sio_packet.EVENT:
+                if not _is_event(data):
+                    raise _Refused("an event must be a list starting with the event's name")
+                if data[0] in RESERVED_EVENTS:
+                    raise _Refused(f"{data[0]!r} is reserved, not an event a client may send")
+            if _depth(data) > MAX_NESTING:
+                raise _Refused(f"the packet nests more than {MAX_NESTING} levels deep")
+        except (ValueError, TypeError, msgpack.StackError, RecursionError) as exc:
+            # msgpack's own errors (ExtraData, FormatError, StackError, UnicodeDecodeError)
+            # are ValueError subclasses
+            return self._malformed(str(exc) if isinstance(exc, _Refused) else f"{type(exc).__name__}: {exc}")
+        self.packet_type, self.namespace, self.id, self.data = kind, namespace, packet_id, data
+        return 0
 
-    def add_attachment(self, attachment: Any) -> bool:
-        """Called by python-socketio for each message after a binary packet; True when complete.
-
-        A malformed sequence completes at once, as the event ``MALFORMED`` (a complete
-        binary packet is dispatched as an event only when its type is BINARY_EVENT)."""
-        if not isinstance(attachment, (bytes, bytearray)):
-            self._malformed("a text message arrived where a binary attachment was announced",
-                            sio_packet.BINARY_EVENT)
-            return True
-        try:
-            return super().add_attachment(attachment)
-        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
-            self._malformed(f"{type(exc).__name__}: {exc}", sio_packet.BINARY_EVENT)
-            return True
-
-    def _malformed(self, reason: str, packet_type: int = sio_packet.EVENT) -> int:
+    def _malformed(self, reason: str) -> int:
         """Become the event ``[MALFORMED, reason]`` on the default namespace, without an ack."""
-        self.packet_type = packet_type
-        self.namespace = None
+        self.packet_type = sio_packet.EVENT
+        self.namespace = "/"
         self.id = None
         self.data = [MALFORMED, " ".join(reason.split())[:REASON_CHARS]]  # one line, short
         return 0
@@ -114,3 +98,20 @@ class SafePacket(sio_packet.Packet):
 
 def _is_event(data: Any) -> bool:
     return isinstance(data, list) and bool(data) and isinstance(data[0], str)
+
+
+def _depth(value: Any, limit: int = MAX_NESTING + 1) -> int:
+    """Nesting depth of lists and maps, counted no further than ``limit``."""
+    depth, level = 0, [value]
+    while level and depth < limit:
+        nested = []
+        for item in level:
+            if isinstance(item, dict):
+                nested.extend(item.values())
+            elif isinstance(item, list):
+                nested.extend(item)
+        if not nested and not any(isinstance(i, (dict, list)) for i in level):
+            break
+        depth += 1
+        level = nested
+    return depth

@@ -22,7 +22,8 @@ import numpy as np
 
 from .decimate import min_max_rows
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
+MAX_COMMAND_ID = 64  # characters of a string command id
 MAX_IN_FLIGHT = 64  # subscribe's 'in_flight' limit (see docs/protocol.md, flow control)
 
 
@@ -201,6 +202,27 @@ def parse_command(payload: Any, max_bytes: int) -> tuple[str, dict[str, Any]]:
     if size > max_bytes:
         raise ProtocolError("too_large", f"{name}: args are {size} bytes, the limit is {max_bytes}")
     return name, args
+
+
+def valid_command_id(value: Any) -> bool:
+    """A command's ``id``: an integer (|n| < 2**53, so JavaScript holds it exactly) or a
+    string of 1 to MAX_COMMAND_ID characters."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, str) and 0 < len(value) <= MAX_COMMAND_ID
+
+
+def parse_command_id(payload: Any) -> int | str:
+    """The ``id`` a command's ``result`` event echoes; checked before anything else."""
+    p = _object(payload, "command")
+    command_id = p.get("id")
+    if not valid_command_id(command_id):
+        got = "nothing" if command_id is None else shown(command_id)
+        raise ProtocolError("bad_request", f"command: 'id' must be an integer or a string of 1 to {MAX_COMMAND_ID}"
+                                           f" characters, echoed in the 'result' event; got {got}")
+    return command_id
 
 
 def parse_ping(payload: Any) -> Any:

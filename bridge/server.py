@@ -20,24 +20,23 @@ import functools
 import logging
 import os
 import signal
-import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import quote
 
 from device_agent.control import CLIENTS_BYTES
 from device_agent.doorbell import Doorbell, Ringer
+from device_agent.settings import Use, is_loopback, make_settings_class, settings_for
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, disconnect
 
-from . import logs, netio
-from .clients import ClientInfo, ClientTable, HostGuard, is_loopback, role_for, table_for_device, token_from
+from . import logs, netio, outbox
+from .clients import ClientInfo, ClientTable, HostGuard, role_for, table_for_device, token_from
 from .commands import CommandBroker, Ticket
 from .device_link import DeviceLink
 from .packets import MALFORMED, SafePacket
-from .protocol import (MAX_DEPTH, PROTOCOL_VERSION, ProtocolError, check_one_payload, error, ok, parse_consumed,
-                       parse_ping, parse_subscribe, parse_unsubscribe, shown, too_deep)
+from .protocol import (MAX_DEPTH, PROTOCOL_VERSION, ProtocolError, check_one_payload, error, ok, parse_command_id,
+                       parse_consumed, parse_ping, parse_subscribe, parse_unsubscribe, shown, too_deep, valid_command_id)
 from .relay import Relay
 from .views import ViewCatalog
 
@@ -55,21 +54,13 @@ VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
 
 
-@dataclass
-class Options:
-    attach: str = "auto"
-    host: str = "127.0.0.1"
-    port: int | None = None
-    rate: float = 60.0
-    async_mode: str = "eventlet"
-    specs: str = "specs"
-    static: str = STATIC_DIR
-    token: str = ""
-    require_token: bool = False       # refuse connections without the token (non-loopback binds)
-    exit_with_device: bool = False
-    command_timeout: float = 5.0
-    offline_after: float = 1.0
-    command_rate: float = 100.0
+# The settings table (device_agent/settings.py) makes these fields, `monbridge serve`'s
+# options and MON's keys, with one default each; serve() fills in specs, static and token.
+Options = make_settings_class(
+    "Options", __name__, Use.OPTIONS, extra=(("require_token", bool, False),),
+    doc="The bridge's settings: ``require_token`` (refuse connections without the token: a "
+        "non-loopback bind), then one field per setting marked Use.OPTIONS in device_agent/settings.py.",
+)
 
 
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,7 +95,10 @@ class Bridge:
             max_http_buffer_size=MAX_MESSAGE,
             ping_interval=10,
             ping_timeout=10,
-            serializer=SafePacket,  # undecodable packets become the event MALFORMED (packets.py)
+            serializer=SafePacket,  # msgpack; undecodable packets become the event MALFORMED (packets.py)
+            # a client's events are handled one at a time, in arrival order, where they are
+            # read: commands reach the device's queue in the order the client sent them
+            async_handlers=False,
             # Logger objects, so that the libraries add no handler of their own: their
             # records go through the bridge's rate limit (logs.py)
             logger=logging.getLogger("socketio.server"),
@@ -132,8 +126,10 @@ class Bridge:
         self._stopper: Callable[[], None] | None = None
         self.ticks = 0
         self.tick_seconds = 0.0
-        self._send_lock = threading.RLock()
-        self._serialize_sends()
+        self._outbox_problem = outbox.check_library()
+        if self._outbox_problem:
+            log.warning("cannot see what is queued for each client (%s): a client that stops reading "
+                        "will not be detected as congested", self._outbox_problem)
         self._register_handlers()
         from .http_api import api
 
@@ -199,8 +195,23 @@ class Bridge:
             return ok(t=parse_ping(payload), server_t=time.time())
 
         @sio.on("command")
-        def on_command_unordered(payload: Any = None) -> Any:  # only reached if the hook is bypassed
-            return self.run_command(request.sid, payload)
+        def on_command(payload: Any = None, *extra: Any) -> None:
+            """Validate and queue at once (never blocks: this runs where the client's packets
+            are read); the answer goes out as a 'result' event when the device replies."""
+            sid = request.sid
+            command_id = payload.get("id") if isinstance(payload, dict) else None
+            try:
+                check_one_payload("command", 1 + len(extra))
+                command_id = parse_command_id(payload)
+                ticket = self.submit_command(sid, payload, on_done=functools.partial(self._send_result, sid, command_id))
+            except ProtocolError as exc:
+                self.broker.counts["rejected"] += 1
+                ticket = exc.ack()
+            except Exception as exc:
+                log.error("handler on_command failed", exc_info=True)
+                ticket = error("internal", f"the bridge failed to handle this: {type(exc).__name__}")
+            if not isinstance(ticket, Ticket):  # refused at once
+                self._send_result(sid, command_id if valid_command_id(command_id) else None, ticket)
 
         @sio.on(MALFORMED)
         def on_malformed(reason: Any = None, *_: Any) -> None:
@@ -217,56 +228,22 @@ class Bridge:
         def on_unknown(event: str, *args: Any) -> Any:
             return error("bad_request", f"unknown event {shown(event)} (events: subscribe, unsubscribe, consumed, command, ping)")
 
-        self._install_ordered_commands()
 
-    def _install_ordered_commands(self) -> None:
-        """Queue each 'command' inline, in the order it arrived, and wait for its reply in a task.
-
-        python-socketio runs every event handler in its own task, so two commands from one
-        client could reach the queue in either order (a slider's 87% after its 100%). We
-        intercept 'command' packets where they are read — one client at a time, in order —
-        validate and enqueue there (never blocking), and only the wait for the device's
-        reply, and the acknowledgement, run in a task.
-        """
-        from socketio import packet as sio_packet
-
-        server = self.server
-        original = server._handle_event
-
-        def handle_event(eio_sid: str, namespace: str | None, ack_id: int | None, data: list[Any]) -> Any:
-            if not data or data[0] != "command":
-                return original(eio_sid, namespace, ack_id, data)
-            ns = namespace or "/"
-            sid = server.manager.sid_from_eio_sid(eio_sid, ns)
-            if sid is None or not server.manager.is_connected(sid, ns):
-                return None
-            try:
-                check_one_payload("command", len(data) - 1)
-                ticket: Ticket | dict[str, Any] = self.submit_command(sid, data[1] if len(data) > 1 else None)
-            except ProtocolError as exc:
-                ticket = exc.ack()
-
-            def finish() -> None:
-                ack = self.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
-                if ack_id is not None:
-                    server._send_packet(eio_sid, server.packet_class(sio_packet.ACK, namespace=ns, id=ack_id, data=[ack]))
-
-            server.start_background_task(finish)
-            return None
-
-        server._handle_event = handle_event
-
-    def submit_command(self, sid: str, payload: Any) -> Ticket | dict[str, Any]:
+    def submit_command(self, sid: str, payload: Any,
+                       on_done: Callable[[dict[str, Any]], None] | None = None) -> Ticket | dict[str, Any]:
         info = self.clients.get(sid)
         client = {"id": sid, "address": info.address, "role": info.role} if info else {"id": sid, "role": "viewer"}
         try:
-            return self.broker.submit(sid, client, payload)
+            return self.broker.submit(sid, client, payload, on_done=on_done)
         except Exception as exc:
             log.error("command from %s failed", sid, exc_info=True)
             return error("internal", f"the bridge failed to handle this command: {type(exc).__name__}")
 
+    def _send_result(self, sid: str, command_id: Any, answer: dict[str, Any]) -> None:
+        self._emit("result", {"id": command_id, **answer}, [sid])
+
     def run_command(self, sid: str, payload: Any, client: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Submit and wait (for HTTP and the fallback handler)."""
+        """Submit and wait (for the HTTP API)."""
         if client is not None:
             ticket = self.broker.submit(sid, client, payload)
         else:
@@ -338,50 +315,16 @@ class Bridge:
     def _emit(self, event: str, data: Any, sids: list[str]) -> None:
         if not sids:  # emit(to=[]) would broadcast to everyone
             return
-        with self._send_lock:
-            self.socketio.emit(event, data, to=sids if len(sids) > 1 else sids[0])
-
-    def _serialize_sends(self) -> None:
-        """Make every send to a client atomic.
-
-        A binary event is several engine.io packets (the JSON part, then one per
-        attachment). In threading mode an acknowledgement or another emit from a second
-        thread could land between them and corrupt the client's decoding, so our emits
-        and python-socketio's own packet sends (acks) share one lock.
-        """
-        server = self.server
-        send_packet = server._send_packet
-
-        def locked_send_packet(eio_sid: str, pkt: Any) -> Any:
-            with self._send_lock:
-                return send_packet(eio_sid, pkt)
-
-        server._send_packet = locked_send_packet
-
-    def _queue(self, sid: str) -> Any:
-        """The engine.io socket's outgoing packet queue for ``sid`` (None if gone)."""
-        try:
-            eio_sid = self.server.manager.eio_sid_from_sid(sid, "/")
-            return self.server.eio.sockets[eio_sid].queue
-        except (KeyError, AttributeError, TypeError):
-            return None
+        self.socketio.emit(event, data, to=sids if len(sids) > 1 else sids[0])
 
     def _outbox(self, sid: str) -> int:
-        queue = self._queue(sid)
-        return queue.qsize() if queue is not None else 0
+        waiting = outbox.queued(self.server, sid)
+        return waiting[0] if waiting else 0
 
     def _congested(self, sid: str) -> bool:
         """True if the client has more than OUTBOX_LIMIT packets or OUTBOX_BYTES waiting."""
-        queue = self._queue(sid)
-        if queue is None:
-            return False
-        if queue.qsize() > OUTBOX_LIMIT:
-            return True
-        try:
-            waiting = sum(len(p.data) for p in list(queue.queue) if p is not None and p.data is not None)
-        except (RuntimeError, AttributeError, TypeError):  # mutated by the writer meanwhile: look next tick
-            return False
-        return waiting > OUTBOX_BYTES
+        waiting = outbox.queued(self.server, sid)
+        return waiting is not None and (waiting[0] > OUTBOX_LIMIT or waiting[1] > OUTBOX_BYTES)
 
     # -- background tasks --------------------------------------------------------------
 
@@ -552,14 +495,10 @@ def serve(args: Any) -> int:
         return 2
     import secrets
 
-    options = Options(
-        attach=args.attach, host=args.host, port=args.port, rate=args.rate, async_mode=args.async_mode,
-        specs=os.path.abspath(args.specs or "specs"), token=args.token or secrets.token_urlsafe(16),
-        require_token=require_token,
-        exit_with_device=args.exit_with_device, command_timeout=args.command_timeout,
-        offline_after=args.offline_after, command_rate=args.command_rate,
-        static=os.path.abspath(args.static) if getattr(args, "static", None) else STATIC_DIR,
-    )
+    options = Options(require_token=require_token, **{s.name: getattr(args, s.name) for s in settings_for(Use.OPTIONS)})
+    options.specs = os.path.abspath(options.specs or "specs")
+    options.static = os.path.abspath(options.static) if options.static else STATIC_DIR
+    options.token = options.token or secrets.token_urlsafe(16)
     try:
         listener, port = netio.listen(options.host, options.port)
     except OSError as exc:

@@ -22,7 +22,10 @@ conftest guard then checks that every tagged process is gone and that no
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -349,25 +352,58 @@ def pid_gone(pid: int) -> bool:
 
 # -- clients -----------------------------------------------------------------------------
 
-class Client:
-    """A python-socketio client that records every event it receives, in order."""
+class _ClientLoop:
+    """One asyncio event loop on a daemon thread, shared by every Client of this process."""
 
-    def __init__(self, sio: socketio.Client) -> None:
-        self.sio = sio
-        _handle_messages_in_order(sio)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _guard = threading.Lock()
+
+    @classmethod
+    def get(cls) -> asyncio.AbstractEventLoop:
+        with cls._guard:
+            if cls._loop is None:
+                cls._loop = asyncio.new_event_loop()
+                threading.Thread(target=cls._loop.run_forever, name="test-clients", daemon=True).start()
+            return cls._loop
+
+    @classmethod
+    def run(cls, coro: Any, timeout: float) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(coro, cls.get())
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise AssertionError(f"the client loop did not finish within {timeout} s") from None
+
+
+class Client:
+    """A python-socketio AsyncClient (msgpack, as the bridge speaks it) that records every
+    event it receives, in order, driven from the test's thread.
+
+    Its handlers run on the shared loop's thread and never await, so events are recorded
+    in the order they arrived. ``call("command", payload)`` and ``fire("command", ...)`` add
+    an ``id`` and wait for the ``result`` event that answers it (docs/protocol.md §3), so a
+    test reads a command's answer as it reads any other event's ack.
+    """
+
+    def __init__(self) -> None:
+        self.sio = socketio.AsyncClient(reconnection=False, serializer="msgpack")
         self.events: list[tuple[str, Any, float]] = []   # (event, data, time.monotonic())
         self.connect_errors: list[Any] = []
-        self.errors: list[str] = []   # packets this client failed to decode
         self.closing = False
         self._cond = threading.Condition()
-        self._changes = 0   # bumped (under _cond) whenever an event or an ack is recorded
-        self._quiet_when_closing()
+        self._changes = 0   # bumped (under _cond) whenever an event or an answer is recorded
+        self._command_ids = itertools.count(1)
+        self._answers: dict[Any, Callable[[Any], None]] = {}  # command id -> what to do with its result
 
-        @sio.on("*")
+        @self.sio.on("*")
         def _any(event: str, *args: Any) -> None:
-            self._record(event, args[0] if args else None)
+            data = args[0] if args else None
+            if event == "result" and isinstance(data, dict) and data.get("id") in self._answers:
+                self._answers.pop(data["id"])({k: v for k, v in data.items() if k != "id"})
+            self._record(event, data)
 
-        @sio.on("connect_error")
+        @self.sio.on("connect_error")
         def _refused(data: Any = None) -> None:
             with self._cond:
                 self.connect_errors.append(data)
@@ -397,27 +433,14 @@ class Client:
     def records(self, channel: str, since: int = 0) -> list[dict[str, Any]]:
         return [d for d in self.data(channel, since) if d.get("kind") == "records"]
 
+    @property
+    def connected(self) -> bool:
+        return self.sio.connected
+
     def close(self) -> None:
-        """Disconnect. Packets still arriving meanwhile are dropped quietly: disconnect()
-        resets the client's half-received binary packet, which its read loop may be filling."""
         self.closing = True
-        self.sio.disconnect()
-
-    def _quiet_when_closing(self) -> None:
-        handle = self.sio._handle_eio_message  # what socketio.Client registered with its eio client
-
-        def on_message(data: Any) -> None:
-            try:
-                handle(data)
-            except Exception as exc:
-                if not self.closing:
-                    with self._cond:  # engine.io only logs it; make the next wait fail
-                        self.errors.append(f"{type(exc).__name__}: {exc}")
-                        self._changes += 1
-                        self._cond.notify_all()
-                    raise
-
-        self.sio.eio.on("message", on_message)
+        if self.sio.connected:
+            _ClientLoop.run(self.sio.disconnect(), TIMEOUT)
 
     @property
     def hello(self) -> dict[str, Any]:
@@ -435,12 +458,11 @@ class Client:
         while True:
             with self._cond:
                 changes = self._changes
-            # not under the lock: the predicate may talk to the bridge, and the acks it
-            # waits for are recorded by the read loop, which takes the lock
+            # not under the lock: the predicate may talk to the bridge, and the answers it
+            # waits for are recorded by the client's loop, which takes the lock
             value = predicate()
             if value:
                 return value
-            assert not self.errors, f"the client failed to decode a packet: {self.errors}"
             left = deadline - time.monotonic()
             if left <= 0:
                 seen = [e for e, _, _ in self.events[-20:]]
@@ -462,8 +484,21 @@ class Client:
 
     # -- talking
 
+    def connect(self, url: str, auth: Any, headers: dict[str, str], timeout: float) -> None:
+        _ClientLoop.run(self.sio.connect(url, auth=auth, headers=headers, transports=["websocket"],
+                                         wait_timeout=timeout), timeout + 5)
+
+    def emit(self, event: str, data: Any = None) -> None:
+        """Send without asking for an acknowledgement."""
+        _ClientLoop.run(self.sio.emit(event, data), TIMEOUT)
+
     def call(self, event: str, data: Any = None, timeout: float = TIMEOUT) -> Any:
-        return self.sio.call(event, data, timeout=timeout)
+        """Send and return the acknowledgement; for "command", the ``result`` event's answer."""
+        if event == "command":
+            box: list[Any] = []
+            self.fire(event, data, box)
+            return self.wait_for(lambda: box, timeout, f"the answer to {data!r}")[0][1]
+        return _ClientLoop.run(self.sio.call(event, data, timeout=timeout), timeout + 5)
 
     def subscribe(self, *channels: str, **options: Any) -> dict[str, Any]:
         ack = self.call("subscribe", {"channels": list(channels), **options})
@@ -474,33 +509,20 @@ class Client:
         return self.call("command", {"name": name, "args": args}, timeout=timeout)
 
     def fire(self, event: str, data: Any, acks: list[tuple[Any, Any]], key: Any = None) -> None:
-        """Emit without waiting; ``(key, ack)`` is appended to ``acks`` when the ack comes."""
-        def got(*ack: Any) -> None:
+        """Emit without waiting; ``(key, answer)`` is appended to ``acks`` when it comes (for
+        "command", the ``result`` event with the id this adds to ``data``)."""
+        def got(answer: Any) -> None:
             with self._cond:
-                acks.append((key, ack[0] if ack else None))
+                acks.append((key, answer))
                 self._changes += 1
                 self._cond.notify_all()
-        self.sio.emit(event, data, callback=got)
-
-
-def _handle_messages_in_order(sio: socketio.Client) -> None:
-    """Make the client handle incoming packets one at a time, in arrival order.
-
-    python-engineio's sync client hands every message to a new thread, so two messages
-    can be handled out of order, and a binary attachment can meet the wrong placeholder
-    (python-socketio issues #382, #403, #436). A browser's socket.io-client handles them in
-    order; so does this client after the patch: messages are handled on the read loop.
-    Handlers here only record, never block.
-    """
-    eio = sio.eio
-    trigger = eio._trigger_event
-
-    def in_order(event: str, *args: Any, **kwargs: Any) -> Any:
-        if event == "message":
-            kwargs["run_async"] = False
-        return trigger(event, *args, **kwargs)
-
-    eio._trigger_event = in_order
+        if event == "command":  # a payload that is not an object is answered with the id null
+            command_id = next(self._command_ids) if isinstance(data, dict) else None
+            self._answers[command_id] = got
+            _ClientLoop.run(self.sio.emit(event, {**data, "id": command_id} if isinstance(data, dict) else data),
+                            TIMEOUT)
+        else:
+            _ClientLoop.run(self.sio.emit(event, data, callback=lambda *ack: got(ack[0] if ack else None)), TIMEOUT)
 
 
 def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: float = TIMEOUT,
@@ -508,9 +530,8 @@ def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: floa
     """Connect a websocket client. ``token``: True = the URL's, None/False = none, else that string."""
     url = parse_url(url) if isinstance(url, str) else url
     presented = url.token if token is True else (token or None)
-    client = Client(socketio.Client(reconnection=False))
-    client.sio.connect(url.base, auth={"token": presented} if presented else None, headers=headers or {},
-                       transports=["websocket"], wait_timeout=timeout)
+    client = Client()
+    client.connect(url.base, {"token": presented} if presented else None, headers or {}, timeout)
     client.wait_event("hello", timeout=timeout)
     return client
 

@@ -25,6 +25,7 @@ client's threads).
 from __future__ import annotations
 
 import asyncio
+import itertools
 import concurrent.futures
 import json
 import os
@@ -329,7 +330,8 @@ class Recorder:
 
     def __init__(self, hub: "ClientLoop") -> None:
         self.hub = hub
-        self.sio = socketio.AsyncClient(reconnection=False, websocket_extra_options={"max_msg_size": 0})
+        self.sio = socketio.AsyncClient(reconnection=False, serializer="msgpack",
+                                        websocket_extra_options={"max_msg_size": 0})
         self.events: list[tuple[str, Any, float]] = []
         self.connects = 0
         self.disconnects = 0
@@ -338,6 +340,8 @@ class Recorder:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task] = set()
+        self._answers: dict[int, asyncio.Future] = {}  # command id -> the future its 'result' completes
+        self._command_ids = itertools.count(1)
         self.sio.on("*", self._on_event)
         self.sio.on("connect", self._on_connect)
         self.sio.on("disconnect", self._on_disconnect)
@@ -345,6 +349,10 @@ class Recorder:
     # handlers: run on the loop thread, never await, so messages are handled in arrival order
     def _on_event(self, event: str, data: Any = None, *_: Any) -> None:
         now = time.monotonic()
+        if event == "result" and isinstance(data, dict):
+            answer = self._answers.pop(data.get("id"), None)
+            if answer is not None and not answer.done():
+                answer.set_result({k: v for k, v in data.items() if k != "id"})
         if event == "data" and isinstance(data, dict):
             try:
                 data = summarize(data, now)
@@ -358,6 +366,16 @@ class Recorder:
                 task.add_done_callback(self._tasks.discard)
         with self._lock:
             self.events.append((event, data, now))
+
+    async def command(self, payload: dict[str, Any], timeout: float = TIMEOUT) -> dict[str, Any]:
+        """Send a command (adding an ``id``) and return the answer its ``result`` event carries."""
+        command_id = next(self._command_ids)
+        answer = self._answers[command_id] = asyncio.get_running_loop().create_future()
+        await self.sio.emit("command", {**payload, "id": command_id})
+        try:
+            return await asyncio.wait_for(answer, timeout)
+        finally:
+            self._answers.pop(command_id, None)
 
     def _on_connect(self) -> None:
         self.connects += 1
@@ -484,6 +502,9 @@ class ClientLoop:
         return recs
 
     def call(self, rec: Recorder, event: str, data: Any, timeout: float = TIMEOUT) -> Any:
+        """The acknowledgement of ``event``; for "command", the answer of its ``result`` event."""
+        if event == "command":
+            return self.run(lambda: rec.command(data, timeout), timeout + 5)
         return self.run(lambda: rec.sio.call(event, data, timeout=timeout), timeout + 5)
 
     def subscribe(self, recs: Iterable[Recorder], channels: list[str], **options: Any) -> list[dict[str, Any]]:

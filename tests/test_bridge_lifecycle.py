@@ -67,7 +67,7 @@ def test_device_killed_and_restarted_under_the_same_client(mb):
         np.testing.assert_array_equal(got["seq"], [0, 1, 2])
         np.testing.assert_array_equal(got["value"], value_of(np.arange(3)).astype("f4"))
         assert all(m["missed"] == 0 for m in msgs)
-        assert c.sid == sid and c.sio.connected
+        assert c.sid == sid and c.connected
         assert len(c.of("hello")) == 1, "the client was made to reconnect"
         who = c.command("whoami")
         assert who["ok"] and who["result"]["id"] == sid
@@ -84,7 +84,7 @@ def test_bridge_launched_by_a_device_exits_when_the_device_closes(mb):
         # exit code 0, and soon enough that close() never had to terminate it
         assert code == "0" and seconds < BRIDGE_EXIT_WAIT, answer
         assert pid_gone(bridge_pid)
-        c.wait_for(lambda: not c.sio.connected, what="the client to be disconnected")
+        c.wait_for(lambda: not c.connected, what="the client to be disconnected")
     assert dev.proc.wait_gone() == 0
 
 
@@ -103,7 +103,7 @@ def test_wrong_token_is_refused_and_no_token_is_a_viewer_on_loopback(mb):
     dev = mb.device()
     with pytest.raises(socketio.exceptions.ConnectionError):
         connect(dev.url, token="not-the-token-at-all")
-    refused = socketio.Client(reconnection=False)
+    refused = socketio.Client(reconnection=False, serializer="msgpack")
     errors = []
     refused.on("connect_error", lambda data=None: errors.append(data))
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -165,7 +165,7 @@ def test_threading_mode_smoke(mb):
         assert status == 200 and health["clients"] == 2
         answer = dev.request("close", "closed").split()
         assert answer[0] == "0" and float(answer[1]) < BRIDGE_EXIT_WAIT, answer
-        c.wait_for(lambda: not c.sio.connected, what="the client to be disconnected")
+        c.wait_for(lambda: not c.connected, what="the client to be disconnected")
     assert dev.proc.wait_gone() == 0
 
 

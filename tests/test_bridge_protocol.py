@@ -30,7 +30,7 @@ def test_device_prints_url_and_hello_describes_the_device(mb):
     assert dev.request("url", "url") == dev.url.url  # mon.wait_url() agrees with the printed line
     with mb.connected(dev.url) as c:
         hello = c.hello
-        assert hello["protocol"] == 2
+        assert hello["protocol"] == 3
         assert hello["sid"] == c.sid
         assert hello["role"] == "operator"
         assert hello["device"]["name"] == dev.name
@@ -160,7 +160,7 @@ def test_in_flight_holds_messages_until_the_client_confirms_them(mb):
         assert paced.call("ping", {"t": 1})["ok"]
         assert [m["seq"] for m in paced.data("img")] == [[1, 1]]  # unconfirmed: nothing more
         mark = paced.mark()
-        paced.sio.emit("consumed", {"channel": "img", "seq": 1})  # as the dashboard does: no ack asked
+        paced.emit("consumed", {"channel": "img", "seq": 1})  # as the dashboard does: no ack asked
         newest = paced.wait_event("data", lambda d: d["channel"] == "img", since=mark)
         assert newest["seq"] == [4, 4] and newest["missed"] == 2  # the newest frame, not a backlog
         np.testing.assert_array_equal(decode_frame(newest), image(4))

@@ -110,7 +110,7 @@ def test_bad_tokens_are_refused_on_every_way_in_and_never_make_an_operator(mb):
 
     # python-socketio's own client gets the documented refusal
     errors = []
-    refused = socketio.Client(reconnection=False)
+    refused = socketio.Client(reconnection=False, serializer="msgpack")
     refused.on("connect_error", lambda data=None: errors.append(data))
     with pytest.raises(socketio.exceptions.ConnectionError):
         refused.connect(url.base, auth={"token": "short"}, transports=["websocket"], wait_timeout=10)

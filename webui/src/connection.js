@@ -1,7 +1,9 @@
 /**
- * Connection: the Socket.IO client, its banner state, acknowledged requests and latency pings.
+ * Connection: the Socket.IO client, its banner state, requests, commands and latency pings.
  *
- * Wraps socket.io-client 4 (docs/protocol.md §2–3). The state the banner shows:
+ * Wraps socket.io-client 4 with the msgpack parser (docs/protocol.md §2–3): every message is
+ * one binary websocket frame, binary payloads arrive as ArrayBuffers. Commands are answered
+ * by a `result` event carrying the id we sent. The state the banner shows:
  *   "connecting"   – first attempt in progress
  *   "live"         – connected and the device is online
  *   "offline"      – connected, but the device's heartbeat is stale (or no device yet)
@@ -10,7 +12,7 @@
  * After a reconnect the bridge treats us as a new client: listeners of "connect" re-subscribe.
  */
 import { io } from "socket.io-client";
-import * as parser from "./parser.js";
+import * as parser from "socket.io-msgpack-parser";
 import { quantile } from "./util.js";
 
 const REQUEST_TIMEOUT_MS = 10000; // the bridge answers commands within --command-timeout (5 s)
@@ -33,8 +35,10 @@ export class Connection {
       path: base + "socket.io",
       auth: token ? { token } : {},
       transports: ["websocket"],
-      parser, // allows records with more than 10 fields (one attachment each)
+      parser, // the bridge speaks msgpack (docs/protocol.md §2)
     });
+    this._nextCommandId = 1;
+    this._commands = new Map(); // command id -> {resolve, timer}
     this._wire();
   }
 
@@ -44,8 +48,10 @@ export class Connection {
       this._setState(this.deviceStatus === "online" ? "live" : "offline");
       this._startPings();
     });
+    s.on("result", (answer) => this._onResult(answer));
     s.on("disconnect", (reason) => {
       this.lastDisconnect = String(reason);
+      this._failCommands({ code: "disconnected", message: `lost the bridge (${reason}) before the answer came` });
       console.warn(`monbridge: disconnected (${reason}); reconnecting`);
       this._setState("disconnected");
       this._stopPings();
@@ -117,9 +123,40 @@ export class Connection {
     if (this.socket.connected) this.socket.emit("consumed", { channel, seq });
   }
 
-  /** Send a command; resolves with its ack. */
-  command(name, args = {}) {
-    return this.request("command", { name, args });
+  /**
+   * Send a command; resolves with its answer ({ok:true, result} or {ok:false, error}), which
+   * the bridge sends as a `result` event with our id. Never rejects.
+   */
+  command(name, args = {}, timeoutMs = REQUEST_TIMEOUT_MS) {
+    if (!this.socket.connected) {
+      return Promise.resolve({ ok: false, error: { code: "disconnected", message: "not connected to the bridge" } });
+    }
+    const id = this._nextCommandId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this._commands.delete(id);
+        resolve({ ok: false, error: { code: "timeout", message: `no answer to '${name}' in ${timeoutMs / 1000} s` } });
+      }, timeoutMs);
+      this._commands.set(id, { resolve, timer });
+      this.socket.emit("command", { id, name, args });
+    });
+  }
+
+  _onResult(answer) {
+    const pending = answer && this._commands.get(answer.id);
+    if (!pending) return; // not ours, or answered after our timeout
+    this._commands.delete(answer.id);
+    clearTimeout(pending.timer);
+    const { id: _id, ...rest } = answer;
+    pending.resolve(rest);
+  }
+
+  _failCommands(error) {
+    for (const { resolve, timer } of this._commands.values()) {
+      clearTimeout(timer);
+      resolve({ ok: false, error });
+    }
+    this._commands.clear();
   }
 
   _startPings() {

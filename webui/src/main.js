@@ -15,7 +15,7 @@ import { StatusPanel } from "./status.js";
 import { Batch } from "./decode.js";
 import { installHooks } from "./hooks.js";
 
-const PROTOCOL = 2;
+const PROTOCOL = 3;
 
 const token = new URLSearchParams(location.search).get("token");
 const conn = new Connection(token);
@@ -31,8 +31,10 @@ const channelNames = () => store.channels.map((c) => c.name);
 const channelInfo = (name) => store.channels.find((c) => c.name === name) || null;
 
 let hooks = null;
+// ?rebuild_rows=N: embed a chart anew after N rows instead of vlview.js's default (for tests)
+const rebuildRows = Number(new URLSearchParams(location.search).get("rebuild_rows")) || null;
 const ctx = {
-  conn, subs, store, channelNames, channelInfo,
+  conn, subs, store, channelNames, channelInfo, rebuildRows,
   applied: (channel, t) => hooks && hooks.applied(channel, t),
 };
 
