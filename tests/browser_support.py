@@ -272,14 +272,15 @@ class Dashboards:
     opened: list[Dashboard] = field(default_factory=list)
 
     def open(self, url: BridgeURL, fragment: str = "", label: str | None = None,
-             wait_live: bool = True) -> Dashboard:
-        """A new browser context (a separate user) with the dashboard at ``url`` (+ ``#/id``)."""
+             wait_live: bool = True, query: str = "") -> Dashboard:
+        """A new browser context (a separate user) with the dashboard at ``url`` (+ ``&query``,
+        + ``#/id``)."""
         context = self.browser.new_context(viewport=VIEWPORT)
         context.set_default_timeout(WAIT_MS)
         page = context.new_page()
         dash = Dashboard(context, page, url, label or f"page{len(self.opened) + 1}")
         self.opened.append(dash)
-        page.goto(url.url + fragment, wait_until="load")
+        page.goto(url.url + (f"&{query}" if query else "") + fragment, wait_until="load")
         dash.wait("() => window.monbridge !== undefined", what="window.monbridge (the dashboard bundle ran)")
         dash.watch_banner()
         if wait_live:

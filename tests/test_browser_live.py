@@ -163,6 +163,35 @@ def test_slider_in_one_context_moves_the_device_and_the_other(devices: Devices, 
         assert d.js("() => [...document.querySelectorAll('.mb-ctl-status.mb-error')].map((e) => e.textContent)") == []
 
 
+def test_a_chart_made_anew_after_many_rows_keeps_its_data_and_its_slider(devices: Devices, specs_dir,
+                                                                       dashboards: Dashboards):
+    """Vega keeps a table entry per row that ever passed some transforms, so a chart is
+    embedded anew, with the rows it holds, when its tab is shown after many rows (here 20)."""
+    dev = devices.start(specs_dir)
+    d = dashboards.open(dev.url, "#/wave", query="rebuild_rows=20")
+    d.wait_no_error("wave")
+    view = "window.monbridge.views.wave"
+    d.wait(f"() => {view}.embeds === 1 && {view}.rows() > 0", what="the chart drawing", view_id="wave")
+    d.wait("() => window.monbridge.views.wave.updates > 20", what="20 rows and more", view_id="wave")
+    d.open_tab("status")
+    frames = d.js("() => window.monbridge.frames")
+    d.wait("(n) => window.monbridge.frames > n + 2", frames, what="frames with the chart hidden")
+    d.open_tab("wave")
+    d.wait(f"() => {view}.embeds === 2", what="the chart embedded anew", view_id="wave")
+    d.wait(f"() => {view}.rows() > 0 && document.querySelectorAll('.mb-panel[data-id=\"wave\"] canvas').length === 1",
+           what="one chart, with the rows it held", view_id="wave")
+    updates = d.js(f"() => {view}.updates")
+    d.wait(f"(n) => {view}.updates > n + 5", updates, what="new data in the new chart", view_id="wave")
+    # its slider is bound again: a drag commands the device
+    d.wait(f"() => document.querySelectorAll('{_SLIDER}').length === 1", what="one slider", view_id="wave")
+    d.js(f"""(v) => {{ const s = document.querySelector('{_SLIDER}');
+                       s.value = String(v);
+                       s.dispatchEvent(new Event('input', {{bubbles: true}})); }}""", 3.5)
+    wait_state(dev, "gain", 3.5)
+    assert not d.page_errors, d.page_errors
+    assert d.js(f"() => {view}.error") is None
+
+
 def test_scene_canvas_draws_the_points(devices: Devices, specs_dir, dashboards: Dashboards):
     dev = devices.start(specs_dir)
     dash = dashboards.open(dev.url, "#/cloud")

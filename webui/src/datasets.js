@@ -9,6 +9,13 @@
  * Window: {seconds: S} keeps rows with t ≥ newest t − S (t = the row's `t` field, else
  * its arrival time); {rows: R} keeps the newest R rows. `replace` mode (frames) swaps the
  * whole content each time.
+ *
+ * Row objects are reused: a row removed by one take() is refilled with a new row's fields
+ * by the next take(), so Vega sees the same tuple (and tuple id) again. Vega keeps some
+ * lookup tables per tuple id that only ever grow (its `Relay` transform, on every dataset
+ * derived with `calculate` and the like); with new objects each time, a streaming chart
+ * grows them without end. Hence the contract: call take() again only once the view has
+ * applied (run) what the previous take() returned.
  */
 
 export const HARD_ROW_LIMIT = 200000; // safety net per dataset, whatever the window says
@@ -28,6 +35,7 @@ export class StreamDataset {
     this.pendingT = [];
     this.replaceNext = false; // frames: the next take() removes everything retained
     this.newestT = null; // device time of the newest row pushed
+    this.spare = []; // rows the view has removed, to be refilled by the next take()
   }
 
   /** True if take() has something to do. */
@@ -67,6 +75,19 @@ export class StreamDataset {
     this.newestT = null;
   }
 
+  /** The view was made anew and holds nothing: the next take() inserts every row held. */
+  again() {
+    if (this.replaceNext) {
+      for (const row of this.retained) this.spare.push(row);
+    } else {
+      this.pending = this.retained.concat(this.pending);
+      this.pendingT = this.retainedT.concat(this.pendingT);
+    }
+    this.retained = [];
+    this.retainedT = [];
+    this._trimPending();
+  }
+
   /**
    * What to change in the view now: {insert, remove, newestT}. Afterwards `retained`
    * is what the view holds.
@@ -82,12 +103,15 @@ export class StreamDataset {
       remove = this._expire();
     }
     const insert = this.pending;
+    const spare = this.spare;
     for (let i = 0; i < insert.length; i++) {
+      if (spare.length) insert[i] = refill(spare.pop(), insert[i]);
       this.retained.push(insert[i]);
       this.retainedT.push(this.pendingT[i]);
     }
     this.pending = [];
     this.pendingT = [];
+    for (let i = 0; i < remove.length; i++) spare.push(remove[i]);
     return { insert, remove, newestT: this.newestT };
   }
 
@@ -123,4 +147,11 @@ export class StreamDataset {
     this.retainedT.splice(0, n);
     return this.retained.splice(0, n);
   }
+}
+
+// `target` (a removed row) made equal to `row`, keeping its identity (and Vega's tuple id,
+// a Symbol key that for-in and Object.assign leave alone).
+function refill(target, row) {
+  for (const key in target) if (!Object.hasOwn(row, key)) delete target[key];
+  return Object.assign(target, row);
 }

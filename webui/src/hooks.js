@@ -6,6 +6,7 @@
  *     views: {ID: {kind: "vega-lite" | "scene",
  *                  rows(): rows now in the view's datasets (sum; scenes: points drawn + poses + image rows),
  *                  updates: changesets applied (Vega-Lite) / frames that drew new data (scenes),
+ *                  embeds: times the Vega view was embedded (it is made anew after many rows),
  *                  error: string | null,
  *                  pixels(): scenes: the canvas drawn afresh, as an ImageData (null otherwise)}},
  *     lastApplied: {CHANNEL: {t: device time (s) of the newest record/frame applied,
@@ -48,6 +49,7 @@ export function installHooks({ conn, store, tabs }) {
         get kind() { return view()?.kind ?? null; },
         rows: () => view()?.rows() ?? 0,
         get updates() { return view()?.updates ?? 0; },
+        get embeds() { return view()?.embeds ?? 0; },
         get error() { return view()?.error ?? null; },
         pixels: () => (view()?.kind === "scene" ? view().pixels() : null),
       };

@@ -5,9 +5,12 @@
  * plain Vega spec) whose N is a channel streams that channel. Socket handlers only decode
  * and buffer rows (StreamDataset); once per animation frame, and only while the tab is
  * visible, each changed dataset gets a single `view.change(N, changeset().insert().remove())`
- * followed by one `view.runAsync()` for the view. The view is embedded once; never re-embedded
- * to update. A spec that cannot be compiled or embedded, or whose `data.url` cannot be loaded,
- * shows its error instead of a chart.
+ * followed by one `view.runAsync()` for the view. Updates never re-embed the view; but once it
+ * has taken REBUILD_AFTER_ROWS rows, the next time its tab is shown it is embedded anew with the
+ * rows it holds: some of Vega's transforms keep a table entry for every row that ever passed
+ * through them (docs/performance.md#soak), and a new view is the public way to drop them. A
+ * spec that cannot be compiled or embedded, or whose `data.url` cannot be loaded, shows its
+ * error instead of a chart.
  *
  * Everything a spec or the device supplies is shown as text: `usermeta` is monbridge's and is
  * not handed to vega-embed (its `usermeta.embedOptions` could switch on the actions menu and
@@ -24,6 +27,7 @@ import { el } from "./util.js";
 
 export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
+const REBUILD_AFTER_ROWS = 200000; // rows inserted before the view is embedded anew (when next shown)
 const CLEAN_THRESHOLD = 64; // removed items Vega may keep before tidying its maps (its default: 10,000)
 const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
 const CONSOLE_LOG_LEVEL = 1; // vega.Error: Vega's and Vega-Lite's warnings stay out of the console
@@ -110,7 +114,7 @@ export class VegaLiteView {
   /**
    * @param {object} def the VIEW entry from the bridge
    * @param {HTMLElement} panel where to draw
-   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames()}
+   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames(), rebuildRows}
    */
   constructor(def, panel, ctx) {
     this.def = def;
@@ -124,6 +128,11 @@ export class VegaLiteView {
     this.controls = [];
     this.result = null; // vega-embed result {view, finalize}
     this.running = false;
+    this.rebuilding = false;
+    this.rebuildDue = false;
+    this.rowsSinceEmbed = 0; // rows inserted into this Vega view since it was embedded
+    this.embeds = 0;
+    this.wasVisible = false;
     this.lastResize = -Infinity;
     this.destroyed = false;
     this.notices = el("div", { class: "mb-notices" });
@@ -168,12 +177,20 @@ export class VegaLiteView {
     })));
     this.problems = opts.problems;
     this.updateNotices();
+    await this._embed();
+  }
+
+  /** Embed the spec (again), bind its controls and buttons; false if it failed. */
+  async _embed() {
+    const spec = this.def.spec;
+    const opts = this.opts;
     // A dataset whose url cannot be fetched or parsed leaves Vega with an empty dataset and
     // a warning; say so in the tab instead (first failure wins; it may come after mounting).
     const dataFailed = (message) => {
       if (!this.destroyed && !this.error) this.showError(message, DATA_HINT);
     };
     const { usermeta: _monbridgeOnly, ...vegaSpec } = spec;
+    let result;
     try {
       const embedOpts = {
         actions: false,
@@ -187,26 +204,30 @@ export class VegaLiteView {
       // point on every update (a time and a number format each): with canvas, pure cost.
       // A spec's own config.aria still wins (Vega-Lite merges the spec's config over this).
       if (isVegaLite(spec)) embedOpts.config = { aria: false };
-      this.result = await embed(this.chart, vegaSpec, embedOpts);
+      result = await embed(this.chart, vegaSpec, embedOpts);
     } catch (err) {
       const hint = isVegaLite(spec) ? markProblems(spec) : [];
       if (!this.destroyed) this.showError([`Vega-Lite could not compile or embed this spec: ${(err && err.message) || err}`, ...hint].join("\n"));
-      return;
+      return false;
     }
     if (this.destroyed) {
-      this.result.finalize();
-      return;
+      result.finalize();
+      return false;
     }
-    const view = this.result.view;
+    this.result = result;
+    this.embeds++;
+    this.rowsSinceEmbed = 0;
+    const view = result.view;
     // Vega keeps an empty entry for every removed item until 10,000 pile up; a streaming
     // chart removes thousands a second, so tidy up far sooner (a flat heap, small pauses).
     view.cleanThreshold = CLEAN_THRESHOLD;
     const send = (name, args) => this.ctx.conn.command(name, args);
+    const problems = [];
     for (const [param, cfg] of Object.entries(opts.controls)) {
       try {
         view.signal(param);
       } catch {
-        this.problems.push(`usermeta.controls.${param}: the spec has no param (signal) named '${param}'`);
+        problems.push(`usermeta.controls.${param}: the spec has no param (signal) named '${param}'`);
         continue;
       }
       const status = el("span", { class: "mb-ctl-status" });
@@ -214,9 +235,32 @@ export class VegaLiteView {
       this.controls.push(new ControlBinding(view, param, cfg, send, status));
     }
     if (opts.buttons.length) this.toolbar.append(new ButtonBar(opts.buttons, send).node);
+    this.problems = [...opts.problems, ...problems];
     this.updateNotices();
     const state = this.ctx.store.state;
     for (const c of this.controls) c.onState(state);
+    return true;
+  }
+
+  /**
+   * Embed the view anew and put back the rows it held (see the module comment). Runs in a
+   * frame in which the tab is being shown again, so nobody sees the swap.
+   */
+  async _rebuild() {
+    this.rebuilding = true;
+    for (const c of this.controls) c.destroy();
+    this.controls = [];
+    this.toolbar.replaceChildren();
+    const old = this.result;
+    this.result = null;
+    old.finalize();
+    this.chart.replaceChildren();
+    try {
+      if (!(await this._embed())) return;
+      for (const ds of this.datasets.values()) ds.again(); // the next take() inserts every held row
+    } finally {
+      this.rebuilding = false;
+    }
   }
 
   // Put a control's error display inside its Vega binding (found by its label), else in the toolbar.
@@ -284,7 +328,16 @@ export class VegaLiteView {
    * delaying what the visible tab draws.)
    */
   frame(visible) {
-    if (!visible || !this.result || this.running || this.error || this.destroyed) return;
+    if (visible && !this.wasVisible && this.rowsSinceEmbed >= (this.ctx.rebuildRows || REBUILD_AFTER_ROWS)) {
+      this.rebuildDue = true; // shown again after many rows: make it anew before drawing
+    }
+    this.wasVisible = visible;
+    if (!visible || !this.result || this.running || this.rebuilding || this.error || this.destroyed) return;
+    if (this.rebuildDue) {
+      this.rebuildDue = false;
+      this._rebuild();
+      return;
+    }
     const now = performance.now();
     const view = this.result.view;
     let changed = false;
@@ -299,6 +352,7 @@ export class VegaLiteView {
         return;
       }
       this.updates++;
+      this.rowsSinceEmbed += insert.length;
       changed = true;
       if (insert.length && visible) this.ctx.applied(ds.name, newestT);
     }
