@@ -1,23 +1,13 @@
 """A minimal Chrome DevTools Protocol client for bench.browser and bench.soak: chromium with
-the Network domain off.
-
-Why not Playwright for the benchmark: Playwright enables CDP's Network domain on every page,
-and chromium then copies every WebSocket frame the page receives, base64-encoded, to the
-driver (``Network.webSocketFrameReceived``). With the dashboard receiving ~9 MB/s that cost
-the browser process and Playwright's node driver about a fifth of a core, on a 2-core machine
-the benchmark already saturates; a user's browser does none of it. The tests keep Playwright.
-
-What is here is what the benchmarks need: launch (``Browser``), one window per page in its own
-browser context (``Browser.new_page``), an init script, navigation, ``evaluate`` of a JS
-function with a JSON argument, page errors and console warnings, the JS heap
-(``js_heap_mb``, ``collect_garbage``) and raw ``send`` for the Performance and HeapProfiler
-domains. One websocket to the browser, sessions flattened onto it.
-
-Imports: the standard library and websocket-client (installed with python-socketio[client]).
+the Network domain off (Playwright turns it on, and chromium then copies every WebSocket frame
+to the driver: see docs/performance.md, "Browser"). One websocket to the browser, sessions
+flattened onto it; launch, one window and browser context per page, init scripts,
+navigation, ``evaluate``, page errors and console warnings, the JS heap, and raw ``send``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -52,8 +42,7 @@ class Connection:
         self._waiting: dict[int, list[Any]] = {}  # id -> [Event, reply]
         self._handlers: dict[tuple[str | None, str], list[Callable[[dict], None]]] = {}
         self.closed = False
-        self._reader = threading.Thread(target=self._read, name="cdp-reader", daemon=True)
-        self._reader.start()
+        threading.Thread(target=self._read, name="cdp-reader", daemon=True).start()
 
     def _read(self) -> None:
         try:
@@ -66,10 +55,8 @@ class Connection:
                         slot[0].set()
                     continue
                 for handler in self._handlers.get((msg.get("sessionId"), msg.get("method")), []):
-                    try:
+                    with contextlib.suppress(Exception):   # a handler's bug must not stop the reader
                         handler(msg.get("params", {}))
-                    except Exception:
-                        pass  # a handler's bug must not stop the reader
         except Exception:
             self.closed = True
             for slot in list(self._waiting.values()):
@@ -89,8 +76,7 @@ class Connection:
         if not slot[0].wait(timeout):
             self._waiting.pop(msg["id"], None)
             raise CdpError(f"{method}: no answer in {timeout} s")
-        reply = slot[1]
-        if reply is None:
+        if (reply := slot[1]) is None:
             raise CdpError(f"{method}: the browser connection closed")
         if "error" in reply:
             raise CdpError(f"{method}: {reply['error'].get('message')} ({reply['error'].get('data', '')})")
@@ -101,35 +87,27 @@ class Connection:
 
     def close(self) -> None:
         self.closed = True
-        try:
+        with contextlib.suppress(Exception):
             self.ws.close()
-        except Exception:
-            pass
 
 
-class Session:
-    """A page's CDP session: ``send(method, params)`` like Playwright's CDPSession."""
+class CdpPage:
+    """A page's session: navigation, ``evaluate``, errors and console warnings, the JS heap."""
 
     def __init__(self, conn: Connection, session_id: str) -> None:
         self.conn = conn
         self.id = session_id
-
-    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
-        return self.conn.send(method, params, self.id, timeout)
-
-
-class CdpPage:
-    def __init__(self, conn: Connection, session: Session, target_id: str, context_id: str) -> None:
-        self.conn = conn
-        self.cdp = session
-        self.target_id = target_id
-        self.context_id = context_id
+        self.cdp = self   # page.cdp.send(method, params), like Playwright's CDPSession
         self.errors: list[str] = []
         self.console: list[str] = []
         self._loaded = threading.Event()
-        conn.on(session.id, "Page.loadEventFired", lambda p: self._loaded.set())
-        conn.on(session.id, "Runtime.exceptionThrown", self._exception)
-        conn.on(session.id, "Runtime.consoleAPICalled", self._console)
+        conn.on(session_id, "Page.loadEventFired", lambda p: self._loaded.set())
+        conn.on(session_id, "Runtime.exceptionThrown", self._exception)
+        conn.on(session_id, "Runtime.consoleAPICalled", self._console)
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 60.0) -> dict[str, Any]:
+        """A CDP command in this page's session."""
+        return self.conn.send(method, params, self.id, timeout)
 
     def _exception(self, params: dict) -> None:
         d = params.get("exceptionDetails", {})
@@ -200,33 +178,23 @@ class Browser:
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=new_session)
         self.stderr: list[str] = []
-        url = self._devtools_url(start_timeout)
-        threading.Thread(target=self._drain, name="chromium-stderr", daemon=True).start()
-        self.conn = Connection(url)
-        self.version = self.conn.send("Browser.getVersion")["product"].split("/", 1)[-1]
+        urls: list[str] = []
+        found = threading.Event()
 
-    def _devtools_url(self, timeout: float) -> str:
-        found: list[str] = []
-
-        def scan() -> None:
+        def read() -> None:  # the DevTools URL, then the rest, drained to the end
             for line in self.proc.stderr:
-                self.stderr.append(line.rstrip())
+                if len(self.stderr) < 1000:
+                    self.stderr.append(line.rstrip())
                 if line.startswith("DevTools listening on "):
-                    found.append(line.split(" on ", 1)[1].strip())
-                    return
+                    urls.append(line.split(" on ", 1)[1].strip())
+                    found.set()
 
-        t = threading.Thread(target=scan, daemon=True)
-        t.start()
-        t.join(timeout)
-        if not found:
+        threading.Thread(target=read, name="chromium-stderr", daemon=True).start()
+        if not found.wait(start_timeout):
             self.close()
-            raise CdpError(f"chromium did not start its DevTools endpoint in {timeout} s: {self.stderr[-5:]}")
-        return found[0]
-
-    def _drain(self) -> None:
-        for line in self.proc.stderr:
-            if len(self.stderr) < 1000:
-                self.stderr.append(line.rstrip())
+            raise CdpError(f"chromium did not start its DevTools endpoint in {start_timeout} s: {self.stderr[-5:]}")
+        self.conn = Connection(urls[0])
+        self.version = self.conn.send("Browser.getVersion")["product"].split("/", 1)[-1]
 
     def new_page(self, width: int, height: int) -> CdpPage:
         """A window of its own in a browser context of its own (as Playwright's new_context)."""
@@ -235,7 +203,7 @@ class Browser:
             "url": "about:blank", "browserContextId": context_id, "newWindow": True,
             "width": width, "height": height})["targetId"]
         session_id = self.conn.send("Target.attachToTarget", {"targetId": target_id, "flatten": True})["sessionId"]
-        page = CdpPage(self.conn, Session(self.conn, session_id), target_id, context_id)
+        page = CdpPage(self.conn, session_id)
         for method, params in (("Page.enable", None), ("Runtime.enable", None),
                                ("Emulation.setDeviceMetricsOverride",
                                 {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}),
@@ -245,10 +213,8 @@ class Browser:
 
     def close(self, timeout: float = 10.0) -> None:
         if getattr(self, "conn", None) is not None and not self.conn.closed:
-            try:
+            with contextlib.suppress(CdpError):
                 self.conn.send("Browser.close", timeout=5.0)
-            except CdpError:
-                pass
             self.conn.close()
         try:
             self.proc.wait(timeout)

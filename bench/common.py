@@ -1,46 +1,39 @@
-"""Helpers the benchmarks share: CPU pressure and waiting for quiet, percentiles, rounding
-of the JSON figures, removing the segments of a killed device; /proc readings (process tree,
-RSS, descriptors); child processes that speak JSON lines (``Child``, ``Replies``,
-``watchdog``); a device script run with MON=... and its bridge (``DeviceProcess``); chromium's
-path and flags.
-
-Standard library only at import time, and no threading, queue or subprocess before a function
-needs them (bench.relay's echo server imports this before eventlet monkey-patches);
-device_agent.shm is imported where segments are listed.
-"""
+"""What every benchmark shares besides its processes (bench.procs): statistics, targets and
+their judgement, waiting for a quiet machine, the parts of the JSON result every benchmark
+has, and the command line (``--quick``, ``--json``, ``--only``, ``--no-settle``)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
-import re
+import platform
 import signal
+import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"   # Debian's package; never `playwright install` (DESIGN.md)
+from bench.procs import REPO, cpu_stall_us, leftover_segments
+
+CHROMIUM = "/usr/bin/chromium"   # Debian's package; never `playwright install`
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
     "--enable-unsafe-swiftshader",
 ]
-DASHBOARD_RE = re.compile(r"monbridge: dashboard for '([^']+)' at (\S+)")   # what a device prints
 SETTLE_SAMPLE = 0.2   # s of CPU pressure sampled before each measurement
 SETTLE_QUIET = 0.05   # quiet: some task waited for a CPU less than 5 % of the sample
+Targets = dict[str, dict[str, float]]
 
 
-def cpu_stall_us() -> int | None:
-    """Linux pressure stall information: total µs some task waited for a CPU."""
-    try:
-        with open("/proc/pressure/cpu") as f:
-            return int(f.readline().split()[-1].split("=")[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def logger(prefix: str) -> Callable[[str], None]:
+    """A benchmark's progress log: one line to stderr each, ``PREFIX: message``."""
+    return lambda message: print(f"{prefix}: {message}", file=sys.stderr, flush=True)
 
+
+# -- statistics --------------------------------------------------------------------------
 
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (NaN for no values)."""
@@ -48,6 +41,17 @@ def percentile(values: list[float], q: float) -> float:
         return math.nan
     s = sorted(values)
     return s[max(1, math.ceil(q / 100 * len(s))) - 1]
+
+
+def dist(values: list[float]) -> dict[str, Any]:
+    """p50, p99, max and count of ``values``."""
+    return {"p50": percentile(values, 50), "p99": percentile(values, 99),
+            "max": max(values) if values else math.nan, "n": len(values)}
+
+
+def growth_pct(start: float, end: float) -> float:
+    """Growth from ``start`` to ``end`` in % of ``start`` (the benchmarks' JS heap growth)."""
+    return 100 * (end - start) / start if start else math.nan
 
 
 def round_figures(value: Any) -> Any:
@@ -63,12 +67,7 @@ def round_figures(value: Any) -> Any:
     return value
 
 
-def growth_pct(start: float, end: float) -> float:
-    """Growth from ``start`` to ``end`` in % of ``start`` (the benchmarks' JS heap growth)."""
-    return 100 * (end - start) / start if start else math.nan
-
-
-def judge(result: dict[str, Any], targets: dict[str, dict[str, float]], missing_fails: bool = False) -> dict[str, bool]:
+def judge(result: dict[str, Any], targets: Targets, missing_fails: bool = False) -> dict[str, bool]:
     """{figure: met} for each target ({"min": x} or {"max": x}). A figure that could not be
     measured (NaN) is not met; a figure the run did not produce is left out (a run of some
     measurements only), or with ``missing_fails`` counts as not met."""
@@ -83,12 +82,11 @@ def judge(result: dict[str, Any], targets: dict[str, dict[str, float]], missing_
     return met
 
 
-class Settler:
-    """Before each measurement, wait (within a total budget for the run) for a quiet sample.
+# -- a quiet machine ---------------------------------------------------------------------
 
-    Latency tails and busy-looping throughput tests measured while other work competes for
-    the 2 cores measure the scheduler, not monbridge. ``deadline`` (perf_counter time): past
-    it, nothing waits any more (bench.relay's --quick must end in time)."""
+class Settler:
+    """Before each measurement, wait (within ``budget`` s for the run, and not past ``deadline``)
+    for a 0.2 s sample in which tasks waited for a CPU less than 5 % of the time."""
 
     def __init__(self, budget: float, log: Callable[[str], None], deadline: float | None = None) -> None:
         self.budget = budget
@@ -124,28 +122,10 @@ class Settler:
                 "checked": self.checked, "quiet": self.quiet}
 
 
-def leftover_segments(prefix: str) -> list[str]:
-    """Names of the /dev/shm segments that start with ``prefix``."""
-    from device_agent.shm import list_segments
-
-    return list_segments(prefix)
-
-
-def remove_segments(prefix: str) -> list[str]:
-    """Unlink the segments whose names start with ``prefix`` (only there after a device was
-    killed: a device that closes removes its own); return their names."""
-    from device_agent.shm import unlink_segment
-
-    gone = leftover_segments(prefix)
-    for seg in gone:
-        unlink_segment(seg)
-    return gone
-
+# -- the result --------------------------------------------------------------------------
 
 def git_revision(*paths: str) -> dict[str, Any]:
     """The commit measured, and whether ``paths`` (the code a benchmark measures) differ from it."""
-    import subprocess
-
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
@@ -157,325 +137,104 @@ def git_revision(*paths: str) -> dict[str, Any]:
         return {"commit": None, "modified": None}
 
 
-# ======================================================================================
-# /proc
-# ======================================================================================
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def proc_stat(pid: int) -> tuple[int, float] | None:
-    """(ppid, CPU seconds) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def process_table() -> dict[int, tuple[int, float]]:
-    """{pid: (ppid, CPU seconds)} of every process."""
-    out = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            st = proc_stat(int(entry))
-            if st is not None:
-                out[int(entry)] = st
-    return out
-
-
-def descendants(root: int, table: dict[int, tuple[int, float]]) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        kids.setdefault(ppid, []).append(pid)
-    out, todo = set(), [root]
-    while todo:
-        for k in kids.get(todo.pop(), []):
-            if k not in out:
-                out.add(k)
-                todo.append(k)
-    return out
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def alive(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def group_members(pgid: int) -> list[int]:
-    """Pids of the processes in process group ``pgid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid:
-                out.append(int(entry))
-    return out
-
-
-def rss_mb(pid: int) -> float:
-    """Resident set size (VmRSS) in MiB."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def fd_count(pid: int) -> int:
-    """Open file descriptors of a process (entries of /proc/PID/fd)."""
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-# ======================================================================================
-# child processes speaking JSON lines: python -m bench.X --role ROLE ...
-# A child reads JSON requests on stdin and answers JSON lines on stdout ({"ok": true, ...} or
-# {"ok": false, "error": traceback}); it exits on EOF, "quit" or its watchdog, so nothing
-# outlives a parent that died.
-# ======================================================================================
-
-def _stderr_log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def watchdog(seconds: float, on_expiry: Any = None, label: str = "bench child") -> None:
-    """In a child: exit (code 3) after ``seconds``, calling ``on_expiry`` first."""
-    import threading
-
-    def expire() -> None:
-        time.sleep(seconds)
-        print(f"{label} {os.getpid()}: timeout after {seconds:.0f} s, exiting", file=sys.stderr, flush=True)
-        try:
-            if on_expiry is not None:
-                on_expiry()
-        finally:
-            os._exit(3)
-
-    threading.Thread(target=expire, daemon=True).start()
-
-
-class Replies:
-    """The child's side of the pipe: stdout is reserved for JSON replies."""
+class Clock:
+    """A run's wall time, load average, CPU pressure and phases, from when it was made."""
 
     def __init__(self) -> None:
-        self.out = sys.stdout
-        sys.stdout = sys.stderr
+        self.started = self.mark = time.perf_counter()
+        self.load_before = os.getloadavg()[0]
+        self.stall_before = cpu_stall_us()
+        self.phases: dict[str, float] = {}
 
-    def send(self, **msg: Any) -> None:
-        self.out.write(json.dumps(msg, separators=(",", ":")) + "\n")
-        self.out.flush()
+    def lap(self, name: str) -> None:
+        """Add the time since the last lap to phase ``name``."""
+        now = time.perf_counter()
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.mark
+        self.mark = now
 
+    def machine(self) -> dict[str, Any]:
+        return {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
 
-class Child:
-    """The parent's side: a child process speaking JSON lines; its stderr goes to ours."""
+    def loadavg(self) -> list[float]:
+        """The 1-minute load average [before, now]."""
+        return [round(self.load_before, 2), round(os.getloadavg()[0], 2)]
 
-    def __init__(self, label: str, argv: list[str], env: dict[str, str] | None = None, json_io: bool = True,
-                 log: Callable[[str], None] = _stderr_log, call_timeout: float = 20.0) -> None:
-        import queue
-        import subprocess
-        import threading
+    def pressure(self, since: float | None = None, stall_before: int | None = None) -> dict[str, float]:
+        """{"cpu_pressure_pct": share of the run some runnable task waited for a CPU} (Linux PSI),
+        or {} where there is no PSI."""
+        stall0 = self.stall_before if stall_before is None else stall_before
+        stall1 = cpu_stall_us()
+        if stall0 is None or stall1 is None:
+            return {}
+        span = time.perf_counter() - (self.started if since is None else since)
+        return {"cpu_pressure_pct": 100 * (stall1 - stall0) / 1e6 / span}
 
-        self.label = label
-        self.log = log
-        self.call_timeout = call_timeout
-        self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.PIPE if json_io else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE if json_io else subprocess.DEVNULL,
-                                     text=True, bufsize=1, close_fds=True)
-        self.pid = self.proc.pid
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        if json_io:
-            threading.Thread(target=self._read, name=f"read-{label}", daemon=True).start()
-
-    def _read(self) -> None:
-        try:
-            for line in self.proc.stdout:
-                self.lines.put(line)
-        except (OSError, ValueError):
-            pass
-        finally:
-            self.lines.put(None)
-
-    def send(self, **msg: Any) -> None:
-        self.proc.stdin.write(json.dumps(msg, separators=(",", ":")) + "\n")
-        self.proc.stdin.flush()
-
-    def recv(self, timeout: float | None = None) -> dict[str, Any]:
-        import queue
-
-        timeout = self.call_timeout if timeout is None else timeout
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                raise TimeoutError(f"{self.label}: no answer in {timeout:.0f} s") from None
-            if line is None:
-                self.proc.wait(5)
-                raise RuntimeError(f"{self.label} exited (code {self.proc.returncode})")
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                self.log(f"{self.label}: {line.rstrip()}")
-                continue
-            if not msg.get("ok"):
-                raise RuntimeError(f"{self.label} failed:\n{msg.get('error')}")
-            return msg
-
-    def call(self, wait: float | None = None, **msg: Any) -> dict[str, Any]:
-        self.send(**msg)
-        return self.recv(wait)
-
-    def stop(self, grace: float = 5.0) -> None:
-        """Ask politely (quit, EOF), then SIGTERM, then SIGKILL."""
-        import subprocess
-
-        p = self.proc
-        if p.poll() is None:
-            try:
-                self.send(op="quit")
-            except (OSError, ValueError):
-                pass
-        try:
-            p.stdin.close()
-        except (OSError, ValueError):
-            pass
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            self.log(f"terminating {self.label} (pid {p.pid}): it did not exit in {grace:.0f} s")
-            p.terminate()
-            try:
-                p.wait(3)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(3)
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
 
 
-# ======================================================================================
-# a device script and its bridge
-# ======================================================================================
+def finish(result: dict[str, Any], targets: Targets, clock: Clock, segments: str, missing_fails: bool = False,
+           **before_segments: Any) -> dict[str, Any]:
+    """Add what closes every result: targets, pass, ``before_segments`` (e.g. problems), the
+    segments left that start with ``segments``, elapsed_s."""
+    result["targets"] = targets
+    result["pass"] = judge(result, targets, missing_fails)
+    result.update(before_segments)
+    result["leftover_segments"] = leftover_segments(segments)
+    result["elapsed_s"] = clock.elapsed()
+    return result
 
-class DeviceProcess:
-    """A device script run with MON=... in a session of its own; it launches its bridge, which
-    exits with it. Its output (stdout and stderr, the bridge's log too) is drained to the end
-    on a thread: the last lines are kept, and ``on_line`` sees every one."""
 
-    def __init__(self, argv: list[str], name: str, start_timeout: float = 45.0,
-                 on_line: Callable[[str], None] | None = None) -> None:
-        import collections
-        import threading
+# -- the command line --------------------------------------------------------------------
 
-        self.argv = argv
-        self.name = name
-        self.start_timeout = start_timeout
-        self.on_line = on_line
-        self.proc: Any = None   # subprocess.Popen
-        self.lines: collections.deque[str] = collections.deque(maxlen=80)
-        self.url: str | None = None
-        self.bridge_pid: int | None = None
-        self._seen = threading.Event()
+def arguments(prog: str, doc: str, quick: str | None, measurements: Iterable[str] = (),
+              settle: bool = True) -> argparse.ArgumentParser:
+    """A parser with --json, and (where given) --quick, --only and --no-settle."""
+    ap = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n\n")[0])
+    if quick is not None:
+        ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    if measurements:
+        ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(measurements)}")
+    if settle:
+        ap.add_argument("--no-settle", action="store_true",
+                        help="do not wait for other load on the machine to settle before each measurement")
+    return ap
 
-    def start(self, mon: str) -> str:
-        """Start it with MON=``mon``; return the dashboard URL it prints (with ?token=)."""
-        import subprocess
-        import threading
 
-        env = dict(os.environ, MON=mon, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self.argv, cwd=REPO, env=env,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True)
-        threading.Thread(target=self._read, name="device-output", daemon=True).start()
-        deadline = time.monotonic() + self.start_timeout
-        while not self._seen.wait(0.1):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the device exited with code {self.proc.returncode} before printing its URL:\n"
-                                   + self.output())
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"no dashboard URL from the device in {self.start_timeout:.0f} s:\n" + self.output())
-        if self.url is None:
-            raise RuntimeError("the device's bridge did not start:\n" + self.output())
-        self.bridge_pid = self._find_bridge()
-        return self.url
+def only(ap: argparse.ArgumentParser, text: str | None, choices: Iterable[str]) -> set[str]:
+    """The measurements --only names (all without it); an unknown one is an error (exit 2)."""
+    choices = list(choices)
+    if not text:
+        return set(choices)
+    chosen = {s.strip() for s in text.split(",") if s.strip()}
+    unknown = chosen - set(choices)
+    if unknown:
+        ap.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(choices)}")
+    return chosen
 
-    def _find_bridge(self) -> int | None:
-        assert self.proc is not None
-        for pid in descendants(self.proc.pid, process_table()):
-            argv = cmdline(pid)
-            if "bridge" in argv and "serve" in argv:
-                return pid
-        return None
 
-    def _read(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:  # drained to the end: the device never blocks on a full pipe
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if self.on_line is not None:
-                self.on_line(line)
-            m = DASHBOARD_RE.search(line)
-            if m and not self._seen.is_set():
-                self.url = m.group(2)
-                self._seen.set()
-            elif "the bridge exited with code" in line and not self._seen.is_set():
-                self._seen.set()   # the device goes on without a dashboard: give up at once
+def require_browser(prog: str) -> None:
+    """Exit saying what is missing when chromium or the built web UI is."""
+    if not os.access(CHROMIUM, os.X_OK):
+        raise SystemExit(f"{prog}: {CHROMIUM} not found: install Debian's chromium package")
+    if not (REPO / "webui" / "static" / "app.js").exists():
+        raise SystemExit(f"{prog}: the web UI is not built (webui/static/app.js missing): run `make js`")
 
-    def output(self) -> str:
-        return "\n".join("    " + line for line in self.lines) or "    (no output)"
 
-    def stop(self) -> list[str]:
-        """SIGTERM the device (its monitor closes and the bridge exits with it); escalate
-        to its session only if something is left. Returns problems."""
-        import subprocess
+def exit_on_sigterm() -> None:
+    """SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: the ``finally`` blocks stop the
+    processes and remove the segments; the exit status is 128 + 15."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
-        problems: list[str] = []
-        proc = self.proc
-        if proc is None:
-            return problems
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                problems.append("the device ignored SIGTERM for 15 s")
-        if self.bridge_pid is not None:
-            deadline = time.monotonic() + 10
-            while alive(self.bridge_pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        pgid = proc.pid  # a session leader: the bridge is in its process group
-        deadline = time.monotonic() + 5  # e.g. its resource tracker, which exits on its own
-        while any(alive(p) for p in group_members(pgid)) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            members = [p for p in group_members(pgid) if alive(p)]
-            if not members:
-                break
-            what = ", ".join(f"{p} ({' '.join(cmdline(p))[:80]})" for p in members)
-            problems.append(f"still running in the device's session after it exited: {what}: {sig.name}")
-            try:
-                os.killpg(pgid, sig)
-            except ProcessLookupError:
-                break
-            time.sleep(2)
-        if proc.poll() is None:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                problems.append("the device is still running")
-        return problems
+
+def report(result: dict[str, Any], as_json: bool, log: Callable[[str], None], hide: Iterable[str] = ("targets",),
+           done: str = "") -> None:
+    """Print the result (one JSON object, or one figure a line) and log the time it took."""
+    if as_json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            if key not in hide:
+                print(f"{key:40} {value}")
+    log(f"done in {result['elapsed_s']} s{done}")

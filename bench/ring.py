@@ -1,61 +1,42 @@
 """Shared-memory transport benchmark: device_agent's rings and frame slots, side by side
 with multiprocessing.Queue and a plain memcpy, measured in the same run.
 
-    python -m bench.ring [--quick] [--json]
+    python -m bench.ring [--quick] [--json] [--only small,...] [--no-settle] [--device-env NAME=VALUE]
 
-``--json`` prints exactly one JSON object on stdout; progress goes to stderr. ``--quick``
-is one round of 1.5 s windows and three 1 s windows per frame size (about 25 s, at most
-12 s more if it waits for other load to settle or for a slow cross-core spell to end);
-the full run repeats every measurement over 5 rounds of 2.5 s windows and reports the
-median of the rounds (about 2.5 min, at most 45 s more waiting).
-The exit status is 1 if a measurement failed (its error is in ``errors``), else 0: a
-missed target is reported in ``pass``, not in the exit status. ``--device-env NAME=VALUE``
-starts the device (writer) processes with that added to their environment, as a user might
-start a device program, and reports it as ``device_env``: e.g. glibc's non-temporal copy
-threshold for large frames (docs/performance.md).
-
-What is measured (see docs/performance.md for the figures and how to read them):
-
-* small records: ``publish(t=..., motor1=..., motor2=...)`` in a device process while a
-  reader process drains the ring with ``RecordsReader.read(cursor)`` as fast as it can;
-  against a ``multiprocessing.Queue`` (spawn context) of 100-byte messages, producer
-  process → consumer process, counted at the consumer.
-* batched records: ``publish_many`` of 1000-record arrays, counted as delivered to a
-  reader process.
-* frames: 1 MB and 16 MB frames published as fast as possible while a reader process
-  copies out every new frame with ``read_latest(after)``; against ``np.copyto`` of the
-  same size into a SharedMemory buffer.
-* command round trip: ``DeviceAttachment.call`` from this process to a device process
-  whose default dispatcher thread runs the handler.
-* ``publish()`` cost with MON off (the no-op monitor) and on, in this process.
-
-Every child is started with the spawn context, synchronised over pipes, bounded by a
-timeout and killed in a ``finally``; device names include this process's pid, and any
-segment of ours still in /dev/shm at the end is removed (and reported).
+Measures small records (publish() while a reader process drains the ring, against a
+multiprocessing.Queue), batched records (publish_many), 1 MB and 16 MB frames (against memcpy
+and a bare two-process copy), the command round trip and the cost of publish() with MON off
+and on. ``--quick`` is one round (about 25 s); the full run takes the median of 5 rounds
+(about 2.5 min). Exit status 1 if a measurement failed (its error is in ``errors``). The
+figures and how to read them: docs/performance.md, "Shared-memory transport".
 """
 
 from __future__ import annotations
 
-from bench.common import (Settler, cpu_stall_us, git_revision, judge, leftover_segments, percentile,
-                          remove_segments, round_figures)
+from bench.common import Clock, Settler, arguments, exit_on_sigterm, finish, git_revision, logger, only, \
+    percentile, report, round_figures
+from bench.procs import remove_segments
 
-import argparse
 import contextlib
 import gc
 import itertools
-import json
 import math
 import multiprocessing as mp
 import os
-import platform
-import signal
+import resource
 import statistics
 import sys
 import time
 import traceback
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any, Callable, Iterator
+from unittest import mock
 
 import numpy as np
+
+import device_agent
+from device_agent.attach import DeviceAttachment
+from device_agent.shm import attach_segment  # maps a segment without the resource tracker
 
 CTX = mp.get_context("spawn")
 
@@ -72,19 +53,13 @@ CONTENDED_SHARE = 0.8          # a side with less CPU than this did not have a c
 CHILD_SLACK = 30.0             # seconds a child may take beyond its window before it is killed
 
 TARGETS: dict[str, dict[str, float]] = {
-    "ratio_vs_mpqueue": {"min": 5.0},
-    "batched_records_per_s": {"min": 5_000_000},
-    "frame_ratio_vs_memcpy": {"min": 0.3},
-    "frame16_ratio_vs_memcpy": {"min": 0.4},
+    "ratio_vs_mpqueue": {"min": 5.0}, "batched_records_per_s": {"min": 5_000_000},
+    "frame_ratio_vs_memcpy": {"min": 0.3}, "frame16_ratio_vs_memcpy": {"min": 0.4},
     "command_rtt_p50_us": {"max": 200.0},
 }
 
-# window: seconds per throughput test; frame_window × frame_windows: the frame tests, each
-# window after memcpy_s s of memcpy and between two handoff_window s probes of the bare
-# cross-core copy (measure_frames_windows); rtt_calls / busy_calls: timed command round trips per round
-# (idle / busy device loop); ns_calls × ns_repeats: in-process publish() timing; settle_s:
-# total budget for waiting for quiet; spell_s: for waiting out slow cross-core spells; wait_s:
-# for both together (so --quick stays under 40 s)
+# seconds per throughput test and frame window; budgets for waiting for quiet (settle_s), for
+# slow cross-core spells (spell_s) and for both together (wait_s)
 MODES = {
     "quick": dict(window=1.5, rounds=1, rtt_calls=1000, busy_calls=100, ns_calls=200_000, ns_repeats=3,
                   memcpy_s=0.25, settle_s=8.0, frame_window=1.0, frame_windows=3, handoff_window=0.3,
@@ -100,48 +75,36 @@ MEASUREMENTS = ("small", "mpqueue", "batched", "frame1mb", "frame16mb", "rtt", "
 
 _names = itertools.count(1)
 
-# environment added to every device (writer) process the run starts, and to nothing else: how
-# a user would start their device program (--device-env; see docs/performance.md, 16 MB frames)
-DEVICE_ENV: dict[str, str] = {}
+DEVICE_ENV: dict[str, str] = {}   # --device-env: added to the device (writer) processes only
 
 
-@contextlib.contextmanager
-def added_environment(extra: dict[str, str]) -> Iterator[None]:
-    """``os.environ`` with ``extra`` added, put back as it was on exit (spawned children
-    inherit the environment of the moment they start)."""
-    saved = {key: os.environ.get(key) for key in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+def added_environment(extra: dict[str, str]) -> Any:
+    """``os.environ`` with ``extra`` added, put back as it was on exit, as a context manager
+    (spawned children inherit the environment of the moment they start)."""
+    return mock.patch.dict(os.environ, extra)
 
 
-def log(message: str) -> None:
-    print(f"bench.ring: {message}", file=sys.stderr, flush=True)
+log = logger("bench.ring")
 
 
 def device_name(kind: str) -> str:
     return f"bench-ring-{os.getpid()}-{kind}-{next(_names)}"
 
 
-# ======================================================================================
-# children (spawned; module-level so the spawn context can find them)
-# ======================================================================================
+def segments_prefix() -> str:
+    """The prefix of the segments of every device this process names (device_name)."""
+    return f"monbridge.bench-ring-{os.getpid()}-"
+
+
+# -- children (spawned; module-level so the spawn context can find them) -------------------
 
 def _child_main(role: str, kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
     sys.stdout = sys.stderr  # stdout is reserved for the parent's JSON
     try:
         _ROLES[role](kind, name, params, conn, stop, extra)
     except BaseException:
-        try:
+        with contextlib.suppress(Exception):
             conn.send(("error", f"{role} {kind} (pid {os.getpid()}):\n{traceback.format_exc()}"))
-        except Exception:
-            pass
         raise SystemExit(1)
     finally:
         stop.value = 1
@@ -149,14 +112,11 @@ def _child_main(role: str, kind: str, name: str, params: dict[str, Any], conn: A
 
 
 class CpuShare:
-    """CPU time this process used per second of wall time since it was made.
-
-    Each side of a throughput test busy-loops, so a share near 1.0 means it had a core
-    to itself; near 0.5 means it shared one (with its partner or with other load)."""
+    """CPU time this process used per second of wall time since it was made (a busy-looping
+    side near 1.0 had a core to itself)."""
 
     def __init__(self) -> None:
-        self.cpu0 = time.process_time()
-        self.wall0 = time.perf_counter()
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
 
     def share(self) -> float:
         return (time.process_time() - self.cpu0) / max(1e-9, time.perf_counter() - self.wall0)
@@ -170,18 +130,21 @@ def _wait_for(conn: Any, what: str, timeout: float) -> None:
         raise RuntimeError(f"expected {what!r} from the parent, got {msg!r}")
 
 
-def _device(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
-    import device_agent
+def _ready_go(conn: Any, timeout: float) -> CpuShare:
+    """Say "ready", wait for "go", start counting CPU."""
+    conn.send(("ready",))
+    _wait_for(conn, "go", timeout)
+    return CpuShare()
 
+
+def _device(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
     timeout = params["timeout"]
     window = params.get("window", 0.0)
     _own_resource_tracker()
     mon = device_agent.start(name, mon="bridge=0")
     try:
-        if kind in ("small", "rtt_busy"):
+        if kind in ("small", "rtt_busy", "batched"):
             ch = mon.records("data", FIELDS, capacity=params.get("capacity", RECORDS_CAPACITY))
-        elif kind == "batched":
-            ch = mon.records("data", FIELDS, capacity=params["capacity"])
         elif kind.startswith("frame"):
             ch = mon.frame("data", FRAMES[kind[len("frame"):]], "f4", slots=FRAME_SLOTS)
             warm = np.zeros(ch.shape, dtype=np.float32)
@@ -193,10 +156,7 @@ def _device(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, 
                 """Return ``value``."""
                 return value
 
-        conn.send(("ready",))
-        _wait_for(conn, "go", timeout)
-        cpu = CpuShare()
-        result: dict[str, Any] = {}
+        cpu = _ready_go(conn, timeout)
         if kind == "small":
             end = time.perf_counter() + window
             result = _publish_small(ch, lambda now: now >= end)
@@ -221,10 +181,7 @@ def _device(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, 
 
 def _own_resource_tracker() -> None:
     """Give this device process a resource tracker of its own, as a device started from a
-    shell has. Spawned children share their parent's tracker, which keeps one set of
-    names for all of them: a reader sibling's ``attach_segment`` (register, then
-    unregister) would delete the device's own registration, and the device's unlink
-    would then make the tracker print KeyError tracebacks (see docs/performance.md)."""
+    shell has (why: docs/performance.md, "Shared-memory transport")."""
     if sys.version_info >= (3, 13):
         return  # attachers pass track=False: nothing to untangle
     from multiprocessing import resource_tracker
@@ -269,8 +226,6 @@ def _publish_batched(ch: Any, window: float) -> dict[str, Any]:
 
 
 def _publish_frames(ch: Any, window: float) -> dict[str, Any]:
-    import resource
-
     src = np.random.default_rng(0).random(ch.shape, dtype=np.float32)
     nbytes = src.nbytes
     pub = ch.publish
@@ -295,16 +250,11 @@ def _publish_frames(ch: Any, window: float) -> dict[str, Any]:
 
 
 def _reader(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
-    from device_agent.attach import DeviceAttachment
-
     timeout = params["timeout"]
-    _wait_for(conn, "attach", timeout)
     dev = DeviceAttachment(name)
     try:
         rd = dev.channel("data")
-        conn.send(("ready",))
-        _wait_for(conn, "go", timeout)
-        cpu = CpuShare()
+        cpu = _ready_go(conn, timeout)
         hard_end = time.perf_counter() + params["window"] + CHILD_SLACK
         if kind.startswith("frame"):
             result = _read_frames(rd, stop, hard_end)
@@ -339,8 +289,6 @@ def _read_records(rd: Any, stop: Any, hard_end: float) -> dict[str, Any]:
 
 
 def _read_frames(rd: Any, stop: Any, hard_end: float) -> dict[str, Any]:
-    import resource
-
     read_latest = rd.read_latest
     buffer = np.empty(int(np.prod(rd.shape)) * rd.dtype.itemsize, np.uint8)  # reused, as a real reader would
     clock = time.perf_counter
@@ -376,9 +324,7 @@ def _read_frames(rd: Any, stop: Any, hard_end: float) -> dict[str, Any]:
 
 def _queue_producer(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, q: Any) -> None:
     msg = os.urandom(MSG_BYTES)
-    conn.send(("ready",))
-    _wait_for(conn, "go", params["timeout"])
-    cpu = CpuShare()
+    cpu = _ready_go(conn, params["timeout"])
     put = q.put
     n = 0
     clock = time.perf_counter
@@ -398,9 +344,7 @@ def _queue_producer(kind: str, name: str, params: dict[str, Any], conn: Any, sto
 
 
 def _queue_consumer(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, q: Any) -> None:
-    conn.send(("ready",))
-    _wait_for(conn, "go", params["timeout"])
-    cpu = CpuShare()
+    cpu = _ready_go(conn, params["timeout"])
     get = q.get
     limit = params["window"] + CHILD_SLACK
     n = nbytes = 0
@@ -415,20 +359,25 @@ def _queue_consumer(kind: str, name: str, params: dict[str, Any], conn: Any, sto
     conn.send(("result", {"delivered": n, "bytes": nbytes, "elapsed": clock() - t0, "cpu_share": cpu.share()}))
 
 
-def _handoff_writer(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
-    """The bare baseline for frames: copy into slot k % 3 of a plain SharedMemory buffer and
-    bump a counter. No stamps, no pins, no API: only the cross-core copy itself."""
-    from device_agent.shm import attach_segment  # maps it without the resource tracker
-
+@contextlib.contextmanager
+def _handoff_slots(name: str, nbytes: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The bare handoff's segment: a counter (frames written, done flag) and FRAME_SLOTS slots."""
     shm = attach_segment(name)
     try:
         counter = np.ndarray((8,), np.int64, buffer=shm.buf)
-        nbytes = params["nbytes"]
         slots = np.ndarray((FRAME_SLOTS, nbytes), np.uint8, buffer=shm.buf, offset=64)
-        src = np.random.default_rng(0).integers(0, 255, nbytes, dtype=np.uint8)
-        conn.send(("ready",))
-        _wait_for(conn, "go", params["timeout"])
-        cpu = CpuShare()
+        yield counter, slots
+    finally:
+        del counter, slots
+        shm.close()
+
+
+def _handoff_writer(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
+    """The bare baseline for frames: copy into slot k % 3 of a plain SharedMemory buffer and
+    bump a counter. No stamps, no pins, no API: only the cross-core copy itself."""
+    with _handoff_slots(name, params["nbytes"]) as (counter, slots):
+        src = np.random.default_rng(0).integers(0, 255, params["nbytes"], dtype=np.uint8)
+        cpu = _ready_go(conn, params["timeout"])
         k = 0
         clock = time.perf_counter
         t0 = now = clock()
@@ -441,23 +390,12 @@ def _handoff_writer(kind: str, name: str, params: dict[str, Any], conn: Any, sto
         counter[1] = 1
         conn.send(("result", {"published": k, "elapsed": now - t0, "cpu_share": cpu.share()}))
         _wait_for(conn, "exit", params["timeout"])
-    finally:
-        del counter, slots
-        shm.close()
 
 
 def _handoff_reader(kind: str, name: str, params: dict[str, Any], conn: Any, stop: Any, extra: Any) -> None:
-    from device_agent.shm import attach_segment  # maps it without the resource tracker
-
-    shm = attach_segment(name)
-    try:
-        counter = np.ndarray((8,), np.int64, buffer=shm.buf)
-        nbytes = params["nbytes"]
-        slots = np.ndarray((FRAME_SLOTS, nbytes), np.uint8, buffer=shm.buf, offset=64)
-        out = np.empty(nbytes, np.uint8)
-        conn.send(("ready",))
-        _wait_for(conn, "go", params["timeout"])
-        cpu = CpuShare()
+    with _handoff_slots(name, params["nbytes"]) as (counter, slots):
+        out = np.empty(params["nbytes"], np.uint8)
+        cpu = _ready_go(conn, params["timeout"])
         seen = frames = 0
         clock = time.perf_counter
         hard_end = clock() + params["window"] + CHILD_SLACK
@@ -471,9 +409,6 @@ def _handoff_reader(kind: str, name: str, params: dict[str, Any], conn: Any, sto
             elif clock() > hard_end:
                 raise TimeoutError("the writer never finished")
         conn.send(("result", {"frames": frames, "elapsed": clock() - t0, "cpu_share": cpu.share()}))
-    finally:
-        del counter, slots
-        shm.close()
 
 
 _ROLES: dict[str, Callable[..., None]] = {
@@ -482,9 +417,7 @@ _ROLES: dict[str, Callable[..., None]] = {
 }
 
 
-# ======================================================================================
-# the parent: spawning, supervising, measuring
-# ======================================================================================
+# -- the parent: spawning, supervising, measuring ------------------------------------------
 
 class Children:
     """Spawned children of one measurement; every one is joined or killed on exit."""
@@ -523,10 +456,11 @@ class Children:
             raise RuntimeError(f"{proc.name} sent {msg!r}, expected {what!r}")
         return msg[1] if len(msg) > 1 else None
 
-    def run_pair(self, consumer: int, producer: int) -> tuple[Any, Any]:
+    def run_pair(self, consumer: int, producer: int, producer_ready: bool = False) -> tuple[Any, Any]:
         """Wait until both are ready, start the consumer first, return (producer's, consumer's) result."""
         self.recv(consumer, "ready")
-        self.recv(producer, "ready")
+        if not producer_ready:
+            self.recv(producer, "ready")
         self.send(consumer, "go")
         self.send(producer, "go")
         return self.recv(producer, "result"), self.recv(consumer, "result")
@@ -537,10 +471,8 @@ class Children:
     def __exit__(self, *exc: object) -> None:
         self.stop.value = 1
         for proc, conn in self.procs:
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 conn.send("exit")
-            except (OSError, ValueError):
-                pass
         for proc, conn in self.procs:
             proc.join(max(0.1, min(10.0, self.deadline - time.monotonic())))
             if proc.is_alive():
@@ -556,35 +488,23 @@ def measure_pair(kind: str, window: float, params: dict[str, Any] | None = None)
     p = {"window": window, "timeout": window + CHILD_SLACK, **(params or {})}
     with Children(window + 2 * CHILD_SLACK) as ch:
         dev = ch.spawn("device", kind, name, p)
-        rdr = ch.spawn("reader", kind, name, p)
-        ch.recv(dev, "ready")
-        ch.send(rdr, "attach")
-        ch.recv(rdr, "ready")
-        ch.send(rdr, "go")
-        ch.send(dev, "go")
-        wres = ch.recv(dev, "result")
-        rres = ch.recv(rdr, "result")
-    return wres, rres
+        ch.recv(dev, "ready")   # its segments exist: the reader can attach
+        return ch.run_pair(ch.spawn("reader", kind, name, p), dev, producer_ready=True)
 
 
 def _records_accounting(kind: str, w: dict[str, Any], r: dict[str, Any]) -> dict[str, Any]:
-    """What a records test reports besides its rates: the reader's losses and reads, whether
-    every record published was delivered or counted missed, and both sides' CPU."""
-    return {
-        f"{kind}_missed": r["missed"],
-        f"{kind}_reads": r["reads"],
-        f"{kind}_accounted": r["delivered"] + r["missed"] == w["count"] == w["published"],
-        f"{kind}_cpu_share": [w["cpu_share"], r["cpu_share"]],
-    }
+    """The reader's losses and reads, whether every record published was delivered or counted
+    missed, and both sides' CPU."""
+    return {f"{kind}_missed": r["missed"], f"{kind}_reads": r["reads"],
+            f"{kind}_accounted": r["delivered"] + r["missed"] == w["count"] == w["published"],
+            f"{kind}_cpu_share": [w["cpu_share"], r["cpu_share"]]}
 
 
 def measure_small(window: float) -> dict[str, Any]:
     w, r = measure_pair("small", window, {"capacity": RECORDS_CAPACITY})
-    return {
-        "small_publish_per_s": w["published"] / w["elapsed"],
-        "small_delivered_per_s": r["delivered"] / r["elapsed"],
-        **_records_accounting("small", w, r),
-    }
+    return {"small_publish_per_s": w["published"] / w["elapsed"],
+            "small_delivered_per_s": r["delivered"] / r["elapsed"],
+            **_records_accounting("small", w, r)}
 
 
 def measure_mpqueue(window: float) -> dict[str, Any]:
@@ -598,53 +518,35 @@ def measure_mpqueue(window: float) -> dict[str, Any]:
         q.cancel_join_thread()
         del q
         gc.collect()  # the queue's named semaphores are unlinked when it is collected
-    return {
-        "mpqueue_per_s": r["delivered"] / r["elapsed"],
-        "mpqueue_put_per_s": w["published"] / w["elapsed"],
-        "mpqueue_accounted": r["delivered"] == w["published"],
-        "mpqueue_cpu_share": [w["cpu_share"], r["cpu_share"]],
-    }
+    return {"mpqueue_per_s": r["delivered"] / r["elapsed"], "mpqueue_put_per_s": w["published"] / w["elapsed"],
+            "mpqueue_accounted": r["delivered"] == w["published"],
+            "mpqueue_cpu_share": [w["cpu_share"], r["cpu_share"]]}
 
 
 def measure_batched(window: float) -> dict[str, Any]:
     w, r = measure_pair("batched", window, {"capacity": BATCHED_CAPACITY})
-    return {
-        "batched_records_per_s": r["delivered"] / r["elapsed"],
-        "batched_publish_records_per_s": w["published"] / w["elapsed"],
-        **_records_accounting("batched", w, r),
-    }
+    return {"batched_records_per_s": r["delivered"] / r["elapsed"],
+            "batched_publish_records_per_s": w["published"] / w["elapsed"], **_records_accounting("batched", w, r)}
 
 
 def measure_frames(size: str, window: float) -> dict[str, Any]:
     w, r = measure_pair(f"frame{size}", window)
-    return {
-        f"frame_{size}_gbps": r["bytes"] / r["elapsed"] / 1e9,
-        f"frame_{size}_publish_gbps": w["published"] * w["nbytes"] / w["elapsed"] / 1e9,
-        f"frame_{size}_frames_read": r["frames"],
-        f"frame_{size}_frames_published": w["published"],
-        f"frame_{size}_torn": r["torn"],
-        f"frame_{size}_publish_us_p50": w["publish_us_p50"],  # one publish()
-        f"frame_{size}_read_us_p50": r["copy_us_p50"],  # one successful read_latest()
-        f"frame_{size}_read_us_mean": r["copy_s"] / max(1, r["frames"]) * 1e6,
-        f"frame_{size}_reader_busy": r["copy_s"] / r["elapsed"],  # share of time spent copying
-        f"frame_{size}_writer_faults_per_frame": w["minflt"] / max(1, w["published"]),
-        f"frame_{size}_reader_faults_per_frame": r["minflt"] / max(1, r["frames"]),
-        f"frame_{size}_cpu_share": [w["cpu_share"], r["cpu_share"]],
-    }
+    fig = {"gbps": r["bytes"] / r["elapsed"] / 1e9, "publish_gbps": w["published"] * w["nbytes"] / w["elapsed"] / 1e9,
+           "frames_read": r["frames"], "frames_published": w["published"], "torn": r["torn"],
+           "publish_us_p50": w["publish_us_p50"], "read_us_p50": r["copy_us_p50"],  # one publish(), one read_latest()
+           "read_us_mean": r["copy_s"] / max(1, r["frames"]) * 1e6,
+           "reader_busy": r["copy_s"] / r["elapsed"],  # share of time spent copying
+           "writer_faults_per_frame": w["minflt"] / max(1, w["published"]),
+           "reader_faults_per_frame": r["minflt"] / max(1, r["frames"]), "cpu_share": [w["cpu_share"], r["cpu_share"]]}
+    return {f"frame_{size}_{k}": v for k, v in fig.items()}
 
 
 def measure_frames_windows(size: str, cfg: dict[str, Any], spells: dict[str, Any]) -> dict[str, Any]:
     """``frame_windows`` frame measurements, each right after a memcpy and between two probes
-    of the bare handoff, so every window is compared with what the machine did around it.
-
-    On this VM the cross-core path sometimes runs 10-15× slower for 1-6 s at a time (about
-    a sixth of the time, in clusters; docs/performance.md): a probe below SLOW_SPELL ×
-    memcpy marks such a spell. A spell before a window is waited out; a window whose probe
-    after it shows a spell began during it is set aside and measured again. Both cost time
-    from ``spells["budget_s"]`` (for the whole run, reported); once it is spent, windows
-    are kept whatever the probes say, and counted in ``spells["measured_in_spell"]``.
-    Reported: the median kept window's frame figures, the median of each baseline over the
-    kept windows, and every window, kept or set aside."""
+    of the bare handoff. A probe below SLOW_SPELL × memcpy marks a slow cross-core spell: one
+    before a window is waited out, a window with one after it is set aside and measured again,
+    both within ``spells["budget_s"]`` (docs/performance.md, "Slow cross-core spells").
+    Returns the median kept window's figures and every window, kept or set aside."""
     hkey, mkey, key = f"handoff_{size}_gbps", f"memcpy_{size}_gbps", f"frame_{size}_gbps"
     kept: list[dict[str, Any]] = []
     set_aside: list[dict[str, Any]] = []
@@ -667,7 +569,7 @@ def measure_frames_windows(size: str, cfg: dict[str, Any], spells: dict[str, Any
         in_spell = min(before, after) < SLOW_SPELL * memcpy
         spells["waited_s"] += waiting - started
         if in_spell and budget_left(waiting):
-            log(f"a slow spell during the {size} window (handoff {before:.1f} → {after:.1f} GB/s): measuring it again")
+            log(f"a slow spell during the {size} window ({before:.1f} → {after:.1f} GB/s): measuring it again")
             spells["set_aside"] += 1
             spells["waited_s"] += time.perf_counter() - waiting
             set_aside.append({key: window[key], "around": [before, after]})
@@ -687,14 +589,8 @@ def measure_frames_windows(size: str, cfg: dict[str, Any], spells: dict[str, Any
 
 
 def measure_handoff(size: str, window: float) -> dict[str, Any]:
-    """The same 1-writer/1-reader copy with no transport at all (see _handoff_writer).
-
-    On this VM the cross-core path itself sometimes runs an order of magnitude slower
-    for seconds at a time (the hypervisor's placement of the two vCPUs, seen with a
-    25-line fork+mmap script as well); this figure, taken next to the frame figure,
-    tells that apart from a slow transport."""
-    from multiprocessing.shared_memory import SharedMemory
-
+    """The same 1-writer/1-reader copy with no transport at all (see _handoff_writer): what
+    the machine's cross-core copy does at the moment, next to the frame figure."""
     nbytes = int(np.prod(FRAMES[size])) * 4
     p = {"window": window, "timeout": window + CHILD_SLACK, "nbytes": nbytes}
     shm = SharedMemory(create=True, size=64 + FRAME_SLOTS * nbytes)
@@ -709,8 +605,6 @@ def measure_handoff(size: str, window: float) -> dict[str, Any]:
 
 
 def measure_memcpy(size: str, seconds: float) -> dict[str, Any]:
-    from multiprocessing.shared_memory import SharedMemory
-
     shape = FRAMES[size]
     src = np.random.default_rng(1).random(shape, dtype=np.float32)
     shm = SharedMemory(create=True, size=src.nbytes)
@@ -735,8 +629,6 @@ def measure_memcpy(size: str, seconds: float) -> dict[str, Any]:
 
 
 def measure_rtt(calls: int, busy: bool) -> dict[str, Any]:
-    from device_agent.attach import DeviceAttachment
-
     kind = "rtt_busy" if busy else "rtt"
     name = device_name(kind)
     budget = 60.0 + calls * (0.05 if busy else 0.005)
@@ -768,8 +660,6 @@ def measure_rtt(calls: int, busy: bool) -> dict[str, Any]:
 
 
 def measure_publish_ns(calls: int, repeats: int) -> dict[str, Any]:
-    import device_agent
-
     def best_ns(ch: Any) -> float:
         pub = ch.publish
         t, m1, m2 = 0.5, 1.5, 2.5
@@ -791,145 +681,84 @@ def measure_publish_ns(calls: int, repeats: int) -> dict[str, Any]:
     return {"disabled_publish_ns": disabled, "enabled_publish_ns": enabled}
 
 
-# ======================================================================================
-# the run
-# ======================================================================================
+# -- the run -------------------------------------------------------------------------------
 
-def revision() -> str | None:
-    rev = git_revision("device_agent")
-    return None if rev["commit"] is None else rev["commit"] + ("+dirty" if rev["modified"] else "")
-
-
-def our_segments() -> str:
-    """The prefix of the segments of every device this run names (device_name)."""
-    return f"monbridge.bench-ring-{os.getpid()}-"
-
-
-def run(mode: str, only: set[str], rounds: int | None = None, window: float | None = None,
-        settle: bool = True, device_env: dict[str, str] | None = None) -> dict[str, Any]:
+def run(mode: str, measure: set[str], settle: bool = True, device_env: dict[str, str] | None = None) -> dict[str, Any]:
     cfg = dict(MODES[mode])
     DEVICE_ENV.clear()
     DEVICE_ENV.update(device_env or {})
-    if rounds is not None:
-        cfg["rounds"] = rounds
-    if window is not None:
-        cfg["window"] = cfg["frame_window"] = window
-    started = time.perf_counter()
-    load_before = os.getloadavg()[0]
-    stall_before = cpu_stall_us()
+    clock = Clock()
     win = cfg["window"]
     settler = Settler(cfg["settle_s"] if settle else 0.0, log)
     spells = {"waited_s": 0.0, "budget_s": cfg["spell_s"] if settle else 0.0, "set_aside": 0, "measured_in_spell": 0}
     per_round: list[dict[str, Any]] = []
-    rtt: list[float] = []
-    rtt_busy: list[float] = []
+    rtt: dict[str, list[float]] = {"command_rtt": [], "command_rtt_busy": []}   # samples, µs
     extra: dict[str, Any] = {}
     errors: dict[str, str] = {}
 
-    def attempt(label: str, measure: Callable[[], dict[str, Any]], into: dict[str, Any]) -> None:
+    def attempt(label: str, fn: Callable[[], dict[str, Any]], into: dict[str, Any]) -> None:
         """Run one measurement; a failure is reported and the run goes on with the others."""
         if settle:  # what one kind of waiting used is gone from the other's budget
             settler.budget = min(cfg["settle_s"], cfg["wait_s"] - spells["waited_s"])
             spells["budget_s"] = min(cfg["spell_s"], cfg["wait_s"] - settler.waited)
         settler()
         try:
-            into.update(measure())
+            into.update(fn())
         except Exception as exc:
             log(f"{label} failed:\n{traceback.format_exc()}")
             errors.setdefault(label, f"{type(exc).__name__}: {exc}")
 
+    frames = f"{cfg['frame_windows']} × {cfg['frame_window']} s, each after {cfg['memcpy_s']} s of memcpy " \
+             f"and {cfg['handoff_window']} s of the bare handoff"
+    plan: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [   # label, what, measurement
+        ("small", f"small records, publish() with a reader attached ({win} s)", lambda: measure_small(win)),
+        ("mpqueue", f"multiprocessing.Queue, {MSG_BYTES} B messages ({win} s)", lambda: measure_mpqueue(win)),
+        ("batched", f"publish_many of {BATCH}-record batches ({win} s)", lambda: measure_batched(win)),
+        ("frame1mb", f"1mb frames, {frames}", lambda: measure_frames_windows("1mb", cfg, spells)),
+        ("frame16mb", f"16mb frames, {frames}", lambda: measure_frames_windows("16mb", cfg, spells)),
+        ("rtt", f"command round trip, {RTT_WARMUP} warm-up + {cfg['rtt_calls']} calls",
+         lambda: measure_rtt(cfg["rtt_calls"], busy=False)),
+        ("rtt_busy", f"command round trip with a busy device loop, {cfg['busy_calls']} calls",
+         lambda: measure_rtt(cfg["busy_calls"], busy=True)),
+    ]
     try:
         for r in range(cfg["rounds"]):
             fig: dict[str, Any] = {}
-            tag = f"round {r + 1}/{cfg['rounds']}"
-            if "small" in only:
-                log(f"{tag}: small records, publish() with a reader attached ({win} s)")
-                attempt("small", lambda: measure_small(win), fig)
-            if "mpqueue" in only:
-                log(f"{tag}: multiprocessing.Queue, {MSG_BYTES} B messages ({win} s)")
-                attempt("mpqueue", lambda: measure_mpqueue(win), fig)
-            if "batched" in only:
-                log(f"{tag}: publish_many of {BATCH}-record batches ({win} s)")
-                attempt("batched", lambda: measure_batched(win), fig)
-            for size, label in (("1mb", "frame1mb"), ("16mb", "frame16mb")):
-                if label in only:
-                    log(f"{tag}: {size} frames, {cfg['frame_windows']} × {cfg['frame_window']} s, each after"
-                        f" {cfg['memcpy_s']} s of memcpy and {cfg['handoff_window']} s of the bare handoff")
-                    attempt(label, lambda size=size: measure_frames_windows(size, cfg, spells), fig)
-            if "rtt" in only:
-                log(f"{tag}: command round trip, {RTT_WARMUP} warm-up + {cfg['rtt_calls']} calls")
-                got: dict[str, Any] = {}
-                attempt("rtt", lambda: measure_rtt(cfg["rtt_calls"], busy=False), got)
-                rtt += got.get("command_rtt_samples_us", [])
-            if "rtt_busy" in only:
-                log(f"{tag}: command round trip with a busy device loop, {cfg['busy_calls']} calls")
-                got = {}
-                attempt("rtt_busy", lambda: measure_rtt(cfg["busy_calls"], busy=True), got)
-                rtt_busy += got.pop("command_rtt_busy_samples_us", [])
-                fig.update(got)
+            for label, what, fn in plan:
+                if label in measure:
+                    log(f"round {r + 1}/{cfg['rounds']}: {what}")
+                    attempt(label, fn, fig)
+            for label in rtt:
+                rtt[label] += fig.pop(f"{label}_samples_us", [])
             per_round.append(fig)
-        if "publish_ns" in only:
+        if "publish_ns" in measure:
             log(f"publish() cost in this process, best of {cfg['ns_repeats']} × {cfg['ns_calls']} calls")
             attempt("publish_ns", lambda: measure_publish_ns(cfg["ns_calls"], cfg["ns_repeats"]), extra)
     finally:
         DEVICE_ENV.clear()
-        removed = remove_segments(our_segments())
+        removed = remove_segments(segments_prefix())
         if removed:
             log(f"removed {len(removed)} segment(s) left by a killed child: {removed}")
 
+    rev = git_revision("device_agent")
     result: dict[str, Any] = {
-        "bench": "ring",
-        "quick": mode == "quick",
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "revision": revision(),  # the commit, "+dirty" if device_agent/ differs from it
-        "rounds": cfg["rounds"],
-        "window_s": win,
-        "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
+        "bench": "ring", "quick": mode == "quick", **clock.machine(),
+        "revision": rev["commit"] and rev["commit"] + ("+dirty" if rev["modified"] else ""),  # the commit measured
+        "rounds": cfg["rounds"], "window_s": win, "loadavg_1m": clock.loadavg(),
     }
     if device_env:  # not the default set-up: say so in the result itself
         result["device_env"] = dict(device_env)
-    stall_after = cpu_stall_us()
-    if stall_before is not None and stall_after is not None:
-        # share of the run during which some runnable task waited for a CPU (Linux PSI);
-        # the benchmark keeps at most two processes busy, so on 2 cores this is mostly
-        # other load on the machine
-        result["cpu_pressure_pct"] = 100 * (stall_after - stall_before) / 1e6 / (time.perf_counter() - started)
+    result.update(clock.pressure())
     result["settle"] = settler.report()
     # the budgets as configured (attempt() lowered them as the other kind of waiting used its share)
     spells["budget_s"], result["settle"]["budget_s"] = (cfg["spell_s"], cfg["settle_s"]) if settle else (0.0, 0.0)
     result["wait_budget_s"] = cfg["wait_s"] if settle else 0.0  # for both together
     result["cross_core_spells"] = spells
-    keys = list(dict.fromkeys(k for fig in per_round for k in fig))
-    for key in keys:
-        values = [fig[key] for fig in per_round if key in fig]
-        if all(isinstance(v, bool) for v in values):
-            result[key] = all(values)
-        elif key.endswith(("_windows", "_set_aside")):  # every window of every round
-            result[key] = [v for vals in values for v in vals]
-        elif all(isinstance(v, list) for v in values):  # [writer, reader] pairs
-            result[key] = [statistics.median(column) for column in zip(*values)]
-        elif key.endswith(("_missed", "_torn", "_frames_read", "_frames_published", "_reads")):
-            result[key] = sum(values)
-        else:
-            result[key] = statistics.median(values)
-    if "small_publish_per_s" in result and "mpqueue_per_s" in result:
-        result["ratio_vs_mpqueue"] = result["small_publish_per_s"] / result["mpqueue_per_s"]
-    if "frame_1mb_gbps" in result:
-        result["frame_ratio_vs_memcpy"] = result["frame_1mb_gbps"] / result["memcpy_1mb_gbps"]
-    if "frame_16mb_gbps" in result:
-        result["frame16_ratio_vs_memcpy"] = result["frame_16mb_gbps"] / result["memcpy_16mb_gbps"]
-    for size in ("1mb", "16mb"):  # how close the transport comes to the bare cross-core copy
-        if f"frame_{size}_gbps" in result and f"handoff_{size}_gbps" in result:
-            result[f"frame_{size}_vs_handoff"] = result[f"frame_{size}_gbps"] / result[f"handoff_{size}_gbps"]
-    for label, samples in (("command_rtt", rtt), ("command_rtt_busy", rtt_busy)):
+    result.update(combine_rounds(per_round))
+    for label, samples in rtt.items():
         if samples:
-            s = sorted(samples)
-            result[f"{label}_p50_us"] = percentile(s, 50)
-            result[f"{label}_p99_us"] = percentile(s, 99)
-            result[f"{label}_max_us"] = s[-1]
-            result[f"{label}_calls"] = len(s)
+            result.update({f"{label}_p50_us": percentile(samples, 50), f"{label}_p99_us": percentile(samples, 99),
+                           f"{label}_max_us": max(samples), f"{label}_calls": len(samples)})
     result.update(extra)
     if cfg["rounds"] > 1:
         result["per_round"] = {
@@ -938,51 +767,44 @@ def run(mode: str, only: set[str], rounds: int | None = None, window: float | No
                       "memcpy_1mb_gbps", "frame_16mb_gbps", "memcpy_16mb_gbps")
             if all(k in fig for fig in per_round)
         }
-    # throughput tests in which the writer or the reader had less than a core: their
-    # figures say more about the other load on the machine than about the transport
-    # (not mpqueue: its producer and consumer block on a full or empty queue by design)
+    # throughput tests in which the writer or the reader had less than a core (not mpqueue: its
+    # sides block on a full or empty queue by design)
     result["contended"] = sorted(
         key[: -len("_cpu_share")] for key, value in result.items()
         if key.endswith("_cpu_share") and not key.startswith("mpqueue") and min(value) < CONTENDED_SHARE
     )
-    result["targets"] = TARGETS
-    result["pass"] = judge(result, TARGETS)
-    result["errors"] = errors
-    result["leftover_segments"] = leftover_segments(our_segments())
-    result["elapsed_s"] = time.perf_counter() - started
-    return result
+    return finish(result, TARGETS, clock, segments_prefix(), errors=errors)
 
 
-def probe_spells(seconds: float) -> dict[str, Any]:
-    """How often, and for how long, this machine's cross-core copy is in a slow spell: memcpy
-    (0.1 s) and the bare 1 MB handoff (0.3 s) back to back for ``seconds``."""
-    probes: list[list[float]] = []
-    started = time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        memcpy = measure_memcpy("1mb", 0.1)["memcpy_1mb_gbps"]
-        handoff = measure_handoff("1mb", 0.3)["handoff_1mb_gbps"]
-        probes.append([time.perf_counter() - started, memcpy, handoff])
-        log(f"{probes[-1][0]:6.1f} s  memcpy {memcpy:5.1f}  handoff {handoff:5.1f} GB/s"
-            + ("  slow spell" if handoff < SLOW_SPELL * memcpy else ""))
-    slow = [p[2] < SLOW_SPELL * p[1] for p in probes]
-    runs = [len(list(group)) for is_slow, group in itertools.groupby(slow) if is_slow]
-    return {"bench": "ring-spells", "seconds": seconds, "probes": len(probes), "slow_share": sum(slow) / len(slow),
-            "slow_runs": len(runs), "longest_slow_run_probes": max(runs, default=0),
-            "handoff_gbps_quartiles": statistics.quantiles([p[2] for p in probes], n=4),
-            "probe_s_memcpy_handoff": probes}
+def combine_rounds(per_round: list[dict[str, Any]]) -> dict[str, Any]:
+    """One figure per key over the rounds (medians, sums of counts, every window), and the ratios."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for fig in per_round for k in fig):
+        values = [fig[key] for fig in per_round if key in fig]
+        if all(isinstance(v, bool) for v in values):
+            out[key] = all(values)
+        elif key.endswith(("_windows", "_set_aside")):  # every window of every round
+            out[key] = [v for vals in values for v in vals]
+        elif all(isinstance(v, list) for v in values):  # [writer, reader] pairs
+            out[key] = [statistics.median(column) for column in zip(*values)]
+        elif key.endswith(("_missed", "_torn", "_frames_read", "_frames_published", "_reads")):
+            out[key] = sum(values)
+        else:
+            out[key] = statistics.median(values)
+    if "small_publish_per_s" in out and "mpqueue_per_s" in out:
+        out["ratio_vs_mpqueue"] = out["small_publish_per_s"] / out["mpqueue_per_s"]
+    if "frame_1mb_gbps" in out:
+        out["frame_ratio_vs_memcpy"] = out["frame_1mb_gbps"] / out["memcpy_1mb_gbps"]
+    if "frame_16mb_gbps" in out:
+        out["frame16_ratio_vs_memcpy"] = out["frame_16mb_gbps"] / out["memcpy_16mb_gbps"]
+    for size in ("1mb", "16mb"):  # how close the transport comes to the bare cross-core copy
+        if f"frame_{size}_gbps" in out and f"handoff_{size}_gbps" in out:
+            out[f"frame_{size}_vs_handoff"] = out[f"frame_{size}_gbps"] / out[f"handoff_{size}_gbps"]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.ring", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="one short round (about 25 s)")
-    ap.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-    ap.add_argument("--rounds", type=int, help="override the number of rounds")
-    ap.add_argument("--window", type=float, help="override the seconds each throughput test runs")
-    ap.add_argument("--no-settle", action="store_true",
-                    help="do not wait for other load on the machine to settle before each measurement")
-    ap.add_argument("--only", help=f"comma-separated subset of: {', '.join(MEASUREMENTS)}")
-    ap.add_argument("--probe-spells", type=float, metavar="SECONDS",
-                    help="a diagnostic instead: probe memcpy and the bare 1 MB handoff back to back for SECONDS")
+    ap = arguments("bench.ring", __doc__, "one short round (about 25 s)", MEASUREMENTS)
     ap.add_argument("--device-env", action="append", default=[], metavar="NAME=VALUE",
                     help="add NAME=VALUE to the environment of the device (writer) processes only, as"
                          " when starting a device program with it; repeatable; reported as device_env")
@@ -993,28 +815,10 @@ def main(argv: list[str] | None = None) -> int:
         if not eq or not name or "\0" in item:
             ap.error(f"--device-env takes NAME=VALUE, got {item!r}")
         device_env[name] = value
-    # SIGTERM (a timeout, a CI cancel) unwinds like Ctrl-C: children killed, segments removed
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    if args.probe_spells is not None:
-        if not args.probe_spells > 0:
-            ap.error(f"--probe-spells takes a number of seconds above 0, got {args.probe_spells}")
-        print(json.dumps(round_figures(probe_spells(args.probe_spells))))
-        return 0
-    only = set(MEASUREMENTS)
-    if args.only:
-        only = {s.strip() for s in args.only.split(",") if s.strip()}
-        unknown = only - set(MEASUREMENTS)
-        if unknown:
-            ap.error(f"unknown measurement(s) {sorted(unknown)}; choose from {', '.join(MEASUREMENTS)}")
-    result = round_figures(run("quick" if args.quick else "full", only, args.rounds, args.window, not args.no_settle,
-                               device_env))
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            if key not in ("targets", "per_round"):
-                print(f"{key:40} {value}")
-    log(f"done in {result['elapsed_s']} s")
+    exit_on_sigterm()
+    measure = only(ap, args.only, MEASUREMENTS)
+    result = round_figures(run("quick" if args.quick else "full", measure, not args.no_settle, device_env))
+    report(result, args.json, log, hide=("targets", "per_round"))
     return 1 if result["errors"] else 0
 
 

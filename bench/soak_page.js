@@ -1,13 +1,7 @@
 /**
- * bench.soak's init script: installed in the dashboard page before its bundle runs
- * (Page.addScriptToEvaluateOnNewDocument). It reads the page's test hooks (window.monbridge,
- * webui/src/hooks.js) and clicks tab buttons as a user would; the benchmark only calls these:
- *
- *   window.__soak.ready()   true once the page is live and shows its tab buttons
- *   window.__soak.next()    click the tab after the visible one (Status included, wrapping
- *                           round); returns the id of the tab clicked, or null
- *   window.__soak.status()  {connection, active, frames, tabs, views: {ID: {kind, rows,
- *                           updates, error}}}
+ * bench.soak's init script, run in the dashboard page before its bundle: window.__soak.ready()
+ * (the page is live and shows its tab buttons), .next() (click the tab after the visible one,
+ * Status included; returns its id) and .status() (connection, tabs and every view's rows).
  */
 (() => {
   const tabButtons = () => [...document.querySelectorAll("#mb-tabs .mb-tab")];

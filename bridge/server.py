@@ -63,6 +63,24 @@ Options = make_settings_class(
 )
 
 
+def socketio_options(async_mode: str) -> dict[str, Any]:
+    """The bridge's Flask-SocketIO settings (bench.relay's bare server uses them too)."""
+    return dict(
+        async_mode=async_mode,
+        max_http_buffer_size=MAX_MESSAGE,
+        ping_interval=10,
+        ping_timeout=10,
+        serializer=SafePacket,  # msgpack; undecodable packets become the event MALFORMED (packets.py)
+        # a client's events are handled one at a time, in arrival order, where they are
+        # read: commands reach the device's queue in the order the client sent them
+        async_handlers=False,
+        # Logger objects, so that the libraries add no handler of their own: their
+        # records go through the bridge's rate limit (logs.py)
+        logger=logging.getLogger("socketio.server"),
+        engineio_logger=logging.getLogger("engineio.server"),
+    )
+
+
 def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Never let a client's input crash a handler: a payload beyond the first is a
     'bad_request'; anything unexpected is logged and answered with 'internal'."""
@@ -89,21 +107,7 @@ class Bridge:
         self.url = ""
         self.app = Flask("monbridge", static_folder=None)
         self.app.config["bridge"] = self
-        self.socketio = SocketIO(
-            self.app,
-            async_mode=options.async_mode,
-            max_http_buffer_size=MAX_MESSAGE,
-            ping_interval=10,
-            ping_timeout=10,
-            serializer=SafePacket,  # msgpack; undecodable packets become the event MALFORMED (packets.py)
-            # a client's events are handled one at a time, in arrival order, where they are
-            # read: commands reach the device's queue in the order the client sent them
-            async_handlers=False,
-            # Logger objects, so that the libraries add no handler of their own: their
-            # records go through the bridge's rate limit (logs.py)
-            logger=logging.getLogger("socketio.server"),
-            engineio_logger=logging.getLogger("engineio.server"),
-        )
+        self.socketio = SocketIO(self.app, **socketio_options(options.async_mode))
         self.server = self.socketio.server
         self.link = DeviceLink(options.attach, offline_after=options.offline_after)
         self.clients = ClientTable()
