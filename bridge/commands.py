@@ -83,7 +83,7 @@ class CommandBroker:
         self.rtts: list[float] = []    # recent round trips (s), for metrics; bounded
         self.counts = {"accepted": 0, "rejected": 0, "timeouts": 0}
 
-    def submit(self, sid: str, client: dict[str, Any], payload: Any,
+    def submit(self, sid: str, client: dict[str, Any], payload: Any, now: float | None = None,
                on_done: Callable[[dict[str, Any]], None] | None = None) -> Ticket | dict[str, Any]:
         """Validate and enqueue; return a Ticket, or an error answer at once.
 
@@ -94,7 +94,7 @@ class CommandBroker:
             if client.get("role") != "operator":
                 raise ProtocolError("forbidden", "this connection may only watch: commands need the operator token")
             name, args = parse_command(payload, self.max_bytes)
-            now = time.monotonic()
+            now = time.monotonic() if now is None else now
             with self._lock:
                 limit = self._limits.setdefault(sid, RateLimit(self.rate, self.burst))
                 if not limit.allow(now):
@@ -164,8 +164,8 @@ class CommandBroker:
             self.counts["timeouts"] += 1
         return ticket.ack or error("timeout", f"{ticket.name}: no reply")
 
-    def on_replies(self, replies: list[dict[str, Any]]) -> None:
-        now = time.monotonic()
+    def on_replies(self, replies: list[dict[str, Any]], now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         for reply in replies:
             cid = reply.get("id")
             if reply.get("ok") and too_deep(reply.get("result")):
@@ -183,8 +183,8 @@ class CommandBroker:
                 if len(self.rtts) > 1000:
                     del self.rtts[:500]
 
-    def expire(self) -> None:
-        now = time.monotonic()
+    def expire(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self._lock:
             late = [t for t in self._pending.values() if t.deadline <= now]
         for ticket in late:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_agent import layout
-from device_agent.attach import DeviceAttachment, running_devices
+from device_agent.attach import DeviceAttachment, OpenSegment, running_devices
 from device_agent.errors import LayoutError
 from device_agent.shm import attach_segment, close_segment, segment_owner
 
@@ -35,8 +35,11 @@ class LinkChanges:
 
 
 class DeviceLink:
-    def __init__(self, name: str, offline_after: float = 1.0, retry_period: float = 0.5) -> None:
+    def __init__(self, name: str, offline_after: float = 1.0, retry_period: float = 0.5,
+                 open_segment: OpenSegment = attach_segment) -> None:
+        """``open_segment`` maps a segment by name (tests pass one over ``bytearray``s)."""
         self.name = name            # a device name, or "auto"
+        self.open_segment = open_segment
         self.offline_after = offline_after
         self.retry_period = retry_period
         self.device: DeviceAttachment | None = None
@@ -93,7 +96,7 @@ class DeviceLink:
         if current is not None and current.device == name and not self._replaced(name, current):
             return
         try:
-            fresh = DeviceAttachment(name)
+            fresh = DeviceAttachment(name, self.open_segment)
         except (FileNotFoundError, LayoutError, ValueError) as exc:
             if not isinstance(exc, FileNotFoundError):
                 log.warning("cannot attach to device %r: %s", name, exc)
@@ -123,11 +126,10 @@ class DeviceLink:
             return None
         return live[0] if live else None
 
-    @staticmethod
-    def _replaced(name: str, current: DeviceAttachment) -> bool:
+    def _replaced(self, name: str, current: DeviceAttachment) -> bool:
         """True if the control segment under ``name`` now belongs to another process."""
         try:
-            shm = attach_segment(layout.control_segment_name(name))
+            shm = self.open_segment(layout.control_segment_name(name))
         except FileNotFoundError:
             return False
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_from_directory
 
+from . import stats as bridge_stats
 from .clients import role_for, token_from
 from .protocol import error, shown
 
@@ -60,24 +61,30 @@ def own_origins(environ: dict[str, Any]) -> list[str]:
 @api.get("/api/health")
 def health() -> Any:
     b = _bridge()
-    return jsonify({"ok": True, "device": b.link.status(), "clients": len(b.clients),
-                    "uptime": round(time.time() - b.started, 3), "url_path": "/"})
+    with b.lock:
+        return jsonify({"ok": True, "device": b.link.status(), "clients": len(b.core.clients),
+                        "uptime": round(time.time() - b.started, 3), "url_path": "/"})
 
 
 @api.get("/api/channels")
 def channels() -> Any:
     b = _bridge()
-    return jsonify({"channels": b.channel_list(), "commands": b.command_catalog()})
+    with b.lock:
+        return jsonify({"channels": b.core.channel_list(), "commands": b.core.command_catalog()})
 
 
 @api.get("/api/state")
 def state() -> Any:
-    return jsonify({"values": _bridge().state_snapshot()})
+    b = _bridge()
+    with b.lock:
+        return jsonify({"values": b.state_snapshot()})
 
 
 @api.get("/api/clients")
 def clients() -> Any:
-    return jsonify({"clients": _bridge().client_rows()})
+    b = _bridge()
+    with b.lock:
+        return jsonify({"clients": b.core.client_rows()})
 
 
 @api.post("/api/command")
@@ -99,32 +106,9 @@ def command() -> Any:
 @api.get("/metrics")
 def metrics() -> Response:
     b = _bridge()
-    lines = [
-        "# HELP monbridge_device_online 1 if the device's heartbeat is fresh.",
-        "# TYPE monbridge_device_online gauge",
-        f"monbridge_device_online {int(b.link.online)}",
-        "# TYPE monbridge_clients gauge",
-        f"monbridge_clients {len(b.clients)}",
-        "# TYPE monbridge_relay_tick_seconds gauge",
-        f"monbridge_relay_tick_seconds {b.tick_seconds:.6f}",
-        "# TYPE monbridge_commands_total counter",
-    ]
-    for outcome, n in b.broker.counts.items():
-        lines.append(f'monbridge_commands_total{{outcome="{outcome}"}} {n}')
-    rtts = sorted(b.broker.rtts)
-    if rtts:
-        lines += ["# TYPE monbridge_command_rtt_seconds summary",
-                  f'monbridge_command_rtt_seconds{{quantile="0.5"}} {rtts[len(rtts) // 2]:.6f}',
-                  f'monbridge_command_rtt_seconds{{quantile="0.99"}} {rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]:.6f}']
-    for metric, kind, attr in (("publish_rate", "gauge", "publish_rate"), ("delivered_rate", "gauge", "delivered_rate"),
-                               ("delivered_total", "counter", "delivered"), ("skipped_total", "counter", "skipped"),
-                               ("missed_total", "counter", "missed"), ("lag_seconds", "gauge", "lag")):
-        lines.append(f"# TYPE monbridge_channel_{metric} {kind}")
-        for name, stats in sorted(b.relay.stats.items()):
-            value = getattr(stats, attr)
-            if value is not None:
-                lines.append(f'monbridge_channel_{metric}{{channel="{name}"}} {value:g}')
-    return Response("\n".join(lines) + "\n", mimetype="text/plain; version=0.0.4")
+    with b.lock:
+        text = bridge_stats.prometheus(b.core)
+    return Response(text, mimetype="text/plain; version=0.0.4")
 
 
 @api.get("/api/views")
@@ -134,7 +118,9 @@ def views() -> Any:
 
 @api.get("/api/stats")
 def stats() -> Any:
-    return jsonify(_bridge().stats())
+    b = _bridge()
+    with b.lock:
+        return jsonify(bridge_stats.snapshot(b.core, time.time()))
 
 
 @api.get("/")

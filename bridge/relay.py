@@ -1,15 +1,14 @@
 """Relay: move subscribed channels from shared memory to clients, once per tick.
 
-No Flask or socketio imports: the server passes ``emit(event, data, sids)`` and
-``congested(sid) -> bool``. ``tick`` runs in one background task; the subscription calls
-(subscribe, consumed, unsubscribe, drop_client) come from the server's handlers. Each of
-these, ``tick``, ``flush_missed`` and ``reset_cursors`` holds the relay's own ``lock`` while
-it reads or changes the subscriptions.
+Part of the sans-I/O core (core.py): no Flask or socketio imports, no clock. The core passes
+``emit(event, data, sids)`` (its outbox) and ``congested(sid) -> bool``, and gives ``tick``
+the time. Its own ``lock`` is left from when handlers called it from several threads; the
+core is now called one call at a time.
 
-The server calls ``tick`` several times per period of the fastest rate (cheap: a counter
+The core calls ``tick`` several times per period of the fastest rate (cheap: a counter
 read per subscribed channel) and, in between, when ``tick`` says so: ``next_send_at`` (a
 subscriber with data waiting becomes due then) and ``waiting_for_data`` (a due subscriber
-has had everything: the server asks the device to ring at its next publish). A
+has had everything: the adapter asks the device to ring at its next publish). A
 subscription at rate r is due once 1/r (less half a poll) has passed since its last
 message and stays due until there is something new to send; subscribers at equal rates
 fall into step and share messages. Per tick, for each channel with due subscribers:
@@ -31,7 +30,6 @@ fall into step and share messages. Per tick, for each channel with due subscribe
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -83,6 +81,7 @@ class Relay:
         self.link = link
         self.poll_period = poll_period if poll_period is not None else 1.0 / max_rate
         self._now = 0.0
+        self._wall = 0.0
         self._congested: set[str] = set()  # clients judged congested at the start of this poll
         self.emit = emit
         self.congested = congested
@@ -174,14 +173,16 @@ class Relay:
 
     # -- the tick ----------------------------------------------------------------------
 
-    def tick(self, budget_s: float) -> int:
-        """Relay every due channel; stop early past ``budget_s``. Return messages emitted."""
+    def tick(self, now: float, wall: float, over_budget: Callable[[], bool] | None = None) -> int:
+        """Relay every due channel at monotonic time ``now`` (``wall``: Unix time, for the lag
+        figures); once ``over_budget()`` says so, start no new channel. Return messages emitted."""
         dev = self.link.device
         self.waiting_for_data = False
         self.next_send_at = None
         if dev is None or not self.link.online:
             return 0
-        start = self._now = time.monotonic()
+        start = self._now = now
+        self._wall = wall
         sent = 0
         with self.lock:
             names = [n for n, subs in self.subs.items() if subs]
@@ -195,7 +196,7 @@ class Relay:
             sids = {sid for n in order for sid in self.subs[n]}
             self._congested = {sid for sid in sids if self.congested(sid)}
             for i, name in enumerate(order):
-                if i and time.monotonic() - start > budget_s:
+                if i and over_budget is not None and over_budget():
                     break  # over budget: the rest go first next tick (round robin)
                 reader = dev.channels.get(name)
                 if reader is None:
@@ -263,7 +264,7 @@ class Relay:
             msg = encode_records(name, records, batch.first + offset, missed + lost, budget)
             self._send("data", msg, members, stats)
             if msg["t"] is not None:
-                stats.lag = time.time() - msg["t"]
+                stats.lag = self._wall - msg["t"]
             sent += len(members)
         return sent
 
@@ -285,7 +286,7 @@ class Relay:
             self._send("data", encode_frame(name, frame.seq, frame.t, frame.array, missed), members, stats)
             for s in members:
                 s.cursor = frame.seq
-        stats.lag = time.time() - frame.t
+        stats.lag = self._wall - frame.t
         return sum(len(m) for m in groups.values())
 
     def _relay_events(self, name: str, reader: EventsReader, due: list[Subscription]) -> int:

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -79,12 +79,15 @@ class Event:
     to: str | None       # a client id, or None for everyone
 
 
+OpenSegment = Callable[[str], Any]  # segment name -> an object with .buf and .close() (AttachedSegment)
+
+
 class _Reader:
-    def __init__(self, spec: dict[str, Any], kind: SegmentKind) -> None:
+    def __init__(self, spec: dict[str, Any], kind: SegmentKind, open_segment: OpenSegment = attach_segment) -> None:
         self.spec = spec
         self.name: str = spec["name"]
         self.kind: str = spec["kind"]
-        self._shm = attach_segment(spec["segment"])
+        self._shm = open_segment(spec["segment"])
         try:
             layout.read_header(self._shm.buf, expect=kind)
             self._open()
@@ -102,9 +105,9 @@ class _Reader:
 
 
 class RecordsReader(_Reader):
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], open_segment: OpenSegment = attach_segment) -> None:
         self.dtype = dtype_from_json(spec["dtype"])
-        super().__init__(spec, SegmentKind.RECORDS)
+        super().__init__(spec, SegmentKind.RECORDS, open_segment)
 
     def _open(self) -> None:
         self._core = RecordRing(self._shm.buf, HEADER_SIZE)
@@ -122,10 +125,10 @@ class RecordsReader(_Reader):
 
 
 class FrameReader(_Reader):
-    def __init__(self, spec: dict[str, Any]) -> None:
+    def __init__(self, spec: dict[str, Any], open_segment: OpenSegment = attach_segment) -> None:
         self.dtype = np.dtype(spec["dtype"])
         self.shape = tuple(spec["shape"])
-        super().__init__(spec, SegmentKind.FRAME)
+        super().__init__(spec, SegmentKind.FRAME, open_segment)
 
     def _open(self) -> None:
         self._core = FrameSlots(self._shm.buf, HEADER_SIZE)
@@ -144,8 +147,8 @@ class FrameReader(_Reader):
 
 
 class EventsReader(_Reader):
-    def __init__(self, spec: dict[str, Any]) -> None:
-        super().__init__(spec, SegmentKind.EVENTS)
+    def __init__(self, spec: dict[str, Any], open_segment: OpenSegment = attach_segment) -> None:
+        super().__init__(spec, SegmentKind.EVENTS, open_segment)
 
     def _open(self) -> None:
         self._core = RecordRing(self._shm.buf, HEADER_SIZE)
@@ -178,9 +181,12 @@ _READERS = {"records": RecordsReader, "frame": FrameReader, "events": EventsRead
 class DeviceAttachment:
     """Everything a bridge needs from one device's shared memory."""
 
-    def __init__(self, device: str) -> None:
+    def __init__(self, device: str, open_segment: OpenSegment = attach_segment) -> None:
+        """Attach to ``device``'s segments, opened with ``open_segment`` (tests pass one that
+        hands out ``bytearray``s)."""
         self.device = layout.check_name("device", device)
-        self._shm = attach_segment(control_segment_name(device))  # FileNotFoundError if absent
+        self._open_segment = open_segment
+        self._shm = open_segment(control_segment_name(device))  # FileNotFoundError if absent
         try:
             self.header = layout.read_header(self._shm.buf, expect=SegmentKind.CONTROL)
             self._ctl = ControlLayout(self._shm.buf)
@@ -230,7 +236,7 @@ class DeviceAttachment:
         for spec in manifest.get("channels", []):
             if spec["name"] not in self.channels:
                 try:
-                    self.channels[spec["name"]] = _READERS[spec["kind"]](spec)
+                    self.channels[spec["name"]] = _READERS[spec["kind"]](spec, self._open_segment)
                 except FileNotFoundError:
                     continue  # announced but gone (device closing); picked up next time
                 except (LayoutError, ChannelError, KeyError, ValueError) as exc:
