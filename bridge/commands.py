@@ -54,10 +54,10 @@ class RateLimit:
     rate: float
     burst: float
     tokens: float = field(default=0.0)
-    stamp: float = field(default=0.0)
+    stamp: float | None = None  # when last asked; None: never (a full bucket)
 
     def allow(self, now: float) -> bool:
-        if self.stamp == 0.0:
+        if self.stamp is None:
             self.tokens, self.stamp = self.burst, now
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now

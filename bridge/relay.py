@@ -57,6 +57,8 @@ class Subscription:
     skipped: int = 0
     in_flight: int | None = None  # flow control: most unconfirmed messages (None: off)
     unconfirmed: deque[int] = field(default_factory=deque)  # last seq of each unconfirmed message
+    kind: str = ""         # the channel's kind and records dtype when subscribed: flush_missed
+    dtype: Any = None      # needs them after the device that had the channel is gone
 
     def waiting_for_client(self) -> bool:
         return self.in_flight is not None and len(self.unconfirmed) >= self.in_flight
@@ -108,7 +110,8 @@ class Relay:
                 reader = dev.channels.get(name) if dev else None
                 cursor = _now_cursor(reader)
                 self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
-                                                    in_flight=req.in_flight)
+                                                    in_flight=req.in_flight, kind=getattr(reader, "kind", ""),
+                                                    dtype=getattr(reader, "dtype", None))
 
     def consumed(self, sid: str, channel: str, seq: int) -> bool:
         """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``.
@@ -142,18 +145,18 @@ class Relay:
         a message without rows (``seq`` = [cursor, cursor - 1]).
 
         A count waits for the subscriber's next message; when the device goes offline or is
-        replaced there is no next message of that numbering, so the server calls this first.
+        replaced there is no next message of that numbering, so the core calls this first. The
+        channel's kind is the one it had when subscribed: a replacement device may not have
+        declared the channel (yet).
         """
-        dev = self.link.device
         with self.lock:
             for name, subs in self.subs.items():
-                reader = dev.channels.get(name) if dev else None
                 for s in subs.values():
                     if not s.missed:
                         continue
-                    if isinstance(reader, RecordsReader):
-                        event, msg = "data", encode_records(name, np.empty(0, reader.dtype), s.cursor, s.missed)
-                    elif isinstance(reader, EventsReader):
+                    if s.kind == "records" and s.dtype is not None:
+                        event, msg = "data", encode_records(name, np.empty(0, s.dtype), s.cursor, s.missed)
+                    elif s.kind == "events":
                         event, msg = "event", {"channel": name, "kind": "events", "seq": [s.cursor, s.cursor - 1],
                                                "missed": s.missed, "t": None, "events": []}
                     else:
@@ -166,9 +169,12 @@ class Relay:
         dev = self.link.device
         with self.lock:
             for name, subs in self.subs.items():
-                cursor = _now_cursor(dev.channels.get(name) if dev else None)
+                reader = dev.channels.get(name) if dev else None
+                cursor = _now_cursor(reader)
                 for s in subs.values():
                     s.cursor, s.missed = cursor, 0
+                    if reader is not None:
+                        s.kind, s.dtype = reader.kind, getattr(reader, "dtype", None)
                     s.unconfirmed.clear()  # sequence numbers start over with the new process
 
     # -- the tick ----------------------------------------------------------------------
@@ -290,15 +296,29 @@ class Relay:
         return sum(len(m) for m in groups.values())
 
     def _relay_events(self, name: str, reader: EventsReader, due: list[Subscription]) -> int:
+        """Like records, except that an event published ``to`` a client is neither sent nor
+        counted as missed for the others, congested or not."""
         stats = self.stats[name]
-        ready = self._ready(due, reader.write_count, stats, True)
-        if not ready:
+        newest = reader.write_count
+        behind = [s for s in due if s.cursor < newest]
+        if not behind:
             return 0
-        events, _, next_cursor = reader.read(min(s.cursor for s in ready))
+        events, _, next_cursor = reader.read(min(s.cursor for s in behind))
+        first_seq = events[0].seq if events else next_cursor
+        ready = []
+        for s in behind:
+            if s.sid not in self._congested:
+                ready.append(s)
+                continue
+            s.skipped += 1
+            stats.skipped += 1
+            skipped = max(0, first_seq - s.cursor) + sum(1 for e in events if e.seq >= s.cursor and e.to in (None, s.sid))
+            s.missed += skipped
+            stats.missed += skipped
+            s.cursor = next_cursor
         sent = 0
         for s in ready:
             mine = [e for e in events if e.seq >= s.cursor and (e.to is None or e.to == s.sid)]
-            first_seq = events[0].seq if events else next_cursor
             s.missed += max(0, first_seq - s.cursor)
             s.cursor = next_cursor
             if not mine:

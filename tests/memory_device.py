@@ -11,6 +11,10 @@ beats, publishes, and answers commands.
     link = DeviceLink("arm", open_segment=dev.open_segment)   # the bridge's side
     temps.publish(t=1.0, v=2.0)
     dev.answer(lambda name, args, client: args["a"] + 1)
+
+A device restart under the same name: ``MemoryDevice("arm", pid=..., segments=dev.segments)``
+lays its segments out afresh in the same dict, so the bridge's ``open_segment`` finds the new
+control segment (another pid) where the old one was.
 """
 
 from __future__ import annotations
@@ -41,10 +45,12 @@ class MemorySegment:
 
 
 class MemoryDevice:
-    def __init__(self, name: str, pid: int = 4242, now: float = 1000.0) -> None:
+    def __init__(self, name: str, pid: int = 4242, now: float = 1000.0,
+                 segments: dict[str, bytearray] | None = None) -> None:
+        """``segments``: share another device's dict (a restart replaces its segments)."""
         self.name = name
         self.pid = pid
-        self.segments: dict[str, bytearray] = {}
+        self.segments: dict[str, bytearray] = {} if segments is None else segments
         self._ctl_buf = self._segment(layout.control_segment_name(name), CONTROL_SIZE, SegmentKind.CONTROL, now)
         self.ctl = ControlLayout(self._ctl_buf, format=True)
         self.channels: list[dict[str, Any]] = []
@@ -115,16 +121,25 @@ class MemoryDevice:
         self.commands.append({"name": name, "params": params or [], "coalesce": coalesce, "doc": ""})
         self.publish_manifest()
 
-    def take_commands(self) -> list[dict[str, Any]]:
-        """The commands the bridge queued, oldest first (the device's side of the queue)."""
-        out = []
-        while (raw := self.ctl.commands.get()) is not None:
+    def take_commands(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The commands the bridge queued, oldest first (the device's side of the queue);
+        at most ``limit`` of them, freeing that many slots."""
+        out: list[dict[str, Any]] = []
+        while (limit is None or len(out) < limit) and (raw := self.ctl.commands.get()) is not None:
             out.append(json.loads(raw))
         return out
 
-    def reply(self, command_id: Any, result: Any = None, error: dict[str, str] | None = None) -> None:
+    def reply(self, command_id: Any, result: Any = None, error: dict[str, str] | None = None,
+              coalesced: bool = False) -> None:
         msg = {"id": command_id, "ok": error is None, **({"error": error} if error else {"result": result})}
+        if coalesced:
+            msg["coalesced"] = True
         self.ctl.replies.put(json.dumps(msg).encode())
+
+    def clients(self) -> list[dict[str, Any]]:
+        """The clients table the bridge wrote into the control segment (``mon.clients``)."""
+        _, data = self.ctl.clients.read()
+        return json.loads(data) if data else []
 
     def answer(self, handler: Callable[[str, dict[str, Any], dict[str, Any]], Any]) -> list[dict[str, Any]]:
         """Run ``handler(name, args, client)`` for every queued command and reply with its
