@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 
-
 from bridge.commands import BACKLOG_LIMIT, Ticket
 from device_agent.control import QUEUE_SLOTS
 from test_core import Harness
