@@ -23,20 +23,21 @@ LABEL = "bench.clients"
 
 
 def role_clients(args: dict[str, Any]) -> None:
-    """Clients of the kinds asked for; ops: connect, disconnect, subscribe, unsubscribe, report
-    (bench.relay's window figures), lags (receive time − t per channel), rtt (round trips)."""
+    """Groups of clients, each of a kind named by the parent (a kind ending in "raw" is of
+    RawClients, any other of SioClients); ops: connect, disconnect, subscribe, unsubscribe,
+    report (bench.relay's window figures), lags (receive time − t per channel), rtt (round trips)."""
     replies = Replies()
     watchdog(args["timeout"], label=LABEL)
     asyncio.run(clients_main(replies))
 
 
 async def clients_main(replies: Replies) -> None:
-    groups: dict[str, list[Any]] = collections.defaultdict(list)   # "sio", "raw", or an rtt client's name
+    groups: dict[str, list[Any]] = collections.defaultdict(list)   # e.g. "sio", "raw", "emit", "echo"
     subscribed: dict[str, list[str]] = {}
 
     async def op_connect(req: dict[str, Any]) -> dict[str, Any]:
         for _ in range(req.get("n", 1)):
-            c = RawClient() if req["kind"] == "raw" else SioClient()
+            c = RawClient() if req["kind"].endswith("raw") else SioClient()
             await c.connect(req["port"], req.get("token", ""))
             groups[req["kind"]].append(c)
         return {"sids": [c.sid for c in groups[req["kind"]]]}

@@ -403,7 +403,10 @@ def url_port(url: str) -> int:
     return int(url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
 
-def http_json(port: int, path: str) -> Any:
-    """GET http://127.0.0.1:PORT/PATH as JSON."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+def http_json(port: int, path: str, body: Any = None) -> Any:
+    """GET http://127.0.0.1:PORT/PATH as JSON, or POST ``body`` (JSON) there if it is given."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data,
+                                 {"Content-Type": "application/json"} if data is not None else {})
+    with urllib.request.urlopen(req, timeout=5) as r:
         return json.load(r)
