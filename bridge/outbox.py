@@ -42,6 +42,8 @@ def queued(server: socketio.Server, sid: str) -> tuple[int, int] | None:
     except (KeyError, AttributeError, TypeError):
         return None
     packets = queue.qsize()
+    if packets == 0:  # the usual case: the writer keeps up
+        return 0, 0
     try:
         waiting = sum(_size(p) for p in list(queue.queue))
     except (RuntimeError, AttributeError, TypeError):  # mutated by the writer meanwhile

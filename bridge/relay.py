@@ -207,7 +207,11 @@ class Relay:
                 reader = dev.channels.get(name)
                 if reader is None:
                     continue
-                due = [s for s in self.subs[name].values() if start >= s.next_due and not s.waiting_for_client()]
+                # due, and behind the channel: a due subscriber that has had everything costs
+                # no ring read (most polls, for a subscriber waiting for the next publish)
+                newest = reader.latest if isinstance(reader, FrameReader) else reader.write_count
+                due = [s for s in self.subs[name].values()
+                       if start >= s.next_due and s.cursor < newest and not s.waiting_for_client()]
                 if isinstance(reader, RecordsReader) and due:
                     sent += self._relay_records(name, reader, due)
                 elif isinstance(reader, FrameReader) and due:
