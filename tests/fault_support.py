@@ -6,11 +6,11 @@ Builds on tests/bridge_support.py (the ``mb`` harness: bridges, devices, teardow
 tests/conftest.py (the guard: no process and no /dev/shm segment may outlive a test).
 
 Public APIs only: python-socketio's ``AsyncClient`` (``on``, ``connect``, ``call``, ``emit``,
-``get_sid``, ``connected``, ``disconnect``) and websocket-client's ``WebSocket``; nothing
-private of python-socketio or python-engineio is touched. The asyncio client hands each
-Engine.IO message to a task, and the tasks run in arrival order without awaiting anything
-in between, so binary attachments always meet their own packet (see DESIGN.md on the sync
-client's threads).
+``get_sid``, ``connected``, ``disconnect``), websocket-client's ``WebSocket`` and bench/wire.py's
+packets for the hand-made client; nothing private of python-socketio or python-engineio is
+touched. The asyncio client hands each Engine.IO message to a task, and the tasks run in
+arrival order without awaiting anything in between, so events are recorded in the order
+they came.
 
     def test_x(mb, client_loop):
         name = mb.new_name()
@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import concurrent.futures
-import json
 import os
 import select
 import signal
@@ -43,6 +42,7 @@ import pytest
 import socketio
 import websocket
 
+from bench import wire
 from bridge_support import BridgeHarness, BridgeURL, Device, children, cmdline
 from conftest import START_TIMEOUT, TIMEOUT, wait_for
 from device_agent.frames import BODY_HEADER
@@ -286,11 +286,11 @@ class Data:
     decimated: bool
     t: float | None
     arrival: float                       # time.monotonic() when the client handled it
-    nbytes: int                          # size of the binary attachment
+    nbytes: int                          # size of the binary data (msgpack bin)
     columns: dict[str, np.ndarray] = field(default_factory=dict)  # records: seq and gen
     uniform: bool | None = None          # frame: every element equal
     value: float | None = None           # frame: the first element
-    shape_ok: bool | None = None         # frame: the attachment holds exactly shape x dtype
+    shape_ok: bool | None = None         # frame: the data holds exactly shape x dtype
 
     @property
     def span(self) -> int:
@@ -557,34 +557,10 @@ def client_loop(mb: BridgeHarness):
 
 # -- a Socket.IO client by hand, whose reading can be paused ------------------------------
 
-def _parse_socketio(text: str) -> tuple[int, int, int | None, Any]:
-    """A Socket.IO v5 packet (after the Engine.IO '4'): (type, attachments, ack id, data)."""
-    kind, i, attachments = int(text[0]), 1, 0
-    if kind in (5, 6):  # BINARY_EVENT, BINARY_ACK: "<n>-" first
-        dash = text.index("-", i)
-        attachments, i = int(text[i:dash]), dash + 1
-    if text.startswith("/", i):  # a namespace other than "/": up to the comma
-        i = text.index(",", i) + 1
-    j = i
-    while j < len(text) and text[j].isdigit():
-        j += 1
-    ack = int(text[i:j]) if j > i else None
-    return kind, attachments, ack, json.loads(text[j:]) if j < len(text) else None
-
-
-def _fill_placeholders(obj: Any, parts: list[bytes]) -> Any:
-    if isinstance(obj, dict):
-        if obj.get("_placeholder") is True and isinstance(obj.get("num"), int):
-            return parts[obj["num"]]
-        return {k: _fill_placeholders(v, parts) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_fill_placeholders(v, parts) for v in obj]
-    return obj
-
-
 class RawClient:
-    """Engine.IO v4 / Socket.IO v5 by hand over websocket-client, read by a thread that can be
-    told to stop reading (``pause``) and to go on (``resume``).
+    """Engine.IO v4 / Socket.IO v5 by hand over websocket-client, with bench/wire.py's protocol 3
+    packets (one msgpack map per binary frame), read by a thread that can be told to stop
+    reading (``pause``) and to go on (``resume``).
 
     The receive buffer is set small before connecting, so what the client does not read
     piles up on the bridge's side at once. While reading, it answers Engine.IO pings ("2"
@@ -592,33 +568,36 @@ class RawClient:
     """
 
     def __init__(self, url: BridgeURL, rcvbuf: int = 4096) -> None:
-        ws_url = url.base.replace("http://", "ws://", 1) + "/socket.io/?EIO=4&transport=websocket"
+        ws_url = url.base.replace("http://", "ws://", 1) + wire.EIO_PATH
         self.ws = websocket.create_connection(ws_url, timeout=TIMEOUT, enable_multithread=True,
                                               sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),))
-        opened = self.ws.recv()
-        assert isinstance(opened, str) and opened.startswith("0{"), opened
-        self.handshake = json.loads(opened[1:])
+        self.decoder = wire.Decoder()
+        kind, self.handshake = self.decoder.feed(*self.ws.recv_data()) or (None, None)
+        assert kind == "open", kind
         self.events: list[tuple[str, Any, float]] = []
         self.acks: dict[int, Any] = {}
         self.errors: list[str] = []
         self.closed = False
         self.pings = 0
         self._ids = iter(range(1, 1 << 30))
-        self._binary: tuple[list[Any], int, list[bytes]] | None = None
         self._lock = threading.Lock()
         self._reading = threading.Event()
         self._reading.set()
         self._idle = threading.Event()   # set by the reader while it is paused
         self._stop = False
-        self.ws.send("40" + json.dumps({"token": url.token}))
+        self._send(wire.encode_connect({"token": url.token}))
         # the bridge sends hello and state before the CONNECT packet: handle until it
         deadline = time.monotonic() + TIMEOUT
         while not any(e == "connect" for e, _, _ in self.events):
             assert time.monotonic() < deadline, f"no CONNECT packet; got {[e for e, _, _ in self.events]}"
-            self._handle(self.ws.recv())
+            self._handle(*self.ws.recv_data())
         self.sid = next(d for e, d, _ in self.events if e == "connect")["sid"]
         self._thread = threading.Thread(target=self._read_loop, name="raw-client", daemon=True)
         self._thread.start()
+
+    def _send(self, frames: list[wire.Frame]) -> None:
+        for opcode, payload in frames:
+            self.ws.send(payload, opcode)
 
     def _read_loop(self) -> None:
         try:
@@ -632,7 +611,7 @@ class RawClient:
                 # says truly whether the next message has begun to arrive
                 ready, _, _ = select.select([self.ws.sock], [], [], 0.1)
                 if ready:
-                    self._handle(self.ws.recv())
+                    self._handle(*self.ws.recv_data())
         except websocket.WebSocketConnectionClosedException:
             self.closed = True
         except Exception as exc:
@@ -640,40 +619,26 @@ class RawClient:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self.closed = True
 
-    def _handle(self, frame: str | bytes) -> None:
+    def _handle(self, opcode: int, payload: bytes) -> None:
         now = time.monotonic()
-        if isinstance(frame, bytes):  # an attachment of the binary packet being assembled
-            assert self._binary is not None, "a binary frame with no packet waiting for it"
-            packet, wanted, parts = self._binary
-            parts.append(frame)
-            if len(parts) == wanted:
-                self._binary = None
-                self._record(_fill_placeholders(packet, parts), now)
-            return
-        if frame == "2":
-            self.pings += 1
-            self.ws.send("3")
-            return
-        if frame.startswith("1"):
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
             self.closed = True
             return
-        if not frame.startswith("4"):
+        packet = self.decoder.feed(opcode, payload)
+        if packet is None:
             return
-        kind, attachments, ack, data = _parse_socketio(frame[1:])
-        if kind == 0:
+        kind, body = packet
+        if kind == "ping":
+            self.pings += 1
+            self._send(wire.encode_pong())
+        elif kind == "event":
+            self._record(body, now)
+        elif kind == "ack":
             with self._lock:
-                self.events.append(("connect", data, now))
-        elif kind in (2, 5):  # EVENT, BINARY_EVENT
-            if attachments:
-                self._binary = (data, attachments, [])
-            else:
-                self._record(data, now)
-        elif kind == 3:  # ACK
+                self.acks[body[0]] = body[1]
+        elif kind in ("connect", "disconnect", "connect_error"):
             with self._lock:
-                self.acks[ack] = data[0] if data else None
-        elif kind in (1, 4):  # DISCONNECT, CONNECT_ERROR
-            with self._lock:
-                self.events.append(("disconnect" if kind == 1 else "connect_error", data, now))
+                self.events.append((kind, body, now))
 
     def _record(self, packet: list[Any], now: float) -> None:
         event, data = packet[0], packet[1] if len(packet) > 1 else None
@@ -684,7 +649,7 @@ class RawClient:
 
     def call(self, event: str, data: Any, timeout: float = TIMEOUT) -> Any:
         ack_id = next(self._ids)
-        self.ws.send(f"42{ack_id}" + json.dumps([event, data], separators=(",", ":")))
+        self._send(wire.encode_event(event, data, ack_id))
         return wait_for(lambda: self.acks.get(ack_id), timeout, f"the ack of {event!r}")
 
     def pause(self) -> None:

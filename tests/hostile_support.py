@@ -1,23 +1,27 @@
 """Hostile clients for the fault tests (issue 11): a Socket.IO client written by hand over one
-raw websocket, so that a test sends exactly the frames it means to (NaN tokens, undecodable
-packets, binary where text is due) and reads exactly the text the bridge sent; plus the
-checks every hostile test makes: the bridge is up, its log stayed short, every text frame
-was strict JSON, an acknowledgement has the documented shape.
+raw websocket, so that a test sends exactly the frames it means to (NaN, undecodable packets,
+text where binary is due) and checks exactly the frames the bridge sent; plus the checks every
+hostile test makes: the bridge is up, its log stayed short, every frame it sent is what
+protocol 3 allows (docs/protocol.md §1), an answer has the documented shape.
 
-Builds on tests/bridge_support.py (the ``mb`` harness) and tests/conftest.py (the guard).
-Public APIs only: websocket-client's ``WebSocket`` and the standard library.
+The packets are bench/wire.py's (protocol 3: every Socket.IO packet one binary websocket
+frame holding one msgpack map; Engine.IO's open, ping and pong text frames). Builds on
+tests/bridge_support.py (the ``mb`` harness) and tests/conftest.py (the guard). Public APIs
+only: websocket-client's ``WebSocket``, msgpack and the standard library.
 
     raw = RawSocketIO(bridge.url.port, token=bridge.url.token)   # connected to "/"
-    n = raw.emit(["ping", {"t": float("nan")}])                  # '420["ping",{"t":NaN}]'
-    ack = raw.wait_ack(n)                                        # parsed strictly from the text
+    n = raw.emit(["ping", {"t": float("nan")}])                  # {"type": 2, "data": ["ping", {"t": NaN}], "id": 0}
+    ack = raw.wait_ack(n)
     check_ack_shape(ack)
-    raw.send_frames(['42{"not": "a list"}'])
-    raw.wait_disconnected()                                      # '41' after an 'error' event
+    answer = raw.command({"name": "add", "args": {"a": 1}})      # adds an id, waits for its 'result'
+    raw.send_frames([packed({"type": 2, "nsp": "/", "data": {"not": "a list"}})])
+    raw.wait_disconnected()                                      # a DISCONNECT after an 'error' event
 """
 
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import math
 import os
@@ -29,8 +33,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgpack
 import websocket
 
+from bench import wire
 from conftest import TIMEOUT
 
 # Every code an acknowledgement may carry (bridge/protocol.py's docstring, docs/protocol.md §6.2).
@@ -39,17 +45,6 @@ ACK_CODES = frozenset({"bad_request", "unknown_channel", "unknown_command", "inv
                        "bad_result", "internal"})
 EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} monbridge (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
-
-
-class NonStandardJSON(ValueError):
-    pass
-
-
-def strict_loads(text: str | bytes) -> Any:
-    """``json.loads`` that refuses NaN, Infinity and -Infinity, as a browser's JSON.parse does."""
-    def refuse(token: str) -> Any:
-        raise NonStandardJSON(f"non-standard JSON token {token}")
-    return json.loads(text, parse_constant=refuse)
 
 
 def is_finite_number(value: Any) -> bool:
@@ -71,56 +66,98 @@ def check_ack_shape(ack: Any, allowed: frozenset[str] = ACK_CODES - {"internal"}
     return err["code"]
 
 
-# -- Socket.IO over a raw websocket --------------------------------------------------------
-
-def _encode_binary(value: Any, parts: list[bytes]) -> Any:
-    """Replace every bytes value by a Socket.IO placeholder, collecting the attachments."""
-    if isinstance(value, (bytes, bytearray)):
-        parts.append(bytes(value))
-        return {"_placeholder": True, "num": len(parts) - 1}
-    # loops, not comprehensions: one stack frame per level of a 500-level value
-    if isinstance(value, list):
-        out = []
-        for v in value:
-            out.append(_encode_binary(v, parts))
-        return out
-    if isinstance(value, dict):
-        obj = {}
-        for k, v in value.items():
-            obj[k] = _encode_binary(v, parts)
-        return obj
-    return value
+def valid_command_id(value: Any) -> bool:
+    """What docs/protocol.md §3 allows as a command's ``id``: an integer with |n| < 2**53, or a
+    string of 1 to 64 characters."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < 2**53
+    return isinstance(value, str) and 0 < len(value) <= 64
 
 
-def encode_event(data: list[Any], ack_id: int | None) -> list[str | bytes]:
-    """The frames python-socketio's client would send for ``emit(*data)``, except that NaN and
-    Infinity go out as the bare tokens a lenient encoder writes."""
-    parts: list[bytes] = []
-    body = _encode_binary(data, parts)
-    text = json.dumps(body, separators=(",", ":"), allow_nan=True, ensure_ascii=False)
-    ident = "" if ack_id is None else str(ack_id)
-    if parts:
-        return [f"45{len(parts)}-{ident}{text}", *parts]
-    return [f"42{ident}{text}"]
+# -- frames ---------------------------------------------------------------------------------
+
+def packed(obj: Any, **options: Any) -> wire.Frame:
+    """``obj`` as msgpack in one binary frame: a packet exactly as a test writes it (any map,
+    or anything else); ``options`` go to ``msgpack.packb``."""
+    return wire.BINARY, msgpack.packb(obj, **options)
 
 
-def parse_packet(text: str) -> tuple[int, int, str, int | None, str]:
-    """A Socket.IO packet as text (without the Engine.IO '4') -> (type, attachments, namespace,
-    id, JSON text)."""
-    kind = int(text[0])
-    rest = text[1:]
-    attachments = 0
-    m = re.match(r"(\d+)-", rest)
-    if kind in (5, 6) and m:
-        attachments, rest = int(m.group(1)), rest[m.end():]
-    namespace = "/"
-    if rest.startswith("/"):
-        namespace, _, rest = rest.partition(",")
-    m = re.match(r"\d+", rest)
-    ident = None
-    if m:
-        ident, rest = int(m.group(0)), rest[m.end():]
-    return kind, attachments, namespace, ident, rest
+def text(payload: str | bytes) -> wire.Frame:
+    """A text frame holding ``payload`` as is (bytes: sent unchecked, invalid UTF-8 and all)."""
+    return wire.TEXT, payload.encode() if isinstance(payload, str) else payload
+
+
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code}")
+
+
+PACKET_KEYS = {"type", "nsp", "data", "id"}
+
+
+def _json_like(value: Any) -> bool:
+    """No NaN or Infinity, no bytes, string keys only: what an answer may hold (it could be JSON)."""
+    todo = [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if isinstance(v, (bytes, bytearray)):
+            return False
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                return False
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+    return True
+
+
+def frame_problem(opcode: int, payload: bytes) -> str | None:
+    """What is wrong with a frame the bridge sent after the Engine.IO open packet, or None.
+
+    Protocol 3 (docs/protocol.md §1): a text frame is an Engine.IO control packet (ping,
+    close, noop; a pong for a client's probe), never a Socket.IO packet; a binary frame holds
+    exactly one msgpack map {"type", "nsp": "/", "data", "id"?} of a packet type a server
+    sends, with valid UTF-8 and no extension types; an event's data is a list starting
+    with its name, an ack's a list with a non-negative integer id."""
+    if opcode == wire.TEXT:
+        try:
+            body = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return "a text frame that is not UTF-8"
+        if body[:1] in ("1", "2", "3", "6") and body[1:] in ("", "probe"):
+            return None
+        return f"a text frame that is not an Engine.IO control packet (protocol 3 sends packets as msgpack): {body[:120]!r}"
+    if opcode != wire.BINARY:
+        return f"a frame with opcode {opcode}"
+    try:
+        packet = msgpack.unpackb(payload, ext_hook=_refuse_extension)
+    except Exception as exc:  # noqa: BLE001 (ExtraData, FormatError, UnicodeDecodeError, ...)
+        return f"a binary frame that is not one msgpack value ({type(exc).__name__}: {exc})"
+    if not isinstance(packet, dict) or not set(packet) <= PACKET_KEYS:
+        return f"a binary frame that is not a packet map: {_excerpt(packet)}"
+    kind, data, ident = packet.get("type"), packet.get("data"), packet.get("id")
+    if isinstance(kind, bool) or kind not in (wire.CONNECT, wire.DISCONNECT, wire.EVENT, wire.ACK, wire.CONNECT_ERROR):
+        return f"a packet of type {kind!r}: {_excerpt(packet)}"
+    if packet.get("nsp") != "/":
+        return f"a packet for namespace {packet.get('nsp')!r}: {_excerpt(packet)}"
+    if kind == wire.EVENT and not (isinstance(data, list) and data and isinstance(data[0], str)):
+        return f"an event that is not a list starting with its name: {_excerpt(packet)}"
+    if kind == wire.ACK and not (isinstance(data, list) and isinstance(ident, int) and not isinstance(ident, bool)
+                                 and ident >= 0):
+        return f"a malformed ack: {_excerpt(packet)}"
+    if kind == wire.CONNECT and not (isinstance(data, dict) and isinstance(data.get("sid"), str)):
+        return f"a CONNECT without a sid: {_excerpt(packet)}"
+    if kind != wire.ACK and ident is not None:
+        return f"an id on a packet of type {kind}: {_excerpt(packet)}"
+    return None
+
+
+def _excerpt(value: Any) -> str:
+    text_ = repr(value)
+    return text_ if len(text_) <= 200 else text_[:200] + "..."
 
 
 @dataclass
@@ -128,13 +165,16 @@ class Refused(Exception):
     data: Any
 
 
-class RawSocketIO:
-    """One websocket speaking Engine.IO 4 / Socket.IO 5 by hand.
+NO_VALUE = "<an acknowledgement without a value>"
 
-    A reader thread answers the server's pings, keeps every text frame as sent
-    (``texts``), checks it is strict JSON (violations land in ``bad_frames``), and files
-    acknowledgements by id (``acks``) and events by name (``events``). Binary attachments
-    of the bridge's ``data`` messages are consumed and counted, not decoded.
+
+class RawSocketIO:
+    """One websocket speaking Engine.IO 4 / Socket.IO 5 with the bridge's msgpack packets by hand.
+
+    A reader thread answers the server's pings, checks every frame (``frame_problem``; and
+    that acks, ``result`` and ``error`` events could be JSON: no NaN, no bytes), files what
+    is wrong in ``bad_frames``, acknowledgements by id (``acks``; ``NO_VALUE`` for an empty
+    one), events by name (``events``, in order) and ``result`` events (``results``).
     """
 
     def __init__(self, port: int, token: str | None = None, auth: Any = None, connect: bool = True,
@@ -148,24 +188,26 @@ class RawSocketIO:
         options: dict[str, Any] = {"origin": origin} if origin else {}
         if headers:
             options["header"] = headers
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket{query}",
-                                              timeout=timeout, **options)
-        self.texts: list[str] = []              # every text frame after the Engine.IO open packet
-        self.bad_frames: list[str] = []         # frames that were not strict JSON or not Socket.IO
-        self.acks: dict[int, Any] = {}          # ack id -> the first value of the ACK packet (or a marker)
-        self.raw_acks: dict[int, str] = {}
+        # (multithreaded: the reader answers pings while the test's thread sends)
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{wire.EIO_PATH}{query}",
+                                              timeout=timeout, enable_multithread=True, **options)
+        self.last: list[str] = []               # a short account of the last few packets, for messages
+        self.bad_frames: list[str] = []         # frames protocol 3 does not allow (frame_problem)
+        self.acks: dict[int, Any] = {}          # ack id -> the ACK's first value (NO_VALUE if none)
+        self.sent: dict[int, str] = {}          # ack id -> the name of the event that asked for it
         self.events: list[tuple[str, Any]] = []
-        self.attachments = 0
+        self.results: list[Any] = []            # the 'result' events (also in events), in order
         self.sid: str | None = None
         self.refused: Any = None
-        self.disconnected = False               # a '41' arrived: the server left the namespace
+        self.disconnected = False               # a DISCONNECT arrived: the server left the namespace
         self.closed = False                     # the websocket is gone
-        self._pending_binary = 0
+        self._decoder = wire.Decoder()
         self._next_id = 0
+        self._command_ids = itertools.count(1)
         self._cond = threading.Condition()
-        opened = self.ws.recv()
-        assert isinstance(opened, str) and opened.startswith("0{"), opened
-        self.handshake = strict_loads(opened[1:])
+        opcode, opened = self.ws.recv_data()
+        kind, self.handshake = self._decoder.feed(opcode, opened) or (None, None)
+        assert kind == "open" and isinstance(self.handshake, dict), (opcode, opened)
         self.ws.settimeout(None)  # the reader blocks; every wait here has its own deadline
         self._reader = threading.Thread(target=self._read, name=f"raw-sio-{port}", daemon=True)
         self._reader.start()
@@ -177,54 +219,50 @@ class RawSocketIO:
     def _read(self) -> None:
         while True:
             try:
-                opcode, data = self.ws.recv_data()
+                opcode, payload = self.ws.recv_data()
             except Exception:
                 break
             if opcode == websocket.ABNF.OPCODE_CLOSE:
                 break
-            if opcode == websocket.ABNF.OPCODE_BINARY:
-                with self._cond:
-                    self.attachments += 1
-                    self._pending_binary = max(0, self._pending_binary - 1)
-                    self._cond.notify_all()
-                continue
-            text = data.decode("utf-8")
-            if text == "2":  # Engine.IO ping
+            problem = frame_problem(opcode, payload)
+            if problem is None and opcode == wire.TEXT and payload == b"2":  # Engine.IO ping
                 try:
-                    self.ws.send("3")
+                    self.send_frames(wire.encode_pong())
                 except Exception:
                     break
                 continue
             with self._cond:
-                self.texts.append(text)
-                try:
-                    self._file(text)
-                except (ValueError, IndexError, AssertionError) as exc:  # NonStandardJSON is a ValueError
-                    self.bad_frames.append(f"{type(exc).__name__}: {exc}: {text[:300]}")
+                if problem is not None:
+                    self.bad_frames.append(problem)
+                elif opcode == wire.BINARY:
+                    self._file(*self._decoder.feed(opcode, payload))
                 self._cond.notify_all()
         with self._cond:
             self.closed = True
             self._cond.notify_all()
 
-    def _file(self, text: str) -> None:
-        if not text.startswith("4"):
-            return  # Engine.IO noop/close/...: no JSON
-        kind, attachments, _, ident, body = parse_packet(text[1:])
-        value = strict_loads(body) if body else None
-        if kind == 0:
-            self.sid = value.get("sid") if isinstance(value, dict) else None
-        elif kind == 1:
+    def _file(self, kind: str, body: Any) -> None:
+        self.last = (self.last + [f"{kind} {_excerpt(body)[:100]}"])[-6:]
+        if kind == "connect":
+            self.sid = body.get("sid")
+        elif kind == "disconnect":
             self.disconnected = True
-        elif kind == 4:
-            self.refused = value if value is not None else {}
-        elif kind in (2, 5):
-            self._pending_binary = attachments
-            assert isinstance(value, list) and value and isinstance(value[0], str), text[:200]
-            self.events.append((value[0], value[1] if len(value) > 1 else None))
-        elif kind in (3, 6):
-            assert isinstance(value, list), text[:200]
-            self.acks[ident] = value[0] if value else NO_VALUE
-            self.raw_acks[ident] = text
+        elif kind == "connect_error":
+            self.refused = body if body is not None else {}
+        elif kind == "event":
+            name, data = body[0], body[1] if len(body) > 1 else None
+            self.events.append((name, data))
+            if name in ("result", "error") and not _json_like(data):
+                self.bad_frames.append(f"a {name!r} event that could not be JSON: {_excerpt(data)}")
+            if name == "result":
+                self.results.append(data)
+        elif kind == "ack":
+            ident, value = body
+            if value is not None and not _json_like(value):
+                self.bad_frames.append(f"an acknowledgement that could not be JSON: {_excerpt(value)}")
+            # (the bridge never acknowledges with null: an empty ACK is how a handler that
+            # returns nothing answers, e.g. 'command', whose answer is its 'result' event)
+            self.acks[ident] = NO_VALUE if value is None else value
 
     # -- waiting
 
@@ -237,14 +275,22 @@ class RawSocketIO:
                     return value
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"timed out waiting for {what or predicate}; last frames: "
-                                         f"{[t[:120] for t in self.texts[-6:]]}")
+                    raise AssertionError(f"timed out waiting for {what or predicate}; last packets: {self.last}")
                 self._cond.wait(min(left, 0.25))
 
     def wait_ack(self, ident: int, timeout: float | None = None) -> Any:
         """The acknowledgement with this id (its first value; ``NO_VALUE`` for an empty one)."""
         return self.wait(lambda: ident in self.acks and (self.acks[ident],), timeout,
                          f"the acknowledgement {ident}")[0]
+
+    def wait_result(self, command_id: Any, timeout: float | None = None) -> Any:
+        """The first 'result' event with this id (the whole event, ``id`` included)."""
+        def find() -> Any:
+            for r in self.results:
+                if isinstance(r, dict) and r.get("id") == command_id and type(r.get("id")) is type(command_id):
+                    return (r,)
+            return None
+        return self.wait(find, timeout, f"the result of command {command_id!r}")[0]
 
     def wait_disconnected(self, timeout: float | None = None) -> None:
         self.wait(lambda: self.disconnected or self.closed, timeout, "a disconnect from '/'")
@@ -258,24 +304,21 @@ class RawSocketIO:
 
     def connect(self, auth: Any = None) -> str:
         """Join "/" (``auth`` as the CONNECT payload); the sid, or raise ``Refused``."""
-        self.send_frames(["40" + ("" if auth is None else json.dumps(auth))])
+        self.send_frames(wire.encode_connect(auth))
         self.wait(lambda: self.sid or self.refused is not None or self.closed, what="CONNECT or CONNECT_ERROR")
         if self.sid is None:
             raise Refused(self.refused)
         return self.sid
 
     def rejoin(self, auth: Any = None) -> str:
-        """After the server left "/" (a '41'), join it again on the same websocket."""
+        """After the server left "/" (a DISCONNECT), join it again on the same websocket."""
         with self._cond:
             self.sid, self.refused, self.disconnected = None, None, False
         return self.connect(auth)
 
-    def send_frames(self, frames: list[str | bytes]) -> None:
-        for f in frames:
-            if isinstance(f, bytes):
-                self.ws.send_binary(f)
-            else:
-                self.ws.send(f)
+    def send_frames(self, frames: list[wire.Frame]) -> None:
+        for opcode, payload in frames:
+            self.ws.send(payload, opcode)
 
     def emit(self, data: list[Any], ack: bool = True) -> int | None:
         """Send the event ``data`` ([name, *args]); the ack id, if one was asked for."""
@@ -283,11 +326,23 @@ class RawSocketIO:
         if ack:
             ident = self._next_id
             self._next_id += 1
-        self.send_frames(encode_event(data, ident))
+            self.sent[ident] = data[0] if data and isinstance(data[0], str) else repr(data[:1])
+        self.send_frames(wire.encode_packet(wire.EVENT, data, ident))
         return ident
 
     def call(self, data: list[Any], timeout: float | None = None) -> Any:
         return self.wait_ack(self.emit(data), timeout)
+
+    def next_command_id(self) -> int:
+        return next(self._command_ids)
+
+    def command(self, payload: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send the command ``payload`` with a fresh ``id`` and return its answer: the 'result'
+        event less its id (docs/protocol.md §3)."""
+        command_id = self.next_command_id()
+        self.emit(["command", {**payload, "id": command_id}], ack=False)
+        result = self.wait_result(command_id, timeout)
+        return {k: v for k, v in result.items() if k != "id"}
 
     def reset(self) -> None:
         """Drop the connection with a TCP RST, as a crashed or unplugged client would."""
@@ -315,9 +370,6 @@ class RawSocketIO:
             self.ws.shutdown()
         except Exception:
             pass
-
-
-NO_VALUE = "<an acknowledgement without a value>"
 
 
 # -- plain sockets and HTTP ---------------------------------------------------------------
@@ -431,9 +483,12 @@ def log_problems(text: str, max_bytes: int, max_line: int = 1000, what: str = "t
     carrying a newline), a line over ``max_line`` characters, more than ``max_bytes`` in all."""
     found = []
     lines = text.splitlines()
-    if "Traceback" in text:
+    # a traceback starts a line (a client's text quoted inside a record, e.g. a bad packet
+    # type in the bridge's warning, may say "Traceback" without being one)
+    tracebacks = [line for line in lines if line.startswith("Traceback")]
+    if tracebacks:
         last = [line for line in lines if re.match(r"^\w+(Error|Exception)\b", line)]
-        found.append(f"{text.count('Traceback')} traceback(s) in {what}, ending {sorted(set(last))[:4]}")
+        found.append(f"{len(tracebacks)} traceback(s) in {what}, ending {sorted(set(last))[:4]}")
     strays = [line[:120] for line in lines if not LOG_LINE.match(line) and not line.startswith(("  ", "Traceback"))]
     if strays:
         found.append(f"{what} has lines that are not one-line records: {strays[:3]}")

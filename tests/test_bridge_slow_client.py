@@ -1,17 +1,17 @@
 """A client that stops reading must not grow the bridge or slow the other clients down.
 
-The slow client is a raw websocket speaking Engine.IO v4 / Socket.IO v5 text frames by hand:
+The slow client is a raw websocket speaking bench/wire.py's protocol 3 packets by hand:
 it connects, subscribes to a 2.4 MB frame channel published at 60 Hz, and never reads
 again. A normal python-socketio client subscribes to the same channel.
 """
 
 from __future__ import annotations
 
-import json
 import time
 
 import websocket
 
+from bench import wire
 from bridge_support import http, mb, rss_bytes  # noqa: F401  (mb: fixture)
 
 WINDOW = 10.0            # seconds the slow client sits there
@@ -20,20 +20,26 @@ FRAME_BYTES = 200_000 * 3 * 4
 
 
 def open_raw_client(port: int, token: str) -> websocket.WebSocket:
-    """Connect, authenticate and subscribe to ``cloud`` with text frames; return the socket."""
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket", timeout=15)
-    opened = ws.recv()
-    assert opened.startswith("0{") and "sid" in json.loads(opened[1:]), opened
-    ws.send("40" + json.dumps({"token": token}))
+    """Connect, authenticate and subscribe to ``cloud`` by hand; return the socket."""
+    ws = websocket.create_connection(f"ws://127.0.0.1:{port}{wire.EIO_PATH}", timeout=15)
+    decoder = wire.Decoder()
+    kind, handshake = decoder.feed(*ws.recv_data()) or (None, None)
+    assert kind == "open" and "sid" in handshake, (kind, handshake)
+
+    def send(frames: list[wire.Frame]) -> None:
+        for opcode, payload in frames:
+            ws.send(payload, opcode)
+
+    send(wire.encode_connect({"token": token}))
     # the bridge's connect handler emits hello/state before the CONNECT packet; skip to it
     deadline = time.monotonic() + 15
     while True:
-        packet = ws.recv()
-        if isinstance(packet, str) and packet.startswith("40"):
-            assert "sid" in json.loads(packet[2:]), packet
+        packet = decoder.feed(*ws.recv_data())
+        if packet is not None and packet[0] == "connect":
+            assert "sid" in packet[1], packet
             break
         assert time.monotonic() < deadline, "no CONNECT packet"
-    ws.send('420["subscribe",{"channels":["cloud"],"rate":60}]')
+    send(wire.encode_event("subscribe", {"channels": ["cloud"], "rate": 60}, 0))
     return ws
 
 

@@ -3,20 +3,24 @@ or is replaced while the device runs (issue 11, defects 2-5).
 
 Real processes throughout: devices launch their bridge (its stderr is the device's), or a
 bridge is started by hand; clients are python-socketio or a raw websocket speaking
-Engine.IO/Socket.IO text frames, so that exactly the bytes on the wire are checked.
+bench/wire.py's protocol 3 packets (one msgpack map per binary frame), so that exactly the
+bytes on the wire are checked.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
 import time
 
+import msgpack
 import pytest
 import websocket
 
+from bench import wire
 from bridge_support import (DASHBOARD_LINE, Device, check_error, mb, parse_url, pid_gone,  # noqa: F401  (mb)
                             wait_attached, wait_stderr)
 from conftest import TIMEOUT, wait_for
@@ -26,68 +30,70 @@ GONE_LINE = re.compile(r"monbridge: the bridge for '(?P<name>[^']+)' \(pid (?P<p
                        r"monbridge serve --attach (?P<cmd_name>\S+)")
 
 
-def _strict(text: str) -> object:
-    """json.loads that refuses NaN and Infinity, as a browser's JSON.parse does."""
-    def refuse(token: str) -> None:
-        raise ValueError(f"non-standard JSON token {token}")
-    return json.loads(text, parse_constant=refuse)
-
-
 class RawSocket:
-    """A Socket.IO client by hand over one websocket: text frames in, frames out, as sent."""
+    """A Socket.IO client by hand over one websocket: frames out as given, packets in as
+    bench/wire.py's Decoder reads them."""
 
     def __init__(self, port: int, token: str | None = None) -> None:
-        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket",
-                                              timeout=TIMEOUT)
-        opened = self.ws.recv()
-        assert opened.startswith("0{"), opened
+        self.ws = websocket.create_connection(f"ws://127.0.0.1:{port}{wire.EIO_PATH}", timeout=TIMEOUT)
+        self.decoder = wire.Decoder()
+        kind, _ = self.decoder.feed(*self.ws.recv_data()) or (None, None)
+        assert kind == "open", kind
         self.connect(token)
 
-    def connect(self, token: str | None = None) -> list[str]:
-        """Connect to the default namespace; the frames up to and including the '40{...}'."""
-        self.ws.send("40" + (json.dumps({"token": token}) if token else ""))
-        return self.until(lambda f: f.startswith("40{"))
+    def connect(self, token: str | None = None) -> list[wire.Packet]:
+        """Connect to the default namespace; the packets up to and including the CONNECT."""
+        self.send(wire.encode_connect({"token": token} if token else None))
+        return self.until(lambda p: p[0] == "connect")
 
-    def until(self, done, timeout: float = TIMEOUT) -> list[str]:
-        frames: list[str] = []
+    def send(self, frames: list[wire.Frame]) -> None:
+        for opcode, payload in frames:
+            self.ws.send(payload, opcode)
+
+    def until(self, done, timeout: float = TIMEOUT) -> list[wire.Packet]:
+        packets: list[wire.Packet] = []
         deadline = time.monotonic() + timeout
         while True:
             self.ws.settimeout(max(0.01, deadline - time.monotonic()))
-            frame = self.ws.recv()
-            if frame == "2":          # engine.io ping
-                self.ws.send("3")
+            packet = self.decoder.feed(*self.ws.recv_data())
+            if packet is None:
                 continue
-            frames.append(frame)
-            if done(frame):
-                return frames
+            if packet[0] == "ping":
+                self.send(wire.encode_pong())
+                continue
+            packets.append(packet)
+            if done(packet):
+                return packets
 
     def close(self) -> None:
         self.ws.close()
 
 
-def _events(frames: list[str], name: str) -> list[object]:
-    out = []
-    for f in frames:
-        if f.startswith("42["):
-            event = _strict(f[2:])
-            if event[0] == name:
-                out.append(event[1] if len(event) > 1 else None)
-    return out
+def _events(packets: list[wire.Packet], name: str) -> list[object]:
+    return [body[1] if len(body) > 1 else None for kind, body in packets if kind == "event" and body[0] == name]
 
 
-# Each of these once made python-socketio raise inside its packet reader: no answer, and a
-# traceback of 1.6-2.6 KB per packet on the device's terminal. Text frames are Engine.IO
-# packets: "4" (message) + the Socket.IO packet.
+def _event(data, **more) -> wire.Frame:
+    return wire.BINARY, msgpack.packb({"type": wire.EVENT, "nsp": "/", "data": data, **more})
+
+
+# Each of these would make python-socketio's msgpack reader raise (no answer, and a traceback
+# of 1.6-2.6 KB per packet on the device's terminal) or reach a handler it must not: one per
+# reason of docs/protocol.md §4.8.
 UNDECODABLE = [
-    ("deep nesting", "42" + "[" * 5000 + "]" * 5000),
-    ("attachment count without a packet", "451-"),
-    ("binary event announcing no attachment", '45["ping",{}]'),
-    ("event that is not a list", '42"ping"'),
-    ("event without a name", "42[]"),
-    ("reserved event", '42["disconnect"]'),
-    ("unknown packet type", "49"),
-    ("text where an attachment is due", ('451-["ping",{"_placeholder":true,"num":0}]', "4not binary")),
-    ("binary without a header", b"\x00\x01junk"),
+    ("a JSON text packet (the default parser)", [(wire.TEXT, b'42["ping",{}]')]),
+    ("bytes that are not msgpack", [(wire.BINARY, b"\xc1junk")]),
+    ("two msgpack values in one frame", [(wire.BINARY, msgpack.packb({"type": 2, "nsp": "/", "data": ["ping"]}) * 2)]),
+    ("a list, not a map", [(wire.BINARY, msgpack.packb([2, "/", ["ping", {}]]))]),
+    ("a packet type a client may not send", [(wire.BINARY, msgpack.packb({"type": 5, "nsp": "/", "data": ["ping"]}))]),
+    ("a namespace that is not a string", [_event(["ping", {}], nsp=None)]),
+    ("an id that is not a non-negative integer", [_event(["ping", {}], id=-7)]),
+    ("an extension type", [_event(["ping", msgpack.ExtType(5, b"\x00")])]),
+    ("invalid UTF-8", [(wire.BINARY, b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data\x91\xa4pi\xffg")]),
+    ("deep nesting", [(wire.BINARY, b"\x83\xa4type\x02\xa3nsp\xa1/\xa4data" + b"\x91" * 5000 + b"\xc0")]),
+    ("an event that is not a list", [_event("ping")]),
+    ("an event without a name", [_event([])]),
+    ("a reserved event", [_event(["disconnect"])]),
 ]
 
 
@@ -101,15 +107,11 @@ def test_undecodable_packets_get_an_error_and_a_disconnect_and_stay_off_the_devi
     started = time.monotonic()
     rounds = 20
     for _ in range(rounds):
-        for what, packet in UNDECODABLE:
-            for part in packet if isinstance(packet, tuple) else (packet,):
-                if isinstance(part, bytes):
-                    raw.ws.send_binary(part)
-                else:
-                    raw.ws.send(part)
-            frames = raw.until(lambda f: f == "41", timeout=TIMEOUT)   # disconnected from "/"
-            errors = _events(frames, "error")
-            assert len(errors) == 1 and errors[0]["code"] == "bad_request", (what, frames)
+        for what, frames in UNDECODABLE:
+            raw.send(frames)
+            packets = raw.until(lambda p: p[0] == "disconnect", timeout=TIMEOUT)   # disconnected from "/"
+            errors = _events(packets, "error")
+            assert len(errors) == 1 and errors[0]["code"] == "bad_request", (what, packets)
             assert "cannot decode a packet" in errors[0]["message"], (what, errors)
             raw.connect()   # the same websocket may connect again
     elapsed = time.monotonic() - started
@@ -130,18 +132,47 @@ def test_undecodable_packets_get_an_error_and_a_disconnect_and_stay_off_the_devi
           f"disconnect; {len(warned)} warning line(s), {len(err)} bytes in all on the device's terminal")
 
 
-def test_ping_with_a_non_finite_time_is_refused_and_every_reply_is_strict_json(mb):
+def test_ping_with_a_non_finite_time_is_refused(mb):
+    """NaN and Infinity travel in msgpack (as 64- or 32-bit floats, or a NaN with a payload);
+    ping refuses them where a finite number is wanted, and its answers carry none."""
     dev = mb.device()
     raw = RawSocket(dev.url.port, dev.url.token)
-    for n, payload in enumerate(['{"t": NaN}', '{"t": Infinity}', '{"t": -Infinity}', '{"t": 1e999}']):
-        raw.ws.send(f'42{n}["ping",{payload}]')
-        ack = raw.until(lambda f: f.startswith(f"43{n}["))[-1]
-        reply = _strict(ack[len(f"43{n}"):])[0]   # raises on NaN/Infinity in the text
+    nan_with_payload = b"\xcb\x7f\xf8\x00\x00\x00\x00\x00\x01"
+    frames = [_event(["ping", {"t": float("nan")}], id=0), _event(["ping", {"t": float("inf")}], id=1),
+              _event(["ping", {"t": float("-inf")}], id=2),
+              (wire.BINARY, msgpack.packb({"type": 2, "nsp": "/", "data": ["ping", {"t": float("inf")}], "id": 3},
+                                          use_single_float=True)),
+              (wire.BINARY, b"\x84\xa4type\x02\xa3nsp\xa1/\xa2id\x04\xa4data\x92\xa4ping\x81\xa1t" + nan_with_payload)]
+    for n, frame in enumerate(frames):
+        raw.send([frame])
+        kind, (ident, reply) = raw.until(lambda p: p[0] == "ack" and p[1][0] == n)[-1]
         check_error(reply, "bad_request", "ping", "finite")
-    raw.ws.send('4299["ping",{"t": 12.5}]')
-    ack = raw.until(lambda f: f.startswith("4399["))[-1]
-    assert _strict(ack[4:])[0]["t"] == 12.5
+        json.dumps(reply, allow_nan=False)   # the answer itself holds no NaN, Infinity or bytes
+    raw.send(wire.encode_event("ping", {"t": 12.5}, 99))
+    kind, (ident, reply) = raw.until(lambda p: p[0] == "ack" and p[1][0] == 99)[-1]
+    assert reply["t"] == 12.5 and math.isfinite(reply["server_t"]), reply
+    json.dumps(reply, allow_nan=False)
     raw.close()
+
+
+def test_a_result_msgpack_cannot_hold_still_gets_its_one_answer(mb):
+    """Every command gets exactly one result (docs/protocol.md §3), even when the device's
+    return value (JSON: any integer) has no msgpack form: add(2**64 - 1, 1) returns 2**64."""
+    dev = mb.device()
+    raw = RawSocket(dev.url.port, dev.url.token)
+    try:
+        raw.send(wire.encode_event("command", {"id": 1, "name": "add", "args": {"a": 2**64 - 1, "b": 1}}))
+        try:
+            kind, (_, answer) = raw.until(lambda p: p[0] == "event" and p[1][0] == "result", timeout=10)[-1]
+        except websocket.WebSocketTimeoutException:
+            pytest.fail(f"no result for add(2**64 - 1, 1); the device's terminal: {''.join(dev.proc.stderr)[-600:]}")
+        assert answer["id"] == 1 and answer["ok"] is False and answer["error"]["code"] == "bad_result", answer
+        assert "64 bits" in answer["error"]["message"], answer
+        raw.send(wire.encode_event("ping", {"t": 1}, 7))
+        assert raw.until(lambda p: p[0] == "ack" and p[1][0] == 7)[-1][1][1]["ok"] is True
+    finally:
+        raw.close()
+    assert "Traceback" not in "".join(dev.proc.stderr), dev.proc.describe()
 
 
 def _periods(dev, since: float, until: float) -> dict[str, float]:

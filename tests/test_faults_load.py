@@ -3,8 +3,8 @@ whose TCP reading is paused.
 
 Real processes and sockets: a bridge started by hand (``mb.serve``), a streaming device
 (fault_support.STREAM_DEVICE, MON=bridge=0), python-socketio AsyncClients on one event loop,
-and for the stalled client a Socket.IO client written by hand on websocket-client
-(fault_support.RawClient) that simply stops calling recv().
+and for the stalled client a Socket.IO client written by hand on websocket-client with
+bench/wire.py's packets (fault_support.RawClient) that simply stops calling recv().
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from bridge.server import OUTBOX_BYTES, OUTBOX_LIMIT
+from bridge.core import OUTBOX_BYTES, OUTBOX_LIMIT
 from bridge_support import http, mb, wait_attached  # noqa: F401  (mb: fixture)
 from conftest import TIMEOUT, wait_for
 from fault_support import (STREAM_DEVICE, RawClient, account_frames, account_records,  # noqa: F401
@@ -169,21 +169,21 @@ def test_fifty_clients_and_one_that_stops_reading(mb, client_loop):
     finally:
         raw.close()
 
-    # memory. What flow control lets queue (bridge/server.py, relay.py): a client is judged
+    # memory. What flow control lets queue (bridge/core.py, relay.py): a client is judged
     # once per poll, before that poll's messages; while its engine.io queue holds at most
     # OUTBOX_LIMIT packets and OUTBOX_BYTES, the poll adds one message per channel. So its
     # queue stays under OUTBOX_BYTES + one poll's messages (P). engine.io's writer takes the
     # whole queue at once and holds it while the kernel refuses more: up to another
     # OUTBOX_BYTES + P, and one websocket frame's copy of the packet being sent.
     #   stalled client:   2 x (OUTBOX_BYTES + BLOB + one records message) + BLOB
-    #   each of the 50:   2 x (OUTBOX_LIMIT / 2 + 1) records messages, should it fall
+    #   each of the 50:   2 x (OUTBOX_LIMIT + 1) records messages, should it fall
     #                     behind (they keep up; it is the worst case)
     # Without the limits the stalled client alone would pile up 30 MB/s x 6 s = 180 MB.
-    # (a records message is 2 packets: its JSON, then the attachment; sizes as sent in the stall)
+    # (a message is 1 packet, one msgpack frame with its data inside; sizes as sent in the stall)
     rec_msg = max(m.nbytes for c in clients for m in c.data("rec")
                   if paused_at <= m.arrival <= paused_at + STALL) + 1024
     stalled_allows = 2 * (OUTBOX_BYTES + BLOB_BYTES + rec_msg) + BLOB_BYTES
-    others_allow = N_CLIENTS * 2 * (OUTBOX_LIMIT // 2 + 1) * rec_msg
+    others_allow = N_CLIENTS * 2 * (OUTBOX_LIMIT + 1) * rec_msg
     bound = stalled_allows + others_allow + SLACK
     growth = peak - baseline
     memory = (f"bridge VmRSS {baseline / 2**20:.1f} -> peak {peak / 2**20:.1f} MiB: grew {growth / 2**20:.1f} MiB "

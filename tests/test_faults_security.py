@@ -18,9 +18,10 @@ import pytest
 import socketio
 import websocket
 
+from bench import wire
 from bridge_support import DeviceProcess, check_error, mb, wait_attached  # noqa: F401  (mb: fixture)
 from conftest import START_TIMEOUT, TIMEOUT, wait_for
-from hostile_support import RawSocketIO, Refused, health, http_raw, listening_ports, pid_alive, raw_request
+from hostile_support import NO_VALUE, RawSocketIO, Refused, health, http_raw, listening_ports, pid_alive, raw_request
 
 
 def _bad_tokens(token: str) -> dict[str, str]:
@@ -95,14 +96,16 @@ def test_bad_tokens_are_refused_on_every_way_in_and_never_make_an_operator(mb):
                 check_error(json.loads(answer), "unauthorized", "token")
 
     # a token that is not a string counts as none: a viewer on loopback, never an operator
+    # (msgpack can also carry the right token's bytes as bin, or as a one-element array)
     for auth in ({"token": 123}, {"token": None}, {"token": [url.token]}, {"token": {"token": url.token}},
-                 {"token": True}, "x" * 100, [url.token], 7):
+                 {"token": True}, {"token": url.token.encode()}, {b"token": url.token}, "x" * 100, [url.token],
+                 url.token.encode(), 7):
         c = RawSocketIO(url.port, connect=False)
         try:
             c.connect(auth)
             hello = c.wait(lambda: [d for e, d in c.events if e == "hello"], what="hello")[0]
             assert hello["role"] == "viewer", (auth, hello)
-            check_error(c.call(["command", {"name": "record", "args": {"n": 1}}]), "forbidden")
+            check_error(c.command({"name": "record", "args": {"n": 1}}), "forbidden")
         except Refused:
             pass
         finally:
@@ -199,15 +202,19 @@ def test_a_viewer_cannot_command_by_any_route(mb):
         check_error(viewer.call("command", {"name": "record", "args": {"n": 3}}), "forbidden")
     raw = RawSocketIO(url.port)   # no token
     try:
-        for n, frame in enumerate(['42%d["command",{"name":"record","args":{"n":4}}]',
-                                   '451-%d["command",{"name":"record","args":{"n":5},"b":{"_placeholder":true,"num":0}}]']):
-            raw.send_frames([frame % (100 + n)] + ([b"x"] if frame.startswith("45") else []))
-            check_error(raw.wait_ack(100 + n), "forbidden")
+        # by hand: a plain command, one carrying bytes (msgpack bin: an attachment in protocol 2)
+        # and a claim to the role, each with an ack id of its own as well
+        for n, payload in enumerate([{"name": "record", "args": {"n": 4}},
+                                     {"name": "record", "args": {"n": 5}, "b": b"x"},
+                                     {"name": "record", "args": {"n": 6}, "role": "operator", "token": url.token}]):
+            raw.send_frames(wire.encode_event("command", {**payload, "id": 100 + n}, 100 + n))
+            check_error({k: v for k, v in raw.wait_result(100 + n).items() if k != "id"}, "forbidden")
+            assert raw.wait_ack(100 + n) == NO_VALUE   # a command's answer is its result event
     finally:
         raw.close()
     # HTTP without a token: forbidden (403), not run
     status, _, body = http_raw(url.port, "POST", "/api/command", {"Content-Type": "application/json"},
-                               json.dumps({"name": "record", "args": {"n": 6}}).encode())
+                               json.dumps({"name": "record", "args": {"n": 7}}).encode())
     assert status == 403, (status, body)
     check_error(json.loads(body), "forbidden")
     assert _history(url) == [], "a viewer's command ran"
