@@ -29,7 +29,7 @@ from device_agent.errors import CommandError, MessageTooLarge, QueueFull
 from device_agent.schema import validate_args
 
 from .device_link import DeviceLink
-from .protocol import MAX_DEPTH, ProtocolError, error, ok, parse_command, shown, too_deep
+from .protocol import ProtocolError, error, ok, parse_command, shown, unsendable
 
 log = logging.getLogger("bridge")
 BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
@@ -168,8 +168,9 @@ class CommandBroker:
         now = time.monotonic() if now is None else now
         for reply in replies:
             cid = reply.get("id")
-            if reply.get("ok") and too_deep(reply.get("result")):
-                ack = error("bad_result", f"the handler's result nests more than {MAX_DEPTH} levels deep")
+            problem = unsendable(reply.get("result")) if reply.get("ok") else None
+            if problem:
+                ack = error("bad_result", f"the handler's result {problem}")
             elif reply.get("ok"):
                 ack = ok(result=reply.get("result"))
                 if reply.get("coalesced"):

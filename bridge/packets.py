@@ -64,7 +64,7 @@ class SafePacket(MsgPackPacket):
             if not isinstance(decoded, dict):
                 raise _Refused(f"a packet must be a msgpack map, got {type(decoded).__name__}")
             kind, namespace = decoded.get("type"), decoded.get("nsp")
-            if kind not in CLIENT_PACKET_TYPES or isinstance(kind, bool):
+            if type(kind) is not int or kind not in CLIENT_PACKET_TYPES:
                 raise _Refused(f"packet type {kind!r} is not one a client may send")
             if not isinstance(namespace, str):
                 raise _Refused("a packet's 'nsp' must be a string")
@@ -78,8 +78,9 @@ class SafePacket(MsgPackPacket):
                     raise _Refused("an event must be a list starting with the event's name")
                 if data[0] in RESERVED_EVENTS:
                     raise _Refused(f"{data[0]!r} is reserved, not an event a client may send")
-            if _depth(data) > MAX_NESTING:
-                raise _Refused(f"the packet nests more than {MAX_NESTING} levels deep")
+            problem = _problem(data)
+            if problem:
+                raise _Refused(problem)
         except (ValueError, TypeError, msgpack.StackError, RecursionError) as exc:
             # msgpack's own errors (ExtraData, FormatError, StackError, UnicodeDecodeError)
             # are ValueError subclasses
@@ -100,18 +101,26 @@ def _is_event(data: Any) -> bool:
     return isinstance(data, list) and bool(data) and isinstance(data[0], str)
 
 
-def _depth(value: Any, limit: int = MAX_NESTING + 1) -> int:
-    """Nesting depth of lists and maps, counted no further than ``limit``."""
+_LEAVES = (str, int, float, bytes, bool, type(None))  # what msgpack's core types decode to
+
+
+def _problem(value: Any) -> str | None:
+    """Why a decoded packet's data is refused: more than MAX_NESTING levels of lists and maps,
+    or a value of another type (msgpack's timestamp extension type, -1, decodes to a
+    Timestamp without asking ``ext_hook``). Breadth first, without recursion."""
     depth, level = 0, [value]
-    while level and depth < limit:
+    while level:
         nested = []
         for item in level:
             if isinstance(item, dict):
                 nested.extend(item.values())
             elif isinstance(item, list):
                 nested.extend(item)
-        if not nested and not any(isinstance(i, (dict, list)) for i in level):
-            break
-        depth += 1
+            elif not isinstance(item, _LEAVES):
+                return f"a value of type {type(item).__name__} (msgpack extension types are not part of the protocol)"
+        if nested or any(isinstance(i, (dict, list)) for i in level):
+            depth += 1
+            if depth > MAX_NESTING:
+                return f"the packet nests more than {MAX_NESTING} levels deep"
         level = nested
-    return depth
+    return None

@@ -57,6 +57,26 @@ def _finite(value: int | float) -> bool:
 MAX_DEPTH = 64  # nesting levels a value sent to clients may have (python-socketio recurses per level)
 
 
+MSGPACK_INT_RANGE = (-2**63, 2**64 - 1)  # the integers msgpack can carry
+
+
+def unsendable(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` (JSON from the device) cannot go to clients, or None: it nests lists and
+    dicts more than ``limit`` levels, or holds an integer msgpack cannot carry. Checked
+    without recursion."""
+    low, high = MSGPACK_INT_RANGE
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return f"nests more than {limit} levels deep"
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+        elif isinstance(item, int) and not isinstance(item, bool) and not low <= item <= high:
+            return "holds an integer beyond 64 bits"
+    return None
+
+
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
     """True if ``value`` nests lists and dicts more than ``limit`` levels (checked without recursion)."""
     stack = [(value, 1)]

@@ -44,6 +44,7 @@ log = logging.getLogger("bridge")
 # ~1 µs a byte, during which nobody else is served.
 MAX_MESSAGE = 16 * 1024
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
+REPLY_SPIN_S = 0.0003        # after queueing a command, poll for its reply this long (_await_reply)
 CLIENT_EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
 
@@ -119,7 +120,10 @@ class Bridge:
     def _flush(self) -> None:
         """Send what the core has queued, in order (the caller holds the lock)."""
         for m in self.core.take_messages():
-            self.socketio.emit(m.event, m.data, to=list(m.to) if len(m.to) > 1 else m.to[0])
+            try:
+                self.socketio.emit(m.event, m.data, to=list(m.to) if len(m.to) > 1 else m.to[0])
+            except Exception as exc:  # one message that cannot be encoded must not stop the others
+                log.error("cannot send %s to %d client(s): %s: %s", m.event, len(m.to), type(exc).__name__, exc)
         if self.core.take_wake():
             self._ringer.ring(self.data_doorbell.address)
 
@@ -127,7 +131,25 @@ class Bridge:
         with self.lock:
             ack = self.core.on_event(sid, event, args, time.monotonic(), time.time())
             self._flush()
+            if event == "command" and self.core.broker.pending:
+                self._await_reply()
         return ack
+
+    def _await_reply(self) -> None:
+        """Poll the device's reply queue for a moment before leaving the reply to reply_loop.
+
+        An idle device answers in tens of microseconds, less than waking reply_loop through
+        the doorbell takes; the poll costs at most REPLY_SPIN_S of the bridge's CPU per
+        command, never the device's (the caller holds the lock)."""
+        dev = self.link.device
+        if dev is None:
+            return
+        spin_end = time.perf_counter() + REPLY_SPIN_S
+        while not dev.replies_pending():
+            if time.perf_counter() > spin_end:
+                return
+        self.core.route_replies(time.monotonic())
+        self._flush()
 
     # -- socket.io handlers ------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from .protocol import MAX_DEPTH, shown, too_deep
+from .protocol import MAX_DEPTH, shown, unsendable
 
 log = logging.getLogger("bridge")
 _MISSING = object()
@@ -43,11 +43,11 @@ class StateRelay:
         """Send what changed since the last poll (everything when ``attached``) to ``sids``."""
         if device is not None and device.state_version != self.version:
             version, values = device.state()
-            deep = [k for k, v in values.items() if too_deep(v, MAX_DEPTH - 2)]
-            if deep:  # clients could not decode it (and the bridge refuses such input); say which
-                log.warning("state %s nests more than %d levels deep: not sent to clients", shown(deep[0]),
-                            MAX_DEPTH - 2)
-                values = {k: v for k, v in values.items() if k not in deep}
+            problems = {k: p for k, v in values.items() if (p := unsendable(v, MAX_DEPTH - 2))}
+            if problems:  # clients could not decode it (and the bridge refuses such input); say which
+                key, problem = next(iter(problems.items()))
+                log.warning("state %s %s: not sent to clients", shown(key), problem)
+                values = {k: v for k, v in values.items() if k not in problems}
             changed = values if attached else {k: v for k, v in values.items() if self.values.get(k, _MISSING) != v}
             self.values, self.version = values, version
             if changed or attached:

@@ -36,6 +36,8 @@ def nested(depth: int) -> list:
     (pack({"type": 4, "nsp": "/", "data": "refused"}), "packet type 4"),  # CONNECT_ERROR: server to client only
     (pack({"type": 5, "nsp": "/", "data": ["ping"]}), "packet type 5"),  # no binary events with msgpack
     (pack({"type": True, "nsp": "/", "data": ["ping"]}), "packet type True"),
+    (pack({"type": 2.0, "nsp": "/", "data": ["ping"]}), "packet type 2.0"),
+    (pack({"type": 2, "nsp": "/", "data": ["ping", {"t": msgpack.Timestamp(1, 0)}]}), "type Timestamp"),
     (pack({"type": 2, "nsp": "/", "data": "ping"}), "must be a list"),
     (pack({"type": 2, "nsp": "/", "data": []}), "must be a list"),
     (pack({"type": 2, "nsp": "/", "data": [1, 2]}), "must be a list"),
