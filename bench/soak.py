@@ -229,6 +229,7 @@ async def clients_main(args: dict[str, Any], replies: Replies) -> None:
     tally = Tally()
     closing = False
     clients: list[Any] = []
+    sync_clients: list[Any] = []   # threaded socketio.Client (--sync-clients)
     tasks: list[asyncio.Task] = []
 
     class Counting(logging.Handler):
@@ -310,16 +311,51 @@ async def clients_main(args: dict[str, Any], replies: Replies) -> None:
                     tally.errors.add("command", f"client {k}: {exc!r}")
             await asyncio.sleep(every)
 
+    def run_sync_client(k: int) -> Any:
+        """A threaded ``socketio.Client``: each message is checked on its own (its handlers
+        run in a thread per message, so their order says nothing about the bridge's)."""
+        import socketio
+
+        sio = socketio.Client(reconnection=False, serializer="msgpack", logger=logger, engineio_logger=logger)
+
+        def on_message(msg: Any) -> None:
+            try:
+                ch, nbytes = check_message(msg, {})
+            except Exception as exc:
+                tally.errors.add("decode", f"sync client {k}: {exc!r}")
+                ch, nbytes = (msg.get("channel", "?") if isinstance(msg, dict) else "?"), 0
+            tally.messages[ch] += 1
+            tally.bytes += nbytes
+            tally.per_client[k] += 1
+            if isinstance(msg, dict) and isinstance(msg.get("seq"), list) and not closing:
+                sio.emit("consumed", {"channel": ch, "seq": msg["seq"][1]})
+
+        sio.on("data", on_message)
+        sio.on("event", on_message)
+        sio.on("disconnect", lambda *_: closing or tally.errors.add("disconnect", f"sync client {k}"))
+        sio.connect(f"http://127.0.0.1:{args['port']}", auth={"token": args["token"]}, transports=["websocket"],
+                    wait_timeout=20)
+        ack = sio.call("subscribe", {"channels": args["channel_names"], "rate": args["rate"], "in_flight": IN_FLIGHT},
+                       timeout=20)
+        if not ack.get("ok"):
+            tally.errors.add("subscribe", f"sync client {k}: {ack}")
+        return sio
+
     async def op_connect(req: dict[str, Any]) -> dict[str, Any]:
-        tally.per_client = [0] * args["n"]
+        tally.per_client = [0] * (args["n"] + args.get("sync", 0))
         connected = await asyncio.gather(*(run_client(k) for k in range(args["n"])))
         clients.extend(sio for sio, _ in connected)
+        if args.get("sync"):
+            args["channel_names"] = connected[0][1]
+            loop = asyncio.get_running_loop()
+            sync_clients.extend(await asyncio.gather(*(loop.run_in_executor(None, run_sync_client, args["n"] + k)
+                                                       for k in range(args["sync"]))))
         if args["command_every"] > 0:
             tasks.extend(asyncio.create_task(commands(k, c)) for k, c in enumerate(clients))
         return {"channels": connected[0][1] if connected else []}
 
     async def op_report(req: dict[str, Any]) -> dict[str, Any]:
-        return tally.report(sum(1 for c in clients if c.connected))
+        return tally.report(sum(1 for c in clients + sync_clients if c.connected))
 
     def on_task_error(loop: Any, context: dict[str, Any]) -> None:
         """An exception in a task nobody awaits, e.g. python-socketio failing to decode a packet."""
@@ -342,6 +378,9 @@ async def clients_main(args: dict[str, Any], replies: Replies) -> None:
                 await asyncio.wait_for(c.disconnect(), 3)
 
         await asyncio.gather(*(leave(c) for c in clients))
+        for c in sync_clients:
+            with contextlib.suppress(Exception):
+                c.disconnect()
 
 
 # -- the run -----------------------------------------------------------------------------
@@ -394,11 +433,13 @@ class Soak:
         opts = self.opts
         if opts.clients:
             args = {"port": self.device.port, "token": self.token, "n": opts.clients, "rate": opts.client_rate,
+                    "sync": opts.sync_clients,
                     "command_every": opts.command_every, "timeout": self.duration_s + 300}
             self.clients = Child.role("bench.soak", "clients", "clients", args, log=log, call_timeout=START_TIMEOUT)
             self.clients.recv(START_TIMEOUT)
             channels = self.clients.call(START_TIMEOUT, op="connect")["channels"]
-            log(f"{opts.clients} clients subscribed to {', '.join(channels)} at {opts.client_rate:g} Hz")
+            sync = f" (and {opts.sync_clients} threaded ones)" if opts.sync_clients else ""
+            log(f"{opts.clients} clients{sync} subscribed to {', '.join(channels)} at {opts.client_rate:g} Hz")
         # in a session of its own, as the device: a Ctrl-C in the terminal is ours to handle, in order
         self.browser = Browser(CHROMIUM, CHROMIUM_ARGS, START_TIMEOUT, new_session=True)
         self.page = self.browser.new_page(*VIEWPORT)
@@ -534,8 +575,9 @@ class Soak:
         for vid, v in self.page_status.get("views", {}).items():
             if v.get("error"):
                 self.errors.add("view_error", f"{vid}: {v['error']}")
-        if self.clients is not None and rep and rep.get("connected") != self.opts.clients:
-            self.errors.add("clients_not_connected", f"{rep.get('connected')} of {self.opts.clients} connected")
+        wanted = self.opts.clients + self.opts.sync_clients
+        if self.clients is not None and rep and rep.get("connected") != wanted:
+            self.errors.add("clients_not_connected", f"{rep.get('connected')} of {wanted} connected")
         out.update(errors=sum(self.errors.by_kind.values()), error_counts=dict(sorted(self.errors.by_kind.items())),
                    error_examples=self.errors.examples, warnings=dict(sorted(self.warnings.by_kind.items())),
                    warning_examples=self.warnings.examples)
@@ -595,7 +637,7 @@ def run(opts: argparse.Namespace) -> tuple[dict[str, Any], int]:
         "bench": "soak", "quick": opts.quick, "minutes": opts.minutes,
         "git": git_revision("bridge", "device_agent", "webui/src", "examples/robot_arm.py", "specs"),
         **clock.machine(), "chromium": chromium, "device": soak.name, "clients": opts.clients,
-        "client_rate_hz": opts.client_rate, "command_every_s": opts.command_every,
+        "sync_clients": opts.sync_clients, "client_rate_hz": opts.client_rate, "command_every_s": opts.command_every,
         "sample_every_s": opts.sample_every, "tab_every_s": opts.tab_every, "warmup_s": soak.warm_s,
         "loadavg_1m": clock.loadavg(), "stopped_by": soak.stopped_by, **soak.result(),
         "duration_s": soak.samples[-1]["t"] if soak.samples else 0.0,
@@ -638,6 +680,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between tab switches in the page (default 12)")
     ap.add_argument("--clients", type=number_arg(int, 0, inclusive=True), default=10, metavar="N",
                     help="python-socketio clients (default 10)")
+    ap.add_argument("--sync-clients", type=number_arg(int, 0, inclusive=True), default=0, metavar="N",
+                    help="threaded socketio.Client clients besides --clients' AsyncClients (default 0); "
+                         "they check every message's decoding, not its order (the threaded client "
+                         "handles each message in a thread of its own)")
     ap.add_argument("--client-rate", type=number_arg(float, 0.1, inclusive=True), default=10.0, metavar="HZ",
                     help="the clients' subscription rate (default 10; the bridge caps it at 60)")
     ap.add_argument("--command-every", type=number_arg(float, 0, inclusive=True), default=5.0, metavar="S",
@@ -645,6 +691,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     if opts.minutes is None:
         opts.minutes = QUICK_MINUTES if opts.quick else DEFAULT_MINUTES
+    if opts.sync_clients and not opts.clients:
+        ap.error("--sync-clients needs at least one of --clients (they learn the channels)")
     if opts.minutes * 60 < 2 * opts.sample_every:
         ap.error(f"--minutes {opts.minutes:g} is shorter than two samples of --sample-every {opts.sample_every:g} s")
     exit_on_sigterm()   # unwind like Ctrl-C: clients, chromium, device, segments
