@@ -480,9 +480,8 @@ BATCH_BYTES = 150_000   # bytes of one generated batch (see batches())
 
 def wire_form(data: list[Any]) -> list[Any]:
     """``data`` as it is sent: a payload's ``OMIT`` values left out."""
-    if len(data) > 1 and isinstance(data[1], dict) and any(v is OMIT for v in data[1].values()):
-        return [data[0], {k: v for k, v in data[1].items() if v is not OMIT}, *data[2:]]
-    return data
+    # any argument, not only the first: an event may carry a command's payload as its second
+    return [data[0], *({k: v for k, v in a.items() if v is not OMIT} if isinstance(a, dict) else a for a in data[1:])]
 
 
 def _size(data: list[Any]) -> int:
