@@ -645,6 +645,9 @@ def run(opts: argparse.Namespace) -> tuple[dict[str, Any], int]:
     }
     views = sorted({vid for s in soak.samples for vid in s.get("view_rows", {})})
     result["series"]["view_rows"] = {vid: [s.get("view_rows", {}).get(vid) for s in soak.samples] for vid in views}
+    # times each chart was embedded: webui/src/vlview.js makes it anew after many rows
+    result["view_embeds_end"] = {vid: v.get("embeds") for vid, v in soak.page_status.get("views", {}).items()
+                                 if v.get("kind") == "vega-lite"}
     return finish(result, TARGETS, clock, f"monbridge.{soak.name}.", missing_fails=True, problems=soak.problems), code
 
 

@@ -28,7 +28,7 @@
       if (!h) return { connection: null, active: null, frames: 0, tabs, views: {} };
       const views = {};
       for (const [id, v] of Object.entries(h.views)) {
-        views[id] = { kind: v.kind, rows: v.rows(), updates: v.updates, error: v.error };
+        views[id] = { kind: v.kind, rows: v.rows(), updates: v.updates, embeds: v.embeds, error: v.error };
       }
       return { connection: h.connection, active: h.activeTab, frames: h.frames, tabs, views };
     },
