@@ -44,7 +44,6 @@ log = logging.getLogger("bridge")
 # ~1 µs a byte, during which nobody else is served.
 MAX_MESSAGE = 16 * 1024
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
-REPLY_SPIN_S = 0.0003        # after queueing a command, poll for its reply this long (_await_reply)
 CLIENT_EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
 STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
 
@@ -131,25 +130,7 @@ class Bridge:
         with self.lock:
             ack = self.core.on_event(sid, event, args, time.monotonic(), time.time())
             self._flush()
-            if event == "command" and self.core.broker.pending:
-                self._await_reply()
         return ack
-
-    def _await_reply(self) -> None:
-        """Poll the device's reply queue for a moment before leaving the reply to reply_loop.
-
-        An idle device answers in tens of microseconds, less than waking reply_loop through
-        the doorbell takes; the poll costs at most REPLY_SPIN_S of the bridge's CPU per
-        command, never the device's (the caller holds the lock)."""
-        dev = self.link.device
-        if dev is None:
-            return
-        spin_end = time.perf_counter() + REPLY_SPIN_S
-        while not dev.replies_pending():
-            if time.perf_counter() > spin_end:
-                return
-        self.core.route_replies(time.monotonic())
-        self._flush()
 
     # -- socket.io handlers ------------------------------------------------------------
 
