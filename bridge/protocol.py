@@ -273,8 +273,8 @@ def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
                    budget: int | None = None) -> dict[str, Any]:
     """A ``data`` message for a records batch: the columns, one after another, in ``data``.
 
-    One binary attachment per message, whatever the number of fields (socket.io-client
-    refuses packets with more than 10 attachments). Column i starts at ``fields[i].offset``,
+    One binary value (msgpack bin) per message, whatever the number of fields. Column i
+    starts at ``fields[i].offset``,
     a multiple of 8, so a browser reads it with ``new Float64Array(data, offset, count)``
     without copying. ``seq`` spans the records the batch covers (before decimation);
     ``count`` is the number of rows sent. With a ``budget``, rows are reduced by min/max

@@ -27,8 +27,9 @@ function halfToFloat(h) {
 }
 
 /**
- * A numeric typed array over a binary attachment. 8-byte integers become Float64Array
- * (Number), f2 becomes Float32Array (unless the browser has Float16Array), b1 stays Uint8Array.
+ * A numeric typed array over a message's binary data (an ArrayBuffer from the msgpack parser).
+ * 8-byte integers become Float64Array (Number), f2 becomes Float32Array (unless the browser
+ * has Float16Array), b1 stays Uint8Array.
  */
 export function typedArray(buffer, dtype) {
   const kind = shortDtype(dtype);
