@@ -77,18 +77,6 @@ def unsendable(value: Any, limit: int = MAX_DEPTH) -> str | None:
     return None
 
 
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True if ``value`` nests lists and dicts more than ``limit`` levels (checked without recursion)."""
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, dict)):
-            if depth > limit:
-                return True
-            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
 def check_one_payload(event: str, count: int) -> None:
     """Every event takes one payload object (or none); more arguments are a 'bad_request'."""
     if count > 1:

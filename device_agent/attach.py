@@ -308,10 +308,6 @@ class DeviceAttachment:
         self._ringer.ring(self.manifest.get("doorbell", ""))
         return cid
 
-    def replies_pending(self) -> int:
-        """Replies the device has written that ``take_replies`` has not taken yet."""
-        return self._ctl.replies.pending()
-
     def take_replies(self) -> list[dict[str, Any]]:
         replies = []
         while (raw := self._ctl.replies.get()) is not None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bridge.protocol import MAX_DEPTH, ProtocolError, parse_ping, parse_subscribe, shown, too_deep
+from bridge.protocol import MAX_DEPTH, ProtocolError, parse_ping, parse_subscribe, shown, unsendable
 
 
 @pytest.mark.parametrize("t", [math.nan, math.inf, -math.inf])
@@ -30,13 +30,15 @@ def test_values_quoted_in_errors_are_cut():
     assert len(exc.value.message) < 120
 
 
-def test_too_deep_counts_levels_of_lists_and_dicts_without_recursing():
+def test_unsendable_counts_levels_of_lists_and_dicts_without_recursing_and_big_integers():
     def nested(levels):
         value = 0
         for i in range(levels):
             value = [value] if i % 2 else {"a": value}
         return value
-    assert not too_deep(nested(MAX_DEPTH))
-    assert too_deep(nested(MAX_DEPTH + 1))
-    assert too_deep(nested(100_000))                       # a recursive walk would overflow the stack
-    assert not too_deep("x" * 10_000) and not too_deep(5)
+    assert unsendable(nested(MAX_DEPTH)) is None
+    assert "levels deep" in unsendable(nested(MAX_DEPTH + 1))
+    assert "levels deep" in unsendable(nested(100_000))      # a recursive walk would overflow the stack
+    assert unsendable("x" * 10_000) is None and unsendable(5) is None
+    assert unsendable([2**64 - 1, -(2**63), True]) is None
+    assert "64 bits" in unsendable({"a": [2**64]}) and "64 bits" in unsendable(-(2**63) - 1)
