@@ -186,6 +186,8 @@ def test_frames_and_events_are_checked_too():
     (["--minutes", "0.02"], "shorter than two samples"),
     (["--clients", "-1"], "--clients: must be at least 0"),
     (["--client-rate", "0"], "--client-rate: must be at least 0.1"),
+    (["--sync-clients", "-1"], "--sync-clients: must be at least 0"),
+    (["--clients", "0", "--sync-clients", "2"], "--sync-clients needs at least one of --clients"),
 ])
 def test_bad_arguments_exit_2_saying_what_is_wrong(args, says, capsys):
     with pytest.raises(SystemExit) as exc:
