@@ -1,4 +1,6 @@
 """bridge: the monbridge server process — Flask-SocketIO relay between a device's shared
 memory and browsers. Imports device_agent (to read shared memory), never the reverse."""
 
-__version__ = "0.1.0"
+from device_agent.version import __version__  # one version for the whole package
+
+__all__ = ["__version__"]

@@ -13,10 +13,12 @@ import sys
 
 from device_agent.errors import ConfigError
 from device_agent.settings import Use, settings_for
+from device_agent.version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="monbridge", description="Watch and steer a device from a browser.")
+    parser.add_argument("--version", action="version", version=f"monbridge {__version__}")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
     serve = sub.add_parser("serve", help="run the bridge for a running device")

@@ -30,7 +30,7 @@ from device_agent.settings import Use, is_loopback, make_settings_class, setting
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, disconnect
 
-from . import logs, netio, outbox
+from . import logs, netio, outbox, resources
 from .clients import HostGuard, role_for, token_from
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings
@@ -45,7 +45,6 @@ log = logging.getLogger("bridge")
 MAX_MESSAGE = 16 * 1024
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
 CLIENT_EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
-STATIC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "webui", "static")
 
 
 # The settings table (device_agent/settings.py) makes these fields, `monbridge serve`'s
@@ -270,8 +269,8 @@ def serve(args: Any) -> int:
     import secrets
 
     options = Options(require_token=require_token, **{s.name: getattr(args, s.name) for s in settings_for(Use.OPTIONS)})
-    options.specs = os.path.abspath(options.specs or "specs")
-    options.static = os.path.abspath(options.static) if options.static else STATIC_DIR
+    options.specs = resources.specs_dir(options.specs)
+    options.static = os.path.abspath(options.static) if options.static else resources.static_dir()
     options.token = options.token or secrets.token_urlsafe(16)
     try:
         listener, port = netio.listen(options.host, options.port)

@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Any
 
+from .api import MonitorAPI
 from .config import MonitorConfig, config_from_dict, parse_mon
 from .disabled import DisabledMonitor
 from .errors import (
@@ -28,15 +29,15 @@ from .errors import (
     MonitorError,
     QueueFull,
 )
+from .version import __version__
 
 __all__ = [
-    "start", "MonitorConfig", "parse_mon", "MonitorError", "ConfigError", "LayoutError",
-    "ChannelError", "MessageTooLarge", "QueueFull", "DeviceNameInUse", "CommandError",
+    "start", "MonitorAPI", "MonitorConfig", "parse_mon", "MonitorError", "ConfigError", "LayoutError",
+    "ChannelError", "MessageTooLarge", "QueueFull", "DeviceNameInUse", "CommandError", "__version__",
 ]
-__version__ = "0.1.0"
 
 
-def start(name: str | None = None, *, dispatch: str = "thread", mon: str | None = None, **settings: Any) -> Any:
+def start(name: str | None = None, *, dispatch: str = "thread", mon: str | None = None, **settings: Any) -> MonitorAPI:
     """Start monitoring if MON says so; return a Monitor, or a no-op DisabledMonitor.
 
     ``name``: the device name (default: the main script's file name). ``dispatch``:

@@ -49,9 +49,11 @@ class DisabledState(Mapping):
 
 
 class DisabledMonitor:
-    enabled = False
-    name = ""
-    url = None
+    """What ``start()`` returns with MON off; satisfies device_agent.api.MonitorAPI."""
+
+    enabled: bool = False
+    name: str = ""
+    url: str | None = None
     clients: tuple[dict[str, Any], ...] = ()
 
     def __init__(self) -> None:
@@ -74,6 +76,12 @@ class DisabledMonitor:
 
     def wait_url(self, timeout: float = 0) -> None:
         return None
+
+    def dashboard(self, height: int = 600) -> "DisabledMonitor":
+        return self
+
+    def _repr_html_(self) -> str:
+        return "<p>monbridge: monitoring is off (set MON=1 to get a dashboard)</p>"
 
     def close(self) -> None:
         pass

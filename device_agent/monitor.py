@@ -12,8 +12,8 @@ arrival order. The device's own loop only ever writes to shared memory.
 from __future__ import annotations
 
 import atexit
+import html
 import json
-import logging
 import os
 import secrets
 import signal
@@ -35,11 +35,13 @@ from .doorbell import Doorbell, Ringer
 from .errors import ChannelError, DeviceNameInUse
 from .frames import MIN_SLOTS, slots_bytes
 from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, control_segment_name
+from .messages import device_logger
 from .payloads import dtype_to_json, event_record_size
 from .records import ring_bytes
 from .settings import TOKEN_ENV, is_loopback, serve_args
 from .shm import create_segment, destroy_segment, list_segments, pid_alive, segment_owner, unlink_segment
 
+log = device_logger()
 HEARTBEAT_PERIOD = 0.1
 BRIDGE_EXIT_WAIT = 3.0
 
@@ -55,6 +57,10 @@ class Monitor:
         if dispatch not in ("thread", "manual"):
             raise ValueError(f"'dispatch' must be 'thread' or 'manual', got {dispatch!r}")
         self.name = check_name("device", name)
+        previous = _live_monitors.get(self.name)
+        if previous is not None and previous._pid == os.getpid():  # e.g. a notebook cell run again
+            log.info("monbridge: closing this process's previous monitor %r to start it again", self.name)
+            previous.close()
         self._pid = os.getpid()  # the owner: only it closes (see close)
         self.config = config
         self.token = config.token or secrets.token_urlsafe(16)
@@ -91,6 +97,7 @@ class Monitor:
             thread.start()
         if config.bridge:
             self._launch_bridge()
+        _live_monitors[self.name] = self
         atexit.register(_close_ref, weakref.ref(self))
         _install_sigterm(self)
 
@@ -262,6 +269,13 @@ class Monitor:
                 except subprocess.TimeoutExpired:
                     self._bridge.kill()
 
+    def dashboard(self, height: int = 600) -> "Dashboard":
+        """The dashboard, shown inline by Jupyter (waits up to 15 s for the bridge's URL)."""
+        return Dashboard(self.wait_url() if self.url is None else self.url, self.name, height)
+
+    def _repr_html_(self) -> str:
+        return self.dashboard()._repr_html_()
+
     def __enter__(self) -> "Monitor":
         return self
 
@@ -309,7 +323,7 @@ class Monitor:
             try:
                 self._watch_bridge()
             except Exception:  # never let the heartbeat die
-                logging.getLogger("device_agent").exception("monbridge heartbeat thread")
+                log.exception("monbridge heartbeat thread")
             self._stop.wait(HEARTBEAT_PERIOD)
 
     def _dispatch(self) -> None:
@@ -322,7 +336,7 @@ class Monitor:
                 if self._dispatcher.run_pending():
                     self._ring_bridge()
             except Exception:  # never let the dispatcher die
-                logging.getLogger("device_agent").exception("monbridge command dispatcher")
+                log.exception("monbridge command dispatcher")
 
     def _bridge_info(self) -> dict[str, Any]:
         version = self._ctl.bridge.version
@@ -360,22 +374,18 @@ class Monitor:
         if url and alive and url != self.url:
             self.url = url
             self._bridge_reported = True
-            print(f"monbridge: dashboard for {self.name!r} at {url}", file=sys.stderr, flush=True)
+            log.info("monbridge: dashboard for %r at %s", self.name, url)
         elif self.url is not None and not alive:
             self.url = None
             code = ""
             if self._bridge is not None and self._bridge.pid == pid:
                 code = f", exit code {self._bridge.returncode}"
-            print(f"monbridge: the bridge for {self.name!r} (pid {pid}{code}) is gone; the device keeps running "
-                  f"without a dashboard. Start another with: monbridge serve --attach {self.name}",
-                  file=sys.stderr, flush=True)
+            log.warning("monbridge: the bridge for %r (pid %s%s) is gone; the device keeps running without a "
+                        "dashboard. Start another with: monbridge serve --attach %s", self.name, pid, code, self.name)
         elif not self._bridge_reported and self._bridge is not None and self._bridge.poll() is not None:
             self._bridge_reported = True
-            print(
-                f"monbridge: the bridge exited with code {self._bridge.returncode} before serving "
-                f"(see its message above); the device keeps running without a dashboard",
-                file=sys.stderr, flush=True,
-            )
+            log.warning("monbridge: the bridge exited with code %s before serving (see its message above); "
+                        "the device keeps running without a dashboard", self._bridge.returncode)
 
     def _bridge_alive(self, pid: int) -> bool:
         if self._bridge is not None and self._bridge.pid == pid:
@@ -385,19 +395,18 @@ class Monitor:
     def _launch_bridge(self) -> None:
         c = self.config
         if not is_loopback(c.host) and not c.token:
-            print(f"monbridge: not serving on {c.host} without a token: anyone on the network could "
-                  f"connect and command. Set one (MON=host={c.host},token=...) or leave host at 127.0.0.1; "
-                  "the device keeps running without a dashboard", file=sys.stderr, flush=True)
+            log.warning("monbridge: not serving on %s without a token: anyone on the network could connect "
+                        "and command. Set one (MON=host=%s,token=...) or leave host at 127.0.0.1; the device "
+                        "keeps running without a dashboard", c.host, c.host)
             return
         running = running_bridge(self.name)
         if running:  # a bridge launched by this device's previous run outlived it (kill -9)
-            print(f"monbridge: a bridge for {self.name!r} is already running (pid {running}); "
-                  "it attaches to this run", file=sys.stderr, flush=True)
+            log.info("monbridge: a bridge for %r is already running (pid %s); it attaches to this run",
+                     self.name, running)
             return
         # the settings that differ from their defaults (settings.serve_args): both sides take
         # their defaults from the same table, so one left out means the same to the bridge
-        cmd = [sys.executable, "-m", "bridge", "serve", f"--attach={self.name}", *serve_args(c),
-               "--exit-with-device"]
+        cmd = [*bridge_launcher(), "serve", f"--attach={self.name}", *serve_args(c), "--exit-with-device"]
         env = {k: v for k, v in os.environ.items() if k != "MON"}
         env[TOKEN_ENV] = self.token  # not on the command line, where `ps` shows it
         self._bridge = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
@@ -410,6 +419,37 @@ class Monitor:
                 break
             time.sleep(0.02)
         return self.url
+
+
+# How a device starts its bridge: ``python -c LAUNCHER serve --attach=NAME ...``. LAUNCHER puts
+# the directory this monbridge is installed in first on sys.path and drops the working
+# directory, so a bridge.py or device_agent.py there or on PYTHONPATH cannot stand in for it
+# (``python -m bridge`` would run those). Its last word is "bridge", for `ps` and running_bridge.
+_LAUNCHER_TAG = "# monbridge bridge"
+
+
+def bridge_launcher() -> list[str]:
+    """The argv that starts this installation's bridge CLI in a fresh interpreter."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p]; "
+            f"from bridge.cli import main; sys.exit(main())  {_LAUNCHER_TAG}")
+    return [sys.executable, "-c", code]
+
+
+class Dashboard:
+    """A device's dashboard as Jupyter shows it: an iframe of the bridge's page."""
+
+    def __init__(self, url: str | None, name: str, height: int = 600) -> None:
+        self.url, self.name, self.height = url, name, int(height)
+
+    def _repr_html_(self) -> str:
+        if self.url is None:
+            return f"<p>monbridge: no dashboard for {html.escape(self.name)!s} (the bridge is not serving)</p>"
+        return (f'<iframe src="{html.escape(self.url, quote=True)}" title="monbridge: {html.escape(self.name)}" '
+                f'width="100%" height="{self.height}" style="border:1px solid #ddd"></iframe>')
+
+    def __repr__(self) -> str:
+        return f"<monbridge dashboard of {self.name!r} at {self.url}>"
 
 
 def running_bridge(device: str) -> int | None:
@@ -426,7 +466,8 @@ def running_bridge(device: str) -> int | None:
         except OSError:
             continue
         args = cmdline.split(b"\0")
-        launcher = any(a == b"bridge" or a == b"monbridge" or a.endswith(b"/monbridge") for a in args)
+        launcher = any(a in (b"bridge", b"monbridge") or a.endswith((b"/monbridge", _LAUNCHER_TAG.encode()))
+                       for a in args)
         if launcher and b"serve" in args and (wanted & set(args) or b"--attach\0" + device.encode() + b"\0" in cmdline) \
                 and pid_alive(pid):
             return pid
@@ -460,8 +501,7 @@ def _remove_stale(device: str, seg_name: str) -> None:
         leftovers = [seg_name]
     removed = [n for n in leftovers if unlink_segment(n)]
     if removed:
-        print(f"monbridge: removed {len(removed)} stale segment(s) of {device!r} "
-              f"left by a process that is gone", file=sys.stderr)
+        log.info("monbridge: removed %d stale segment(s) of %r left by a process that is gone", len(removed), device)
 
 
 def _close_ref(ref: "weakref.ref[Monitor]") -> None:
@@ -471,6 +511,8 @@ def _close_ref(ref: "weakref.ref[Monitor]") -> None:
 
 
 _sigterm_monitors: "weakref.WeakSet[Monitor]" = weakref.WeakSet()
+# this process's open monitors by device name: start() again under a name closes the old one
+_live_monitors: "weakref.WeakValueDictionary[str, Monitor]" = weakref.WeakValueDictionary()
 
 
 def _install_sigterm(mon: Monitor) -> None:

@@ -1,4 +1,4 @@
-# MON=specs=examples/specs python examples/minimal.py  →  prints the dashboard URL
+# MON=1 python examples/minimal.py  →  prints the dashboard URL
 import math, time
 import device_agent
 

@@ -36,6 +36,7 @@ BRIDGE_MAY_IMPORT = {
     "device_agent.schema": "the command catalog and argument validation",
     "device_agent.settings": "the settings table, DEFAULT_PORT, is_loopback, check_token",
     "device_agent.cleanup": "finding and removing stale segments (monbridge list, cleanup)",
+    "device_agent.version": "the package's version",
 }
 
 

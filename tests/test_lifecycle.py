@@ -240,34 +240,32 @@ def test_second_device_with_same_name_is_refused(launch, attach, device_name):
     first.stop()
 
 
-def test_same_name_twice_in_one_process_is_refused(launch, device_name):
-    # e.g. a notebook cell re-run while the first monitor is still open
+def test_same_name_again_in_one_process_replaces_the_first(launch, device_name):
+    # a notebook cell that calls start() run again while its first monitor is still open
     dev = launch(
         """
         import json, os, sys, device_agent
         name = sys.argv[1]
+        alive = lambda: sorted(n.split(".", 2)[2] for n in os.listdir("/dev/shm") if n.startswith(f"monbridge.{name}."))
         first = device_agent.start(name)
         first.records("r", {"x": "f8"})
-        try:
-            second = device_agent.start(name)
-        except device_agent.DeviceNameInUse as exc:
-            print("refused", exc, flush=True)
-        else:
-            alive = lambda: sorted(n for n in os.listdir("/dev/shm") if n.startswith(f"monbridge.{name}."))
-            before = alive()
-            first.close()
-            print("accepted; segments:", json.dumps(before), "after first.close():", json.dumps(alive()), flush=True)
-            second.close()
-        first.close()
+        print("first:", json.dumps(alive()), flush=True)
+        second = device_agent.start(name)
+        second.records("s", {"y": "f4"}).publish(y=1.0)
+        print("second:", json.dumps(alive()), flush=True)
+        first.close()   # already closed by the second start(): it must not touch the second's segments
+        print("after first.close():", json.dumps(alive()), flush=True)
+        second.close()
+        print("after second.close():", json.dumps(alive()), flush=True)
         print("ready", flush=True)
         """,
         device_name,
     )
-    lines = "".join(dev.stdout)
+    lines = [line.strip() for line in dev.stdout]
     dev.stop(check_stderr=False)
-    assert lines.startswith("refused"), (
-        f"a second start() under a live name in the same process was accepted: the first "
-        f"monitor's segments were unlinked and its close() removes the second's: {lines!r}")
+    assert lines == ['first: ["ch.r", "ctl"]', 'second: ["ch.s", "ctl"]', 'after first.close(): ["ch.s", "ctl"]',
+                     "after second.close(): []", "ready"], lines
+    assert "closing this process's previous monitor" in "".join(dev.stderr)
     assert segments_of(device_name) == []
 
 
