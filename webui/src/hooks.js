@@ -15,6 +15,7 @@
  *     state: {...} the device state as this page knows it,
  *     latency(): {p50, p99, n} ping round trip in ms over the last ~10 s,
  *     activeTab: id of the visible tab ("status" for Status),
+ *     hiddenViews: ids of the views left out because they are for another device (viewdata.js),
  *   }
  * Entries in `views` are live: getters read the current view, so a rebuilt view is seen
  * through the same object until its file is removed.
@@ -35,6 +36,9 @@ export function installHooks({ conn, store, tabs }) {
     latency: () => conn.latency(),
     get activeTab() {
       return tabs.active;
+    },
+    get hiddenViews() {
+      return store.hiddenViews.map((v) => v.id);
     },
   };
 

@@ -14,13 +14,15 @@ import { SceneView } from "./sceneview.js";
 import { StatusPanel } from "./status.js";
 import { Batch } from "./decode.js";
 import { installHooks } from "./hooks.js";
+import { viewsForDevice } from "./viewdata.js";
 
 const PROTOCOL = 3;
 
 const token = new URLSearchParams(location.search).get("token");
 const conn = new Connection(token);
 const subs = new SubscriptionManager(conn);
-const store = { state: {}, channels: [], commands: [], device: {}, role: null, sid: null, protocol: null };
+// views: every VIEW the bridge lists; hiddenViews: those for another device (viewdata.js)
+const store = { state: {}, channels: [], commands: [], device: {}, role: null, sid: null, protocol: null, views: [], hiddenViews: [] };
 
 const banner = document.getElementById("mb-banner");
 const deviceLabel = document.getElementById("mb-device");
@@ -70,8 +72,12 @@ function eachView(fn) {
   }
 }
 
+/** Show the views that belong to the device (all of them while its channels are unknown). */
 function syncViews(views) {
-  tabs.sync(Array.isArray(views) ? views : []);
+  if (views !== undefined) store.views = Array.isArray(views) ? views : [];
+  const { shown, hidden } = viewsForDevice(store.views, channelNames());
+  store.hiddenViews = hidden;
+  tabs.sync(shown);
   hooks.syncViews();
 }
 
@@ -115,6 +121,7 @@ function setChannels(channels, commands) {
   store.commands = Array.isArray(commands) ? commands : [];
   subs.setKnown(channelNames());
   eachView((v) => v.onChannels());
+  syncViews(); // a view may now belong to the device, or no longer
 }
 
 conn.on("hello", (hello) => {

@@ -6,6 +6,7 @@
  * once a second while the tab is visible.
  */
 import { el, fmt, fmtSeconds, shortJSON } from "./util.js";
+import { viewChannels } from "./viewdata.js";
 
 const POLL_MS = 1000;
 
@@ -111,9 +112,12 @@ export class StatusPanel {
       const mine = ack && ack.ok ? `${fmt(ack.rate)} Hz${ack.points_per_update ? `, ≤${ack.points_per_update}/update` : ""}` : "—";
       return { cells: [c.name, c.kind || "—", fmt(c.publish_rate, 1), fmt(c.delivered_rate, 1), fmt(c.delivered), fmt(c.skipped), fmt(c.missed), fmtSeconds(c.lag), mine] };
     });
+    const hidden = store.hiddenViews || [];
+    const hiddenNote = hidden.length ? el("p", { class: "mb-muted", "data-k": "hidden-views" },
+      `Not shown, for another device (no channel of theirs is here): ${hidden.map((v) => `${v.file} (${viewChannels(v).join(", ")})`).join("; ")}`) : null;
     this.channels.replaceChildren(...[el("h3", {}, "Channels"), err,
       table(["channel", "kind", "publish /s", "delivered /s", "delivered", "skipped", "missed", "lag", "this page"], chRows,
-        "No channel has had a subscriber yet.")].filter(Boolean));
+        "No channel has had a subscriber yet."), hiddenNote].filter(Boolean));
     const now = (s && s.server_time) || Date.now() / 1000;
     const clRows = ((s && s.clients) || []).map((c) => ({
       cls: c.id === store.sid ? "mb-me" : null,

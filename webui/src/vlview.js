@@ -20,6 +20,7 @@
 import embed from "vega-embed";
 import { changeset, loader as vegaLoader } from "vega";
 import { StreamDataset } from "./datasets.js";
+import { namedDatasets } from "./viewdata.js";
 import { ControlBinding, ButtonBar } from "./controls.js";
 import { reportingLoader, reportingLogger } from "./dataurl.js";
 import { TOOLTIP_OPTIONS } from "./tooltip.js";
@@ -35,29 +36,6 @@ const FIX_HINT = "Fix the file in the specs directory; the tab updates when it i
 const DATA_HINT = "The chart needs this dataset. Check the URL in this browser: a relative URL is resolved "
   + "against the dashboard page, and the bridge serves no data files; another server must allow this "
   + "page's origin (CORS). The tab updates when the spec file is saved.";
-
-/** Names of all named datasets in a Vega-Lite (or Vega) spec, in order of appearance. */
-export function namedDatasets(spec) {
-  const names = [];
-  const add = (d) => {
-    if (d && typeof d === "object" && typeof d.name === "string" && !("values" in d) && !("url" in d)
-        && !("source" in d) && !names.includes(d.name)) names.push(d.name);
-  };
-  const walk = (node, key) => {
-    if (Array.isArray(node)) {
-      for (const item of node) walk(item);
-    } else if (node && typeof node === "object") {
-      if (key === "usermeta") return;
-      const data = node.data;
-      if (Array.isArray(data)) data.forEach(add);
-      else add(data);
-      for (const [k, v] of Object.entries(node)) if (v && typeof v === "object") walk(v, k);
-    }
-  };
-  walk(spec);
-  const inline = spec && typeof spec.datasets === "object" ? Object.keys(spec.datasets) : [];
-  return names.filter((n) => !inline.includes(n));
-}
 
 /** A Vega-Lite spec (no $schema is taken as one), not a plain Vega spec. */
 export function isVegaLite(spec) {
