@@ -282,8 +282,9 @@ def test_markup_from_specs_the_device_and_clients_is_shown_as_text(mb, launch, d
     assert any(f"dataset '{IMG}' matches no channel" in n for n in notices), notices
     assert any(f"usermeta.{IMG} is not a monbridge option" in n for n in notices), notices
     assert any("usermeta.embedOptions is not a monbridge option" in n for n in notices), notices
-    # usermeta.embedOptions did not reach vega-embed: no actions menu, still a canvas
-    assert dash.js("() => document.querySelectorAll('.vega-actions, .mb-panel details').length") == 0
+    # usermeta.embedOptions did not reach vega-embed: the menu holds only the exports, still a canvas
+    links = dash.js("() => [...document.querySelectorAll('.mb-panel[data-id=\"hostile\"] .vega-actions a')].map((a) => a.textContent)")
+    assert sorted(links) == ["Save as PNG", "Save as SVG"], links
     assert dash.js("() => !!document.querySelector('.mb-panel[data-id=\"hostile\"] canvas')") is True
 
     # a command whose handler raises with markup: the button's label and the error are text

@@ -18,7 +18,35 @@ import { viewsForDevice } from "./viewdata.js";
 
 const PROTOCOL = 3;
 
-const token = new URLSearchParams(location.search).get("token");
+const TOKEN_KEY = "monbridge.token";
+
+/**
+ * The token this tab was opened with. `?token=` is moved out of the address bar (and so out of
+ * the history and of URLs copied from it) into sessionStorage, which is this tab's and this
+ * bridge's (origin) alone: a reload keeps working, a copied URL opens without the token.
+ */
+function takeToken() {
+  const params = new URLSearchParams(location.search);
+  const given = params.get("token");
+  if (given === null) {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY);
+    } catch {
+      return null; // storage disabled: a viewer, where the bridge allows one
+    }
+  }
+  try {
+    sessionStorage.setItem(TOKEN_KEY, given);
+  } catch {
+    return given; // storage disabled: keep the token in the URL, or a reload would lose it
+  }
+  params.delete("token");
+  const query = params.toString();
+  history.replaceState(history.state, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  return given;
+}
+
+const token = takeToken();
 const conn = new Connection(token);
 const subs = new SubscriptionManager(conn);
 // views: every VIEW the bridge lists; hiddenViews: those for another device (viewdata.js)

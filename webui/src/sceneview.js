@@ -61,7 +61,9 @@ export class SceneView {
     this.notices = el("div", { class: "mb-notices" });
     this.errorBox = el("div", { class: "mb-view-error", hidden: true });
     this.holder = el("div", { class: "mb-scene" });
-    panel.replaceChildren(this.errorBox, this.notices, this.holder);
+    this.saveButton = el("button", { type: "button", class: "mb-btn mb-save", title: "Save the 3D view as a PNG image" }, "Save PNG");
+    this.saveButton.addEventListener("click", () => this.savePNG());
+    panel.replaceChildren(this.errorBox, this.notices, this.holder, el("div", { class: "mb-scene-tools" }, this.saveButton));
   }
 
   rows() {
@@ -253,6 +255,17 @@ export class SceneView {
       this.fence = gl.fenceSync(gl.SYNC_GPU_COMMANDS_COMPLETE, 0);
       gl.flush();
     }
+  }
+
+  /** Download the 3D view as NAME.png: drawn afresh and read in the same task, as WebGL
+   * keeps no drawing buffer between frames. */
+  savePNG() {
+    if (!this.renderer || this.error) return null;
+    this.renderer.render(this.scene, this.camera);
+    const url = this.renderer.domElement.toDataURL("image/png");
+    const link = el("a", { href: url, download: `${this.def.id}.png` });
+    link.click();
+    return url;
   }
 
   /**

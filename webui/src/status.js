@@ -56,9 +56,8 @@ export class StatusPanel {
 
   async poll() {
     const token = this.ctx.conn.token;
-    const url = "api/stats" + (token ? `?token=${encodeURIComponent(token)}` : "");
     try {
-      const res = await fetch(url, { cache: "no-store" });
+      const res = await fetch("api/stats", { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
       if (!res.ok) throw new Error(`GET api/stats: HTTP ${res.status}`);
       this.stats = await res.json();
       this.statsError = null;

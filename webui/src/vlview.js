@@ -13,9 +13,9 @@
  * error instead of a chart.
  *
  * Everything a spec or the device supplies is shown as text: `usermeta` is monbridge's and is
- * not handed to vega-embed (its `usermeta.embedOptions` could switch on the actions menu and
- * its HTML `sourceHeader`, or replace the tooltip options below), and tooltips go through
- * tooltip.js.
+ * not handed to vega-embed (its `usermeta.embedOptions` could switch on more of the actions
+ * menu and its HTML `sourceHeader`, or replace the tooltip options below), and tooltips go
+ * through tooltip.js. The actions menu offers only the exports: the chart as PNG or SVG.
  */
 import embed from "vega-embed";
 import { changeset, loader as vegaLoader } from "vega";
@@ -171,7 +171,9 @@ export class VegaLiteView {
     let result;
     try {
       const embedOpts = {
-        actions: false,
+        // the "…" menu: save as PNG or SVG; no source, compiled spec or editor link
+        actions: { export: { png: true, svg: true }, source: false, compiled: false, editor: false },
+        downloadFileName: this.def.id,
         renderer: "canvas",
         tooltip: TOOLTIP_OPTIONS,
         loader: reportingLoader(vegaLoader(), dataFailed, document.baseURI),
