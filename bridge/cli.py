@@ -1,6 +1,7 @@
-"""The ``monbridge`` command: serve, list, cleanup.
+"""The ``monbridge`` command: serve, list, cleanup, record.
 
-Parses and checks arguments only; heavy imports (flask, eventlet) happen inside ``serve``.
+Parses and checks arguments only; heavy imports (flask, eventlet) happen inside ``serve``,
+and mcap (the ``monbridge[record]`` extra) only inside ``record`` (bridge/record/cli.py).
 The ``serve`` options, their defaults and their rules come from device_agent/settings.py,
 the one table of settings that MON and the bridge's Options are made from too.
 """
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="list devices that have shared memory in /dev/shm")
     clean = sub.add_parser("cleanup", help="remove shared memory left by devices that are gone")
     clean.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    from bridge.record.cli import add_parser as add_record_parser  # standard library only
+
+    add_record_parser(sub)
     return parser
 
 
@@ -85,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         from device_agent.cleanup import main as cleanup_main
 
         return cleanup_main(["--dry-run"] if args.dry_run else [])
+    if args.cmd == "record":
+        from bridge.record.cli import run as record
+
+        return record(args)
     if args.cmd == "list":
         from device_agent.cleanup import scan
 

@@ -1,0 +1,18 @@
+"""Recording a device's channels and state to an MCAP file (``monbridge record``).
+
+Modules, from the bytes up:
+
+    cdr.py       CDR (little-endian, ROS 2 flavour) encoding: a fixed layout for records,
+                 a writer for variable messages. Pure: numpy and the standard library.
+    schemas.py   what each channel becomes in the file: ros2msg schemas generated from a
+                 records dtype, Foxglove's RawImage / PointCloud / Log, a dtype-keeping
+                 NDArray, JSON. Pure: numpy and the standard library.
+    writer.py    the MCAP side (the ``mcap`` package, extra ``monbridge[record]``): the
+                 ``.part`` file, chunks, metadata, finish and rename.
+    recorder.py  the read loop: one more reader of the device's shared memory, with its own
+                 cursors; turns what it reads into messages for the writer.
+    cli.py       ``monbridge record``: arguments, signals, progress lines, exit codes.
+
+Nothing here is imported by ``bridge.cli`` until ``monbridge record`` runs, and only
+writer.py imports ``mcap``. docs/recording.md describes the file.
+"""
