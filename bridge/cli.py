@@ -1,7 +1,8 @@
-"""The ``monbridge`` command: serve, list, cleanup, record.
+"""The ``monbridge`` command: serve, list, cleanup, record, replay, recordings.
 
 Parses and checks arguments only; heavy imports (flask, eventlet) happen inside ``serve``,
-and mcap (the ``monbridge[record]`` extra) only inside ``record`` (bridge/record/cli.py).
+and mcap (the ``monbridge[record]`` extra) only inside ``record`` (bridge/record/cli.py),
+``replay`` and ``recordings`` (bridge/record/replay_cli.py).
 The ``serve`` options, their defaults and their rules come from device_agent/settings.py,
 the one table of settings that MON and the bridge's Options are made from too.
 """
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.record.cli import add_parser as add_record_parser  # standard library only
 
     add_record_parser(sub)
+    from bridge.record.replay_cli import add_parsers as add_replay_parsers  # standard library only
+
+    add_replay_parsers(sub)
     return parser
 
 
@@ -93,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         from bridge.record.cli import run as record
 
         return record(args)
+    if args.cmd == "replay":
+        from bridge.record.replay_cli import run_replay
+
+        return run_replay(args)
+    if args.cmd == "recordings":
+        from bridge.record.replay_cli import run_recordings
+
+        return run_recordings(args)
     if args.cmd == "list":
         from device_agent.cleanup import scan
 

@@ -177,3 +177,61 @@ class CdrWriter:
 
     def getvalue(self) -> bytes:
         return bytes(self._buf)
+
+
+class CdrReader:
+    """Reads one CDR message field by field, the inverse of ``CdrWriter`` (replay,
+    bridge/record/reader.py). Raises ``CdrError`` on a message that ends early or does not
+    start with a little-endian CDR header.
+
+        r = CdrReader(msg); stamp = r.time(); frame_id = r.string(); width = r.uint32() ...
+    """
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        self._buf = memoryview(data).cast("B")
+        head = bytes(self._buf[:HEADER])
+        if len(head) < HEADER or head[0] != 0 or head[1] not in (1, 3):   # CDR_LE, PL_CDR_LE
+            raise CdrError(f"not a little-endian CDR message (header {head.hex()})")
+        self._pos = HEADER
+
+    def _take(self, n: int, align: int = 1) -> memoryview:
+        self._pos += -(self._pos - HEADER) % align
+        end = self._pos + n
+        if end > len(self._buf):
+            raise CdrError(f"CDR message ends at byte {len(self._buf)}, a field needs bytes up to {end}")
+        view = self._buf[self._pos:end]
+        self._pos = end
+        return view
+
+    def _unpack(self, fmt: str, size: int) -> int | float:
+        return struct.unpack(fmt, self._take(size, size))[0]
+
+    def uint8(self) -> int:
+        return self._take(1)[0]
+
+    def uint32(self) -> int:
+        return int(self._unpack("<I", 4))
+
+    def int32(self) -> int:
+        return int(self._unpack("<i", 4))
+
+    def float64(self) -> float:
+        return float(self._unpack("<d", 8))
+
+    def string(self) -> str:
+        n = self.uint32()
+        raw = bytes(self._take(n))
+        return raw[:-1].decode("utf-8", errors="replace") if n else ""
+
+    def time(self) -> int:
+        """builtin_interfaces/Time as Unix nanoseconds."""
+        sec = self.int32()
+        return sec * 1_000_000_000 + self.uint32()
+
+    def sequence_u8(self) -> memoryview:
+        """``uint8[]``: a view of the bytes (no copy)."""
+        return self._take(self.uint32())
+
+    def sequence_u32(self) -> list[int]:
+        n = self.uint32()
+        return list(struct.unpack(f"<{n}I", self._take(4 * n, 4))) if n else []

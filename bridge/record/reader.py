@@ -1,0 +1,835 @@
+"""Reading an MCAP file back: the device channels it holds, and their messages decoded into
+what a device publishes (a records batch, a frame, an event, a state).
+
+Imports ``mcap`` (the ``monbridge[record]`` extra), numpy, the standard library and
+bridge.record's cdr.py / schemas.py / recorder.py constants; never device_agent's writing
+side (replay_cli.py creates the replay device) nor the web stack.
+
+    rec = open_recording("run.mcap")        # metadata, tracks and the state timeline
+    rec.tracks["joints"].declare            # {"fields": dtype, "capacity": 65536}: mon.records(name, **declare)
+    for item in rec.messages(rec.start_ns): # Item(log_time, sequence, topic, data), in log_time order
+        track = rec.by_topic[item.topic]    # track.decode_records / decode_frame / decode_event
+    rec.close()
+
+Where the tracks (the device channels to recreate) come from:
+
+| file | track | from |
+|---|---|---|
+| written by ``monbridge record`` | one per recorded channel, exactly as declared (name, kind, dtype, shape, capacity, slots, max_bytes) | the ``monbridge.channel.NAME`` metadata |
+| any MCAP file | ``foxglove.PointCloud`` → frame N×3 f4 (N×6 with red/green/blue, 0..1) | schema name, cdr or json |
+| | ``foxglove.RawImage`` → frame H×W[×C] (mono8/16, 8UC1-4, 16UC1, 32FC1, 64FC1, rgb8/bgr8, rgba8/bgra8 → rgb) | |
+| | ``foxglove.CompressedImage`` → frame H×W×3 u1, only when Pillow is installed; else skipped | |
+| | ``foxglove.Log`` → events ``{"level", "msg"[, "name", "file", "line"]}`` | |
+| | any other json channel: objects with numbers → records (one f8/bool field per number, ``t`` = log time), else events | |
+| | anything else (protobuf, other ros2msg types...) | skipped, with the reason in ``skipped`` |
+
+A file with a summary section is read through its chunk index (``messages()`` seeks); a
+``.part`` file left by a killed recorder, or any file without an index, is read whole into
+memory first, up to its last complete record.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import json
+import os
+import queue
+import re
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, NamedTuple
+
+import numpy as np
+from mcap.exceptions import McapError
+from mcap.reader import SeekingReader
+from mcap.records import Channel, Chunk, Message, Metadata, Schema
+from mcap.stream_reader import StreamReader, breakup_chunk
+
+from device_agent.payloads import dtype_from_json
+
+from .cdr import CdrError, CdrReader, RecordLayout
+from .recorder import SNAPSHOT_TOPIC, STATE_TOPIC
+from .replay import SKIP
+
+MONBRIDGE_TOPICS = "/monbridge/"
+LEVEL_NAMES = {0: "unknown", 1: "debug", 2: "info", 3: "warning", 4: "error", 5: "fatal"}
+MAX_JSON_FIELDS = 256            # numbers taken from one json channel
+EVENT_MAX_BYTES = 4096           # events channels made for foreign topics
+FOREIGN_CAPACITY = 8192          # records channels made for foreign json topics
+# PackedElementField type -> numpy type (foxglove.PointCloud)
+_PACKED = {1: "u1", 2: "i1", 3: "<u2", 4: "<i2", 5: "<u4", 6: "<i4", 7: "<f4", 8: "<f8"}
+# RawImage encoding -> (numpy type, channels, reverse the channel order: bgr -> rgb)
+_IMAGE = {"mono8": ("u1", 1, False), "8UC1": ("u1", 1, False), "mono16": ("<u2", 1, False),
+          "16UC1": ("<u2", 1, False), "32FC1": ("<f4", 1, False), "64FC1": ("<f8", 1, False),
+          "rgb8": ("u1", 3, False), "8UC3": ("u1", 3, False), "bgr8": ("u1", 3, True),
+          "rgba8": ("u1", 4, False), "8UC4": ("u1", 4, False), "bgra8": ("u1", 4, True)}
+
+
+# what the mcap stream reader raises at the cut-off end of a killed recording
+TRUNCATED = (McapError, struct.error, EOFError, ValueError)
+
+
+class RecordingError(ValueError):
+    """A file that cannot be replayed: not MCAP, unreadable, or nothing in it to play."""
+
+
+class Item(NamedTuple):
+    log_time: int       # ns
+    sequence: int
+    topic: str
+    data: bytes
+
+
+@dataclass
+class Track:
+    """One device channel of the replay and how its messages are decoded.
+
+    ``declare``: the keyword arguments of ``mon.records`` / ``mon.frame`` / ``mon.events``
+    after the name. ``topics``: the MCAP topics it is made of (a monbridge events channel has
+    two: its foxglove.Log lines and its other JSON events). ``decoders``: topic → decoder;
+    records decoders take ``(datas, log_times)`` and return a structured array, frame decoders
+    take ``data`` and return an array (or None to skip it), event decoders ``data`` → the
+    message (or ``SKIP``).
+    """
+
+    name: str
+    kind: str
+    declare: dict[str, Any]
+    decoders: dict[str, Callable[..., Any]]
+    origin: str
+
+    @property
+    def topics(self) -> list[str]:
+        return list(self.decoders)
+
+
+@dataclass
+class Recording:
+    path: str
+    device: str                        # the recorded device's name (foreign files: the file's stem)
+    monbridge: bool                    # written by monbridge record
+    complete: bool                     # has a summary (False: a .part or unindexed file, read into memory)
+    start_ns: int
+    end_ns: int
+    tracks: dict[str, Track]
+    specs: dict[str, str]              # view spec files kept in the file
+    skipped: list[tuple[str, str]]     # (topic, why it is not replayed)
+    states: list[tuple[int, dict[str, Any]]] = field(default_factory=list)   # (log_time, whole state)
+    commands: list[Any] = field(default_factory=list)   # the recorded device's command catalog (not replayed)
+    _source: Any = None
+
+    @property
+    def duration_ns(self) -> int:
+        return max(self.end_ns - self.start_ns, 0)
+
+    @property
+    def by_topic(self) -> dict[str, Track]:
+        return {topic: t for t in self.tracks.values() for topic in t.topics}
+
+    def messages(self, start_ns: int) -> Iterator[Item]:
+        """The tracks' messages from ``start_ns`` (log time, inclusive) on, in log-time order.
+        One iteration at a time: starting another abandons the previous one."""
+        return self._source.iter_from(start_ns)
+
+    def state_at(self, log_time: int) -> dict[str, Any] | None:
+        """The whole recorded state as it was at ``log_time``, or None before the first."""
+        i = bisect.bisect_right([t for t, _ in self.states], log_time)
+        return self.states[i - 1][1] if i else None
+
+    def close(self) -> None:
+        self._source.close()
+
+
+# -- sources: where messages come from --------------------------------------------------
+
+class _IndexedSource:
+    """Messages through the file's chunk index (a seek costs a few chunks, not a scan), read
+    ahead on a thread of their own: decompressing and splitting a 4 MiB chunk takes ~0.1 s,
+    which on the playing thread would make every message due meanwhile late."""
+
+    def __init__(self, path: str, topics: list[str]) -> None:
+        self._path = path
+        self._topics = topics
+        self._current: _Prefetch | None = None
+
+    def iter_from(self, start_ns: int) -> Iterator[Item]:
+        if self._current is not None:
+            self._current.stop()
+        self._current = _Prefetch(self._path, self._topics, max(start_ns, 0))
+        return iter(self._current)
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.stop(wait=5.0)
+            self._current = None
+
+
+class _Prefetch:
+    """One read of the file from a log time on: a daemon thread fills a bounded queue with
+    batches of Items, the iterator empties it. ``stop()`` ends the thread (and its file)."""
+
+    BATCH_ITEMS = 512
+    BATCH_BYTES = 4 * 1024 * 1024
+    QUEUED_BATCHES = 8          # at most ~32 MiB read ahead
+
+    def __init__(self, path: str, topics: list[str], start_ns: int) -> None:
+        self._queue: queue.Queue[list[Item] | BaseException | None] = queue.Queue(self.QUEUED_BATCHES)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, args=(path, topics, start_ns),
+                                        name="mcap-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, value: list[Item] | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, path: str, topics: list[str], start_ns: int) -> None:
+        try:
+            with open(path, "rb") as f:
+                batch: list[Item] = []
+                size = 0
+                if topics:
+                    for _, channel, m in SeekingReader(f).iter_messages(topics=topics, starting_at=start_ns,
+                                                                       log_time_order=True):
+                        batch.append(Item(m.log_time, m.sequence, channel.topic, m.data))
+                        size += len(m.data)
+                        if len(batch) >= self.BATCH_ITEMS or size >= self.BATCH_BYTES:
+                            if not self._put(batch):
+                                return
+                            batch, size = [], 0
+                if batch and not self._put(batch):
+                    return
+            self._put(None)
+        except Exception as exc:   # handed to the iterating thread
+            self._put(exc)
+
+    def __iter__(self) -> Iterator[Item]:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if isinstance(batch, BaseException):
+                raise RecordingError(f"reading the recording failed: {batch!r}") from batch
+            yield from batch
+
+    def stop(self, wait: float = 0.0) -> None:
+        """End the read: the thread exits after the chunk it is splitting (``wait``: seconds
+        to wait for that; a seek does not wait)."""
+        self._stop.set()
+        if wait:
+            self._thread.join(wait)
+
+
+class _MemorySource:
+    """Messages held in a list sorted by log time (a file without an index)."""
+
+    def __init__(self, items: list[Item]) -> None:
+        self._items = sorted(items, key=lambda i: i.log_time)   # stable: file order among equals
+        self._times = [i.log_time for i in self._items]
+
+    def iter_from(self, start_ns: int) -> Iterator[Item]:
+        return iter(self._items[bisect.bisect_left(self._times, start_ns):])
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class _Contents:
+    """What is known of a file before its tracks are made."""
+    schemas: dict[int, Schema]
+    channels: dict[int, Channel]
+    metadata: dict[str, dict[str, str]]     # the last record of each name
+    start_ns: int
+    end_ns: int
+    counts: dict[int, int]                   # messages per channel id
+    complete: bool
+    items: list[tuple[int, Message]] | None = None   # (channel id, message) of an unindexed file
+
+
+def _scan(path: str) -> _Contents:
+    """Every record of a file without a usable summary, in file order, up to a truncated end."""
+    schemas: dict[int, Schema] = {}
+    channels: dict[int, Channel] = {}
+    metadata: dict[str, dict[str, str]] = {}
+    items: list[tuple[int, Message]] = []
+    try:
+        with open(path, "rb") as f:
+            for record in StreamReader(f, validate_crcs=True).records:
+                _keep(record, items, channels, schemas, metadata)
+    except TRUNCATED:
+        if not channels and not metadata:
+            raise RecordingError(f"{path} holds no readable MCAP records") from None
+        # the end of a killed recording: keep what came before it
+    times = [m.log_time for _, m in items]
+    counts: dict[int, int] = {}
+    for cid, _ in items:
+        counts[cid] = counts.get(cid, 0) + 1
+    return _Contents(schemas, channels, metadata, min(times, default=0), max(times, default=0), counts, False, items)
+
+
+def _keep(record: Any, items: list[tuple[int, Message]], channels: dict[int, Channel], schemas: dict[int, Schema],
+          metadata: dict[str, dict[str, str]]) -> None:
+    if isinstance(record, Message):
+        items.append((record.channel_id, record))
+    elif isinstance(record, Channel):
+        channels[record.id] = record
+    elif isinstance(record, Schema):
+        schemas[record.id] = record
+    elif isinstance(record, Metadata):
+        metadata[record.name] = dict(record.metadata)
+
+
+def _contents(path: str) -> tuple[_Contents, SeekingReader | None, Any]:
+    f = open(path, "rb")
+    try:
+        head = f.read(8)
+        if head != b"\x89MCAP0\r\n":
+            raise RecordingError(f"{path} is not an MCAP file (it starts with {head[:8]!r}); "
+                                 "give a file written by monbridge record or another MCAP writer")
+        f.seek(0)
+        reader = SeekingReader(f)
+        try:
+            summary = reader.get_summary()
+        except (McapError, EOFError, ValueError, OSError):
+            summary = None   # no footer: a .part, or a file cut short
+        if summary is None or not summary.chunk_indexes:
+            f.close()
+            return _scan(path), None, None
+        stats = summary.statistics
+        metadata = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
+        start = stats.message_start_time if stats else min(c.message_start_time for c in summary.chunk_indexes)
+        end = stats.message_end_time if stats else max(c.message_end_time for c in summary.chunk_indexes)
+        counts = dict(stats.channel_message_counts) if stats else {cid: 1 for cid in summary.channels}
+        return _Contents(dict(summary.schemas), dict(summary.channels), metadata, start, end, counts, True), reader, f
+    except BaseException:
+        f.close()
+        raise
+
+
+def _messages_of(contents: _Contents, reader: SeekingReader | None, topics: list[str],
+                 log_time_order: bool = True) -> Iterator[tuple[Channel, Message]]:
+    if reader is None:
+        wanted = {cid for cid, c in contents.channels.items() if c.topic in topics}
+        for cid, m in contents.items or []:
+            if cid in wanted:
+                yield contents.channels[cid], m
+        return
+    if topics:
+        for _, channel, m in reader.iter_messages(topics=topics, log_time_order=log_time_order):
+            yield channel, m
+
+
+def open_recording(path: str) -> Recording:
+    """Read a file's metadata, make its tracks and state timeline (see the module docstring).
+    Raises RecordingError (not MCAP, unreadable), OSError (cannot open)."""
+    contents, reader, f = _contents(path)
+    try:
+        meta = contents.metadata
+        monbridge = "monbridge.recording" in meta
+        stem = os.path.basename(path).split(".")[0]
+        device = meta.get("monbridge.recording", {}).get("device") or _channel_name(stem, set()) or "replay"
+        skipped: list[tuple[str, str]] = []
+        if monbridge:
+            tracks = _monbridge_tracks(contents, skipped)
+        else:
+            tracks = _foreign_tracks(contents, reader, skipped)
+        states = _state_timeline(contents, reader) if monbridge else []
+        specs = dict(meta.get("monbridge.specs", {}))
+        commands = json.loads(meta.get("monbridge.commands", {}).get("json", "[]"))
+    finally:
+        if f is not None:
+            f.close()
+    topics = [t for track in tracks.values() for t in track.topics]
+    if contents.complete:
+        source: Any = _IndexedSource(path, topics)
+    else:
+        wanted = set(topics)
+        source = _MemorySource([Item(m.log_time, m.sequence, contents.channels[cid].topic, m.data)
+                                for cid, m in contents.items or [] if contents.channels.get(cid)
+                                and contents.channels[cid].topic in wanted])
+        contents.items = None
+    return Recording(os.path.abspath(path), device, monbridge, contents.complete, contents.start_ns,
+                     contents.end_ns, tracks, specs, skipped, states, commands, source)
+
+
+def _state_timeline(contents: _Contents, reader: SeekingReader | None) -> list[tuple[int, dict[str, Any]]]:
+    """(log_time, whole state) after each recorded snapshot or change."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    state: dict[str, Any] = {}
+    for channel, m in _messages_of(contents, reader, [STATE_TOPIC, SNAPSHOT_TOPIC]):
+        try:
+            value = json.loads(m.data)
+        except ValueError:
+            continue
+        if channel.topic == SNAPSHOT_TOPIC and isinstance(value, dict):
+            state = value
+        elif isinstance(value, dict):
+            state = {k: v for k, v in {**state, **value.get("changed", {})}.items() if k not in value.get("removed", ())}
+        if not out or out[-1][1] != state:
+            out.append((m.log_time, state))
+    return out
+
+
+# -- files written by monbridge record -----------------------------------------------------
+
+def _meta_value(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _monbridge_tracks(contents: _Contents, skipped: list[tuple[str, str]]) -> dict[str, Track]:
+    tracks: dict[str, Track] = {}
+    for key, meta in contents.metadata.items():
+        if not key.startswith("monbridge.channel."):
+            continue
+        name, kind = meta.get("name", key[len("monbridge.channel."):]), meta.get("kind")
+        try:
+            if kind == "records":
+                dtype = dtype_from_json(_meta_value(meta["dtype"]))
+                renamed = _meta_value(meta.get("renamed", "{}")) or {}
+                layout = RecordLayout(dtype, [renamed.get(n, n) for n in dtype.names])
+                tracks[name] = Track(name, kind, {"fields": dtype, "capacity": int(_meta_value(meta["capacity"]))},
+                                     {meta["topic"]: _records_decoder(layout, dtype)}, "recorded")
+            elif kind == "frame":
+                dtype, shape = np.dtype(meta["dtype"]), tuple(_meta_value(meta["shape"]))
+                declare = {"shape": shape, "dtype": dtype, "slots": int(_meta_value(meta.get("slots", "3")))}
+                tracks[name] = Track(name, kind, declare, {meta["topic"]: _frame_decoder(meta.get("frame_kind", ""),
+                                                                                         dtype, shape)}, "recorded")
+            elif kind == "events":
+                declare = {"capacity": int(_meta_value(meta["capacity"])), "max_bytes": int(_meta_value(meta["max_bytes"]))}
+                decoders = {meta["topic"]: _log_event, meta.get("json_topic", f"/{name}/json"): _recorded_event}
+                tracks[name] = Track(name, kind, declare, decoders, "recorded")
+            else:
+                skipped.append((meta.get("topic", name), f"unknown channel kind {kind!r}"))
+        except (KeyError, TypeError, ValueError, CdrError) as exc:
+            skipped.append((meta.get("topic", name), f"its metadata cannot be read: {exc!r}"))
+    return tracks
+
+
+def _records_decoder(layout: RecordLayout, dtype: np.dtype) -> Callable[[list[bytes], list[int]], np.ndarray]:
+    def decode(datas: list[bytes], _times: list[int]) -> np.ndarray:
+        good = [d for d in datas if len(d) == layout.size]
+        cdr = np.frombuffer(b"".join(good), layout.dtype)
+        out = np.empty(len(good), dtype)
+        for f in layout.fields:
+            # values back bit for bit: the little-endian CDR types are the device's (float16
+            # was widened to float32 exactly, and narrows back exactly)
+            out[f.source] = cdr[f.name].reshape(out[f.source].shape)
+        return out
+    return decode
+
+
+def _frame_decoder(frame_kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> Callable[[bytes], np.ndarray | None]:
+    little = dtype.newbyteorder("<")
+
+    def decode(data: bytes) -> np.ndarray | None:
+        r = CdrReader(data)
+        r.time()
+        if frame_kind == "array":
+            stored, dims = np.dtype(r.string()), r.sequence_u32()
+            return np.frombuffer(r.sequence_u8(), stored).reshape(dims).astype(dtype, copy=False)
+        r.string()                     # frame_id
+        if frame_kind == "cloud":
+            for _ in range(7):         # pose
+                r.float64()
+            r.uint32()                 # point_stride
+            for _ in range(r.uint32()):
+                r.string(), r.uint32(), r.uint8()
+        else:                          # image: width, height, encoding, step
+            r.uint32(), r.uint32(), r.string(), r.uint32()
+        return np.frombuffer(r.sequence_u8(), little).reshape((-1, *shape[1:])).astype(dtype, copy=False)
+    return decode
+
+
+def _log_fields(level: Any, text: Any, name: Any = "", file: Any = "", line: Any = 0) -> dict[str, Any]:
+    """A foxglove.Log line as the event a device would publish (docs/recording.md: the
+    original spelling of the keys and the level is not kept)."""
+    if isinstance(level, str):
+        level = level.lower()
+    else:
+        level = LEVEL_NAMES.get(level, "info") if isinstance(level, int) else "info"
+    event: dict[str, Any] = {"level": level, "msg": str(text)}
+    if name:
+        event["name"] = str(name)
+    if file:
+        event["file"] = str(file)
+    if line:
+        event["line"] = int(line)
+    return event
+
+
+def _log_event(data: bytes) -> Any:
+    r = CdrReader(data)
+    r.time()
+    level = r.uint8()
+    return _log_fields(level, r.string(), r.string(), r.string(), r.uint32())
+
+
+def _recorded_event(data: bytes) -> Any:
+    value = json.loads(data)
+    if not isinstance(value, dict) or "message" not in value or "to" in value:
+        return SKIP   # an event for one client of the recorded run: nobody to send it to
+    return value["message"]
+
+
+# -- any MCAP file: Foxglove's well-known schemas and JSON -------------------------------
+
+def _schema_kind(schema: Schema | None, encoding: str) -> str | None:
+    name = schema.name if schema is not None else ""
+    if name.startswith(("foxglove.", "foxglove_msgs/")) and encoding in ("cdr", "json"):
+        base = re.split(r"[./]", name)[-1]
+        if base in ("PointCloud", "RawImage", "CompressedImage", "Log"):
+            return base
+    return "json" if encoding == "json" else None
+
+
+def _channel_name(topic: str, taken: set[str]) -> str:
+    """A device channel name (1-48 of A-Z a-z 0-9 _ -) for an MCAP topic."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "_", topic.strip("/")).strip("_-")[:44] or "channel"
+    name, k = base, 2
+    while name in taken:
+        name, k = f"{base}_{k}", k + 1
+    taken.add(name)
+    return name
+
+
+def _get(obj: Any, key: str, default: Any = None) -> Any:
+    return obj.get(key, default) if isinstance(obj, dict) else default
+
+
+def _blob(value: Any) -> bytes:
+    """A JSON-encoded bytes field: base64 (Foxglove's JSON encoding), or a list of numbers."""
+    if isinstance(value, str):
+        return base64.b64decode(value)
+    if isinstance(value, list):
+        return bytes(value)
+    return b""
+
+
+def _cloud_message(data: bytes, json_encoded: bool) -> tuple[int, list[tuple[str, int, int]], bytes]:
+    """(point_stride, [(name, offset, type)], data) of a foxglove.PointCloud."""
+    if json_encoded:
+        m = json.loads(data)
+        fields = [(str(_get(f, "name", "")), int(_get(f, "offset", 0)), int(_get(f, "type", 0)))
+                  for f in _get(m, "fields", []) or []]
+        return int(_get(m, "point_stride", 0)), fields, _blob(_get(m, "data"))
+    r = CdrReader(data)
+    r.time()
+    r.string()
+    for _ in range(7):
+        r.float64()
+    stride = r.uint32()
+    fields = [(r.string(), r.uint32(), r.uint8()) for _ in range(r.uint32())]
+    return stride, fields, bytes(r.sequence_u8())
+
+
+def _cloud_points(stride: int, fields: list[tuple[str, int, int]], data: bytes) -> np.ndarray | None:
+    """N×3 float32 (x y z), or N×6 with red green blue in 0..1 (monbridge's coloured cloud)."""
+    by_name = {n: (o, t) for n, o, t in fields if t in _PACKED}
+    if stride <= 0 or not {"x", "y", "z"} <= by_name.keys():
+        return None
+    colour = {"red", "green", "blue"} <= by_name.keys()
+    names = ["x", "y", "z"] + (["red", "green", "blue"] if colour else [])
+    n = len(data) // stride
+    view = np.frombuffer(data, np.dtype({"names": names, "formats": [_PACKED[by_name[c][1]] for c in names],
+                                         "offsets": [by_name[c][0] for c in names], "itemsize": stride}), count=n)
+    out = np.empty((n, len(names)), np.float32)
+    for i, c in enumerate(names):
+        column = view[c]
+        if i >= 3 and column.dtype.kind in "iu":
+            column = column / np.iinfo(column.dtype).max
+        out[:, i] = column
+    return out
+
+
+def _image_message(data: bytes, json_encoded: bool) -> tuple[int, int, str, int, bytes]:
+    """(width, height, encoding, step, data) of a foxglove.RawImage."""
+    if json_encoded:
+        m = json.loads(data)
+        return (int(_get(m, "width", 0)), int(_get(m, "height", 0)), str(_get(m, "encoding", "")),
+                int(_get(m, "step", 0)), _blob(_get(m, "data")))
+    r = CdrReader(data)
+    r.time()
+    r.string()
+    width, height, encoding, step = r.uint32(), r.uint32(), r.string(), r.uint32()
+    return width, height, encoding, step, bytes(r.sequence_u8())
+
+
+def _image_array(width: int, height: int, encoding: str, step: int, data: bytes) -> np.ndarray | None:
+    if encoding not in _IMAGE or width <= 0 or height <= 0:
+        return None
+    kind, depth, swap = _IMAGE[encoding]
+    dt = np.dtype(kind)
+    row = width * depth * dt.itemsize
+    step = step or row
+    if step < row or len(data) < step * (height - 1) + row:
+        return None
+    rows = np.lib.stride_tricks.as_strided(np.frombuffer(data, np.uint8), (height, row), (step, 1))
+    image = np.ascontiguousarray(rows).view(dt).reshape((height, width, depth) if depth > 1 else (height, width))
+    if swap:
+        image = np.concatenate([image[..., 2::-1], image[..., 3:]], axis=-1)
+    return image.astype(dt.newbyteorder("="), copy=False)
+
+
+def _compressed_message(data: bytes, json_encoded: bool) -> tuple[str, bytes]:
+    if json_encoded:
+        m = json.loads(data)
+        return str(_get(m, "format", "")), _blob(_get(m, "data"))
+    r = CdrReader(data)
+    r.time()
+    r.string()
+    blob = bytes(r.sequence_u8())
+    return r.string(), blob
+
+
+def _decompress(blob: bytes) -> np.ndarray | None:
+    import io
+
+    from PIL import Image   # optional: only for foxglove.CompressedImage
+
+    with Image.open(io.BytesIO(blob)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _json_numbers(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The numbers and booleans of a JSON value by flattened name (``pose.x`` → ``pose_x``,
+    lists by index); strings and nulls are left out."""
+    out = {} if out is None else out
+    if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        out[prefix or "value"] = value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            key = re.sub(r"[^A-Za-z0-9_]+", "_", str(k)).strip("_") or "field"
+            _json_numbers(v, f"{prefix}_{key}" if prefix else key, out)
+    elif isinstance(value, list) and len(value) <= MAX_JSON_FIELDS:
+        for i, v in enumerate(value):
+            _json_numbers(v, f"{prefix}_{i}" if prefix else f"v{i}", out)
+    return out
+
+
+def _json_records_decoder(dtype: np.dtype, stamp: bool) -> Callable[[list[bytes], list[int]], np.ndarray]:
+    """Records from json messages; ``stamp``: fill ``t`` with the log time (the messages
+    have no ``t`` of their own)."""
+    names = [n for n in dtype.names if not (stamp and n == "t")]
+
+    def decode(datas: list[bytes], times: list[int]) -> np.ndarray:
+        out = np.zeros(len(datas), dtype)
+        for n in names:
+            if dtype[n].kind == "f":
+                out[n] = np.nan      # a number missing from a message
+        if stamp:
+            out["t"] = np.asarray(times, np.float64) / 1e9
+        for i, data in enumerate(datas):
+            try:
+                values = _json_numbers(json.loads(data))
+            except ValueError:
+                continue
+            for n in names:
+                if n in values:
+                    out[n][i] = values[n]
+        return out
+    return decode
+
+
+def _json_event(limit: int) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        return json.loads(data) if len(data) <= limit else SKIP
+    return decode
+
+
+def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
+                    skipped: list[tuple[str, str]]) -> dict[str, Track]:
+    """Tracks for a file monbridge did not write; reads the messages of the topics it can
+    play once, to size their channels (largest cloud and image, the json numbers)."""
+    kinds: dict[str, tuple[str, bool]] = {}       # topic -> (schema kind, json encoded)
+    for cid, channel in sorted(contents.channels.items()):
+        if channel.topic.startswith(MONBRIDGE_TOPICS) or not contents.counts.get(cid):
+            continue
+        schema = contents.schemas.get(channel.schema_id)
+        kind = _schema_kind(schema, channel.message_encoding)
+        what = f"{schema.name if schema else 'no schema'} ({channel.message_encoding})"
+        if kind is None:
+            skipped.append((channel.topic, f"{what}: not a Foxglove schema monbridge plays, nor json"))
+        elif kind == "CompressedImage" and not _have_pillow():
+            skipped.append((channel.topic, f"{what}: decoding it needs Pillow (pip install pillow)"))
+        elif channel.topic not in kinds:
+            kinds[channel.topic] = (kind, channel.message_encoding == "json")
+    scan: dict[str, dict[str, Any]] = {t: {"rows": 0, "shape": None, "fields": {}, "bad": 0} for t in kinds}
+    for channel, m in _messages_of(contents, reader, list(kinds), log_time_order=False):
+        kind, is_json = kinds[channel.topic]
+        s = scan[channel.topic]
+        try:
+            if kind == "PointCloud":
+                stride, fields, data = _cloud_message(m.data, is_json)
+                pts = _cloud_points(stride, fields, data)
+                if pts is None:
+                    s["bad"] += 1
+                    continue
+                s["rows"] = max(s["rows"], len(pts))
+                s["shape"] = s["shape"] or pts.shape[1:]
+            elif kind in ("RawImage", "CompressedImage"):
+                if s["shape"] is None:   # the first image fixes width, depth and type
+                    image = (_image_array(*_image_message(m.data, is_json)) if kind == "RawImage"
+                             else _decompress(_compressed_message(m.data, is_json)[1]))
+                    if image is None:
+                        s["bad"] += 1
+                        continue
+                    s["shape"], s["dtype"], s["rows"] = image.shape[1:], image.dtype, image.shape[0]
+                elif kind == "RawImage":
+                    s["rows"] = max(s["rows"], _image_message(m.data, is_json)[1])
+            elif kind == "json":
+                fields = s["fields"]
+                for k, v in _json_numbers(json.loads(m.data)).items():
+                    if k in fields or len(fields) < MAX_JSON_FIELDS:
+                        fields[k] = "?" if isinstance(v, bool) and fields.get(k, "?") == "?" else "f8"
+        except (ValueError, CdrError, OSError) as exc:   # OSError: Pillow cannot read it
+            s["bad"] += 1
+            s["error"] = repr(exc)
+    taken: set[str] = set()
+    tracks: dict[str, Track] = {}
+    for topic, (kind, is_json) in kinds.items():
+        s = scan[topic]
+        name = _channel_name(topic, taken)
+        if kind in ("PointCloud", "RawImage", "CompressedImage"):
+            if s["shape"] is None or not s["rows"]:
+                skipped.append((topic, f"foxglove.{kind}: no message could be decoded ({s.get('error', 'unsupported fields or encoding')})"))
+                continue
+            shape = (s["rows"], *s["shape"])
+            dtype = np.dtype(np.float32) if kind == "PointCloud" else s["dtype"]
+            tracks[name] = Track(name, "frame", {"shape": shape, "dtype": dtype, "slots": 3},
+                                 {topic: _foreign_frame(kind, is_json, shape, dtype)}, f"foxglove.{kind}")
+        elif kind == "Log":
+            tracks[name] = Track(name, "events", {"capacity": 1024, "max_bytes": EVENT_MAX_BYTES},
+                                 {topic: _foreign_log(is_json)}, "foxglove.Log")
+        elif s["fields"]:
+            fields, stamp = dict(s["fields"]), "t" not in s["fields"]
+            if stamp:
+                fields = {"t": "f8", **fields}
+            dtype = np.dtype(list(fields.items()))
+            tracks[name] = Track(name, "records", {"fields": dtype, "capacity": FOREIGN_CAPACITY},
+                                 {topic: _json_records_decoder(dtype, stamp)}, "json numbers")
+        else:
+            tracks[name] = Track(name, "events", {"capacity": 1024, "max_bytes": EVENT_MAX_BYTES},
+                                 {topic: _json_event(EVENT_MAX_BYTES - 64)}, "json")
+    return tracks
+
+
+def _have_pillow() -> bool:
+    try:
+        import PIL  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _foreign_frame(kind: str, is_json: bool, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[bytes], np.ndarray | None]:
+    def decode(data: bytes) -> np.ndarray | None:
+        if kind == "PointCloud":
+            array = _cloud_points(*_cloud_message(data, is_json))
+        elif kind == "RawImage":
+            array = _image_array(*_image_message(data, is_json))
+        else:
+            array = _decompress(_compressed_message(data, is_json)[1])
+        if array is None or array.dtype != dtype or array.shape[1:] != shape[1:] or len(array) > shape[0]:
+            return None   # does not fit the channel the first message sized: skipped
+        return array
+    return decode
+
+
+def _foreign_log(is_json: bool) -> Callable[[bytes], Any]:
+    def decode(data: bytes) -> Any:
+        if not is_json:
+            return _log_event(data)
+        m = json.loads(data)
+        return _log_fields(_get(m, "level", 2), _get(m, "message", ""), _get(m, "name", ""), _get(m, "file", ""),
+                           _get(m, "line", 0))
+    return decode
+
+
+# -- listing -----------------------------------------------------------------------------
+
+def describe(path: str) -> dict[str, Any]:
+    """What ``monbridge recordings`` shows of one file: size, duration, device, channels.
+    A finished file is read from its summary and metadata index; a ``.part`` is scanned
+    (chunk headers, and the chunks themselves only for a file monbridge did not write)."""
+    info: dict[str, Any] = {"file": os.path.basename(path), "path": os.path.abspath(path),
+                            "size": os.path.getsize(path), "complete": False, "duration_s": None,
+                            "device": None, "channels": [], "messages": None, "error": None}
+    try:
+        with open(path, "rb") as f:
+            if f.read(8) != b"\x89MCAP0\r\n":
+                raise RecordingError("not an MCAP file")
+            f.seek(0)
+            reader = SeekingReader(f)
+            try:
+                summary = reader.get_summary()
+            except (McapError, EOFError, ValueError, OSError):
+                summary = None
+            if summary is not None:
+                meta = {m.name: dict(m.metadata) for m in reader.iter_metadata()}
+                stats = summary.statistics
+                info["complete"] = True
+                if stats:
+                    info["duration_s"] = round((stats.message_end_time - stats.message_start_time) / 1e9, 3)
+                    info["messages"] = stats.message_count
+                topics = sorted({c.topic for c in summary.channels.values()})
+            else:
+                meta, topics, times = _scan_part(path)
+                info["duration_s"] = round((times[1] - times[0]) / 1e9, 3) if times else 0.0
+    except (RecordingError, McapError, OSError, EOFError, ValueError) as exc:
+        info["error"] = str(exc) or type(exc).__name__
+        return info
+    recording = meta.get("monbridge.recording")
+    if recording:
+        info["device"] = recording.get("device")
+        info["channels"] = sorted(k[len("monbridge.channel."):] for k in meta if k.startswith("monbridge.channel."))
+        info["started"] = recording.get("started")
+    else:
+        info["channels"] = [t for t in topics if not t.startswith(MONBRIDGE_TOPICS)]
+    return info
+
+
+def _scan_part(path: str) -> tuple[dict[str, dict[str, str]], list[str], tuple[int, int] | None]:
+    """(metadata, topics, (first, last) log time) of a file without a summary: chunk headers
+    give the times; chunks are decompressed only to find the topics of a foreign file."""
+    meta: dict[str, dict[str, str]] = {}
+    topics: set[str] = set()
+    chunks: list[Chunk] = []
+    times: list[int] = []
+    with open(path, "rb") as f:
+        for record in _records_until_truncated(f):
+            if isinstance(record, Chunk):
+                times += [record.message_start_time, record.message_end_time]
+                if not meta.get("monbridge.recording"):
+                    chunks.append(record)
+            elif isinstance(record, Metadata):
+                meta[record.name] = dict(record.metadata)
+            elif isinstance(record, Channel):
+                topics.add(record.topic)
+            elif isinstance(record, Message):
+                times.append(record.log_time)
+    if "monbridge.recording" not in meta:
+        for chunk in chunks:
+            try:
+                topics.update(r.topic for r in breakup_chunk(chunk) if isinstance(r, Channel))
+            except (McapError, ValueError):
+                continue
+    return meta, sorted(topics), (min(times), max(times)) if times else None
+
+
+def _records_until_truncated(f: Any) -> Iterator[Any]:
+    """Top-level records (chunks not broken up) until the truncated end of a killed recording."""
+    try:
+        yield from StreamReader(f, emit_chunks=True).records
+    except TRUNCATED:
+        return
