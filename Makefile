@@ -100,7 +100,7 @@ dist: venv js
 
 clean:
 	@echo "monbridge: removing .venv, node_modules and build outputs ..."
-	rm -rf $(VENV) node_modules build dist webui/static .pytest_cache test-artifacts
+	rm -rf $(VENV) node_modules build dist webui/static bridge/static .pytest_cache test-artifacts
 	find . -path ./.git -prune -o -name '*.egg-info' -prune -exec rm -rf {} + \
 	       -o -name __pycache__ -prune -exec rm -rf {} +
 

@@ -218,8 +218,8 @@ def require_browser(prog: str) -> None:
     """Exit saying what is missing when chromium or the built web UI is."""
     if not os.access(CHROMIUM, os.X_OK):
         raise SystemExit(f"{prog}: {CHROMIUM} not found: install Debian's chromium package")
-    if not (REPO / "webui" / "static" / "app.js").exists():
-        raise SystemExit(f"{prog}: the web UI is not built (webui/static/app.js missing): run `make js`")
+    if not (REPO / "bridge" / "static" / "app.js").exists():
+        raise SystemExit(f"{prog}: the web UI is not built (bridge/static/app.js missing): run `make js`")
 
 
 def exit_on_sigterm() -> None:

@@ -1,9 +1,9 @@
 """Where the bridge finds the built web UI and the default specs, wherever it is installed.
 
-An installed wheel carries them inside the package, as ``bridge/static`` and
-``bridge/default_specs`` (pyproject.toml maps ``webui/static`` and ``specs`` there); a
-checkout, editable install included, reads them from the repository. Imports only the
-standard library.
+The web UI is built into ``bridge/static`` (webui/build.mjs) and ships there. The default
+specs are the repository's ``specs/``: an installed wheel carries them as
+``bridge/default_specs`` (pyproject.toml maps them there); a checkout, editable install
+included, reads them from the repository. Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _find(packaged: str, checkout: str) -> str:
 
 def static_dir() -> str:
     """The built web UI: index.html, app.js, app.css."""
-    return _find("static", os.path.join("webui", "static"))
+    return os.fspath(files("bridge").joinpath("static"))
 
 
 def default_specs_dir() -> str:

@@ -131,7 +131,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rate", float, 60.0, "maximum relay rate in Hz", ALL, low=1, high=1000, unit="Hz"),
     Setting("specs", str, "", "directory of view files", ALL,
             default_help="./specs if it exists, else the views monbridge ships with"),
-    Setting("static", str, "", "directory of the built web UI", BRIDGE, default_help="webui/static"),
+    Setting("static", str, "", "directory of the built web UI", BRIDGE, default_help="the one monbridge ships with"),
     Setting("token", str, "", "access token", ALL, check=check_token, env=TOKEN_ENV,
             default_help=f"${TOKEN_ENV}, else a random one"),
     Setting("async_mode", str, "eventlet", "server mode", ALL, choices=("eventlet", "threading")),

@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
     "--enable-unsafe-swiftshader",
 ]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
-STATIC = REPO / "webui" / "static"
+STATIC = REPO / "bridge" / "static"
 WAIT_MS = 45_000        # any single browser-side wait (2 busy cores, software WebGL)
 VIEWPORT = {"width": 1280, "height": 800}
 

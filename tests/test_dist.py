@@ -35,7 +35,7 @@ INSTALL_TIMEOUT = 600
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``python -m build``: the sdist, then the wheel built from it (as ``make dist`` does)."""
     for name in UI_FILES:
-        assert (REPO / "webui" / "static" / name).is_file(), "the web UI is not built: run make js"
+        assert (REPO / "bridge" / "static" / name).is_file(), "the web UI is not built: run make js"
     out = tmp_path_factory.mktemp("dist")
     run = subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(REPO)],
                          capture_output=True, text=True, timeout=INSTALL_TIMEOUT)
@@ -73,7 +73,7 @@ def test_the_sdist_holds_what_rebuilds_and_tests_it(dists: dict[str, Path]) -> N
     with tarfile.open(dists["sdist"]) as sdist:
         names = {n.split("/", 1)[1] for n in sdist.getnames() if "/" in n}
     for path in ("package.json", "package-lock.json", "LICENSE", "CHANGELOG.md", "README.md", "Makefile",
-                 "webui/src/main.js", "webui/build.mjs", "webui/static/app.js", "webui/static/index.html",
+                 "webui/src/main.js", "webui/build.mjs", "bridge/static/app.js", "bridge/static/index.html",
                  "specs/wave.vl.json", "examples/minimal.py", "tests/conftest.py", "tests/bridge_support.py",
                  "bench/common.py", "docs/protocol.md", ".ci/run"):
         assert path in names, f"{path} is missing from the sdist"

@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         size = (int(w), int(h))
         chromium = find_chromium(opts.chromium)
         load_playwright()
-        if not (ROOT / "webui/static/index.html").exists():
-            raise Failure("the web UI is not built (webui/static/index.html missing); run `make js`")
+        if not (ROOT / "bridge/static/index.html").exists():
+            raise Failure("the web UI is not built (bridge/static/index.html missing); run `make js`")
         out = (ROOT / opts.out) if not os.path.isabs(opts.out) else Path(opts.out)
         out.mkdir(parents=True, exist_ok=True)
         device = Device(ROOT / opts.device, opts.mon, startup_timeout=30)
