@@ -42,7 +42,7 @@ class Ticket:
     name: str
     sent_at: float
     deadline: float
-    event: Any
+    event: Any             # what ``wait`` blocks on; None when ``on_done`` takes the answer instead
     ack: dict[str, Any] | None = None
     on_done: Callable[[dict[str, Any]], None] | None = None  # called with the answer, once
 
@@ -82,6 +82,8 @@ class CommandBroker:
         self._lock = threading.Lock()  # submit may run on several threads in threading mode
         self.rtts: list[float] = []    # recent round trips (s), for metrics; bounded
         self.counts = {"accepted": 0, "rejected": 0, "timeouts": 0}
+        self._catalog_of: dict[str, Any] | None = None  # the manifest _catalog_by_name was made from
+        self._catalog_by_name: dict[str, dict[str, Any]] = {}
 
     def submit(self, sid: str, client: dict[str, Any], payload: Any, now: float | None = None,
                on_done: Callable[[dict[str, Any]], None] | None = None) -> Ticket | dict[str, Any]:
@@ -102,7 +104,7 @@ class CommandBroker:
                 dev = self.link.device
                 if dev is None or not self.link.online:
                     raise ProtocolError("offline", f"{name}: the device is offline")
-                catalog = {c["name"]: c for c in dev.manifest.get("commands", [])}
+                catalog = self._catalog(dev.manifest)
                 if name not in catalog:
                     known = ", ".join(sorted(catalog)) or "none"
                     raise ProtocolError("unknown_command", f"unknown command {shown(name)} (known: {known})")
@@ -114,7 +116,8 @@ class CommandBroker:
                         raise ProtocolError("queue_full", f"{name}: the device is not taking commands "
                                                           f"({BACKLOG_LIMIT} waiting)")
                     self._backlog.append(entry)
-                ticket = Ticket(cid, sid, name, now, now + self.timeout, self.make_event(), on_done=on_done)
+                ticket = Ticket(cid, sid, name, now, now + self.timeout,
+                                None if on_done is not None else self.make_event(), on_done=on_done)
                 self._pending[cid] = ticket
                 self.counts["accepted"] += 1
                 return ticket
@@ -124,6 +127,14 @@ class CommandBroker:
         except ProtocolError as exc:
             self.counts["rejected"] += 1
             return exc.ack()
+
+    def _catalog(self, manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The device's commands by name, worked out once per manifest (a device replaces its
+        manifest as a whole when it changes)."""
+        if manifest is not self._catalog_of:
+            self._catalog_by_name = {c["name"]: c for c in manifest.get("commands", [])}
+            self._catalog_of = manifest
+        return self._catalog_by_name
 
     def _send(self, entry: tuple[Any, str, dict[str, Any], dict[str, Any], int]) -> bool:
         """Put one command in the device's queue; False if the queue is full."""
@@ -207,12 +218,18 @@ class CommandBroker:
     def pending(self) -> int:
         return len(self._pending)
 
+    @property
+    def idle(self) -> bool:
+        """No command waits for an answer or for room in the device's queue."""
+        return not self._pending and not self._backlog
+
     def _finish(self, cid: Any, ack: dict[str, Any]) -> Ticket | None:
         with self._lock:
             ticket = self._pending.pop(cid, None)
         if ticket is not None:
             ticket.ack = ack
-            ticket.event.set()
+            if ticket.event is not None:
+                ticket.event.set()
             if ticket.on_done is not None:
                 try:
                     ticket.on_done(ack)

@@ -36,7 +36,11 @@ from .relay import Relay
 from .state import StateRelay
 
 log = logging.getLogger("bridge")
-POLLS_PER_PERIOD = 4         # relay polls per 1/rate: new data waits at most 1/(4 rate) to be seen
+POLLS_PER_PERIOD = 4         # "a poll" (1/(4 rate)): a subscription's pacing slack is half of it (relay.py)
+# A regular tick comes IDLE_PERIODS / rate after the last tick, whatever woke that one (every
+# tick is a wake-up of the process, ~0.1 ms of CPU here). Longer than one period, so that a
+# channel published at the rate, which rings at each publish, never meets a regular tick too.
+IDLE_PERIODS = 1.5
 MAX_POLL_HZ = 500
 STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and rate samples
 TICK_BUDGET = 0.6            # share of a poll period a tick may spend starting new channels
@@ -80,9 +84,10 @@ class BridgeCore:
         self.settings = settings
         self.max_rate = settings.max_rate
         self.poll_period = 1.0 / min(MAX_POLL_HZ, POLLS_PER_PERIOD * settings.max_rate)
+        self.idle_period = max(1.0 / MAX_POLL_HZ, IDLE_PERIODS / settings.max_rate)
         self.clients = ClientTable()
         self.outbox = outbox
-        self.relay = Relay(link, self._send, self.congested, settings.max_rate, self.poll_period)
+        self.relay = Relay(link, self._send, self.congested, settings.max_rate, self.poll_period, self.idle_period)
         self.broker = CommandBroker(link, make_event, timeout=settings.command_timeout,
                                     rate=settings.command_rate, burst=max(10.0, settings.command_rate * 2))
         self.state = StateRelay()
@@ -120,6 +125,12 @@ class BridgeCore:
     def waiting_for_data(self) -> bool:
         """A due subscriber has had everything: tick again when the device next publishes."""
         return self.relay.waiting_for_data
+
+    def news(self) -> bool:
+        """The device published, since the last tick, on a channel where a subscriber waits for
+        data: the adapter asks after asking the device to ring (``want_wake``), since a publish
+        between the tick and that request rings nobody."""
+        return self.relay.news()
 
     def take_wake(self) -> bool:
         """True once after a confirmation let a subscription send again: tick at once."""
@@ -276,11 +287,9 @@ class BridgeCore:
         return result
 
     def _schedule(self, now: float) -> None:
-        """The next regular poll: one poll period after the last, never a burst to catch up."""
-        if self._next_poll is None or now >= self._next_poll:
-            self._next_poll = (self._next_poll or now) + self.poll_period
-            if self._next_poll < now - self.poll_period:  # fell behind
-                self._next_poll = now
+        """The next regular poll: one idle period after this tick, whatever woke it (the device's
+        publishes ring while subscribers wait, so a busy relay needs no regular poll)."""
+        self._next_poll = now + self.idle_period
 
     def _publish_clients(self) -> None:
         dev = self.link.device

@@ -13,6 +13,7 @@ handler_error, bad_result, internal. HTTP adds unauthorized.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -244,14 +245,6 @@ def parse_ping(payload: Any) -> Any:
 
 # -- bridge → client ---------------------------------------------------------------------
 
-def field_list(dtype: np.dtype) -> list[dict[str, Any]]:
-    out = []
-    for name in dtype.names:
-        sub = dtype.fields[name][0]
-        out.append({"name": name, "dtype": _js_dtype(sub.base), "shape": list(sub.shape)})
-    return out
-
-
 def _js_dtype(dt: np.dtype) -> str:
     """The numpy type as little-endian text, e.g. 'f8', 'u2' — the JS decoder's names."""
     return f"{dt.kind}{dt.itemsize}" if dt.kind != "b" else "b1"
@@ -273,31 +266,57 @@ def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
     if budget is not None and n > budget:
         records = records[min_max_rows(records, budget)]
         decimated = True
-    names = records.dtype.names
-    t = float(records["t"][-1]) if n and "t" in names and not records.dtype["t"].shape else None
-    fields = field_list(records.dtype)
-    parts: list[bytes] = []
-    offset = 0
-    for field, name in zip(fields, names):
-        column = np.ascontiguousarray(records[name]).astype(_le(records.dtype[name].base), copy=False).tobytes()
-        pad = -offset % 8
-        if pad:
-            parts.append(bytes(pad))
-            offset += pad
-        field["offset"], field["nbytes"] = offset, len(column)
+    count = len(records)
+    plan = _columns_plan(records.dtype)
+    fields, parts, size = [], [], 0
+    if plan.raw and count == 1:  # every field little-endian already, one record: a column is a slice of its bytes
+        rows = records.tobytes()
+    elif plan.raw and count:     # ... several: a slice of each record's bytes
+        rows = np.ascontiguousarray(records).view(np.uint8).reshape(count, records.dtype.itemsize)
+    for name, js, shape, at, width, le in plan.columns:
+        if size % 8:
+            parts.append(bytes(-size % 8))
+            size += -size % 8
+        if not count:
+            column = b""
+        elif plan.raw:
+            column = rows[at:at + width] if count == 1 else rows[:, at:at + width].tobytes()
+        else:
+            column = np.ascontiguousarray(records[name], dtype=le).tobytes()
+        fields.append({"name": name, "dtype": js, "shape": list(shape), "offset": size, "nbytes": len(column)})
         parts.append(column)
-        offset += len(column)
+        size += len(column)
+    t = float(records["t"][-1]) if n and plan.scalar_t else None
     return {
         "channel": channel,
         "kind": "records",
         "seq": [first, first + n - 1],
         "missed": missed,
         "t": t,
-        "count": len(records),
+        "count": count,
         "decimated": decimated,
         "fields": fields,
         "data": b"".join(parts),
     }
+
+
+@dataclass(frozen=True)
+class _ColumnsPlan:
+    columns: tuple[tuple[str, str, tuple[int, ...], int, int, np.dtype], ...]  # name, JS dtype, shape,
+    # offset and bytes in a record, little-endian dtype
+    raw: bool       # every field little-endian (or single bytes): no conversion
+    scalar_t: bool  # a scalar field "t": the message's ``t`` is the newest record's
+
+
+@functools.lru_cache(maxsize=256)
+def _columns_plan(dtype: np.dtype) -> _ColumnsPlan:
+    """What encode_records needs of a records dtype, worked out once per dtype."""
+    columns = []
+    for name in dtype.names:
+        sub, at = dtype.fields[name][:2]
+        columns.append((name, _js_dtype(sub.base), tuple(sub.shape), at, sub.itemsize, _le(sub.base)))
+    raw = all(dtype[name].base == le for name, _, _, _, _, le in columns)
+    return _ColumnsPlan(tuple(columns), raw, "t" in dtype.names and not dtype["t"].shape)
 
 
 def encode_frame(channel: str, seq: int, t: float, array: np.ndarray, missed: int) -> dict[str, Any]:

@@ -2,21 +2,23 @@
 
 Part of the sans-I/O core (core.py): no Flask or socketio imports, no clock. The core passes
 ``emit(event, data, sids)`` (its outbox) and ``congested(sid) -> bool``, and gives ``tick``
-the time. Its own ``lock`` is left from when handlers called it from several threads; the
-core is now called one call at a time.
+the time. The core is called one call at a time (its adapter holds one lock), so the relay
+has no lock of its own.
 
-The core calls ``tick`` several times per period of the fastest rate (cheap: a counter
-read per subscribed channel) and, in between, when ``tick`` says so: ``next_send_at`` (a
-subscriber with data waiting becomes due then) and ``waiting_for_data`` (a due subscriber
-has had everything: the adapter asks the device to ring at its next publish). A
-subscription at rate r is due once 1/r (less half a poll) has passed since its last
-message and stays due until there is something new to send; subscribers at equal rates
-fall into step and share messages. Per tick, for each channel with due subscribers:
+The core calls ``tick`` when ``tick`` says so: at ``next_send_at`` (a subscriber becomes due
+then), at the device's next publish when ``waiting_for_data`` (a subscriber due before the
+next regular tick has had everything: the adapter asks the device to ring), and otherwise
+``idle_period`` after the last tick (1.5/rate: state, status, a publish that rang nobody).
+A subscription at rate r is due once 1/r (less half a poll, ``poll_period``) has passed
+since its last message and stays due until there is something new to send; subscribers at
+equal rates fall into step and share messages. Per tick, for each channel with due
+subscribers:
 * records/events: read the ring once from the lowest cursor among due subscribers; each
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
   budget and missed count get one message encoded once (``emit`` to a list of sids).
 * frame: read the newest frame once; send it to every due subscriber that has not seen it.
-* A congested client (its outbox over the limit) is not sent anything this tick: its
+* A congested client (its outbox over the limit; asked at most once per tick, and only when
+  it has something due or would make the relay wait for data) is sent nothing this tick: its
   records cursor skips to the newest record and the skipped count is reported as
   ``missed`` in its next message (or, when the device goes offline or is replaced first,
   in a message without rows: ``flush_missed``); frames and state are simply superseded
@@ -29,7 +31,6 @@ fall into step and share messages. Per tick, for each channel with due subscribe
 
 from __future__ import annotations
 
-import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -43,7 +44,7 @@ from .protocol import Subscribe, encode_frame, encode_records
 Emit = Callable[[str, Any, list[str]], None]
 
 
-@dataclass
+@dataclass(slots=True)
 class Subscription:
     sid: str
     channel: str
@@ -79,23 +80,26 @@ class ChannelStats:
 
 class Relay:
     def __init__(self, link: DeviceLink, emit: Emit, congested: Callable[[str], bool], max_rate: float,
-                 poll_period: float | None = None) -> None:
+                 poll_period: float | None = None, idle_period: float | None = None) -> None:
         self.link = link
         self.poll_period = poll_period if poll_period is not None else 1.0 / max_rate
+        self.idle_period = idle_period if idle_period is not None else self.poll_period
+        self._watched: list[tuple[Any, int]] = []  # (reader, newest) where a subscriber waits for data
         self._now = 0.0
         self._wall = 0.0
-        self._congested: set[str] = set()  # clients judged congested at the start of this poll
+        self._due_base = 0.0
+        self._judged: dict[str, bool] = {}  # sid -> congested, asked once per tick (_is_congested)
         self.emit = emit
         self.congested = congested
         self.max_rate = max_rate
-        self.lock = threading.Lock()
         self.subs: dict[str, dict[str, Subscription]] = defaultdict(dict)  # channel -> sid -> sub
         self.stats: dict[str, ChannelStats] = defaultdict(ChannelStats)
         self._start = 0  # round-robin start, so a slow channel cannot starve the others
         # set by tick() for the server's loop: some subscriber is due (or will be before the
-        # next poll), free to receive, and has had everything, so the server asks the device
-        # to ring at its next publish (Waker); and the earliest moment a subscriber that has
-        # data waiting becomes due, so the server polls right then rather than at the next poll
+        # next regular tick), free to receive, and has had everything, so the server asks the
+        # device to ring at its next publish (Waker); and the earliest moment another
+        # subscriber becomes due (with data waiting: to send it; without: to wait for data
+        # from then on), so the server ticks right then
         self.waiting_for_data = False
         self.next_send_at: float | None = None
 
@@ -105,35 +109,31 @@ class Relay:
         interval = 1.0 / req.rate
         budget = req.points_per_update()
         dev = self.link.device
-        with self.lock:
-            for name in req.channels:
-                reader = dev.channels.get(name) if dev else None
-                cursor = _now_cursor(reader)
-                self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
-                                                    in_flight=req.in_flight, kind=getattr(reader, "kind", ""),
-                                                    dtype=getattr(reader, "dtype", None))
+        for name in req.channels:
+            reader = dev.channels.get(name) if dev else None
+            cursor = _now_cursor(reader)
+            self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
+                                                in_flight=req.in_flight, kind=getattr(reader, "kind", ""),
+                                                dtype=getattr(reader, "dtype", None))
 
     def consumed(self, sid: str, channel: str, seq: int) -> bool:
         """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``.
         True if that lets the subscription send again (it had all its messages in flight)."""
-        with self.lock:
-            s = self.subs.get(channel, {}).get(sid)
-            if s is None:
-                return False
-            was_waiting = s.waiting_for_client()
-            while s.unconfirmed and s.unconfirmed[0] <= seq:
-                s.unconfirmed.popleft()
-            return was_waiting and not s.waiting_for_client()
+        s = self.subs.get(channel, {}).get(sid)
+        if s is None:
+            return False
+        was_waiting = s.waiting_for_client()
+        while s.unconfirmed and s.unconfirmed[0] <= seq:
+            s.unconfirmed.popleft()
+        return was_waiting and not s.waiting_for_client()
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
-        with self.lock:
-            for name in channels:
-                self.subs.get(name, {}).pop(sid, None)
+        for name in channels:
+            self.subs.get(name, {}).pop(sid, None)
 
     def drop_client(self, sid: str) -> None:
-        with self.lock:
-            for subs in self.subs.values():
-                subs.pop(sid, None)
+        for subs in self.subs.values():
+            subs.pop(sid, None)
 
     def subscriptions_of(self, sid: str) -> list[dict[str, Any]]:
         return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped,
@@ -149,33 +149,31 @@ class Relay:
         channel's kind is the one it had when subscribed: a replacement device may not have
         declared the channel (yet).
         """
-        with self.lock:
-            for name, subs in self.subs.items():
-                for s in subs.values():
-                    if not s.missed:
-                        continue
-                    if s.kind == "records" and s.dtype is not None:
-                        event, msg = "data", encode_records(name, np.empty(0, s.dtype), s.cursor, s.missed)
-                    elif s.kind == "events":
-                        event, msg = "event", {"channel": name, "kind": "events", "seq": [s.cursor, s.cursor - 1],
-                                               "missed": s.missed, "t": None, "events": []}
-                    else:
-                        continue
-                    s.missed = 0
-                    self.emit(event, msg, [s.sid])
+        for name, subs in self.subs.items():
+            for s in subs.values():
+                if not s.missed:
+                    continue
+                if s.kind == "records" and s.dtype is not None:
+                    event, msg = "data", encode_records(name, np.empty(0, s.dtype), s.cursor, s.missed)
+                elif s.kind == "events":
+                    event, msg = "event", {"channel": name, "kind": "events", "seq": [s.cursor, s.cursor - 1],
+                                           "missed": s.missed, "t": None, "events": []}
+                else:
+                    continue
+                s.missed = 0
+                self.emit(event, msg, [s.sid])
 
     def reset_cursors(self) -> None:
         """A new device process: every cursor starts from what it has now."""
         dev = self.link.device
-        with self.lock:
-            for name, subs in self.subs.items():
-                reader = dev.channels.get(name) if dev else None
-                cursor = _now_cursor(reader)
-                for s in subs.values():
-                    s.cursor, s.missed = cursor, 0
-                    if reader is not None:
-                        s.kind, s.dtype = reader.kind, getattr(reader, "dtype", None)
-                    s.unconfirmed.clear()  # sequence numbers start over with the new process
+        for name, subs in self.subs.items():
+            reader = dev.channels.get(name) if dev else None
+            cursor = _now_cursor(reader)
+            for s in subs.values():
+                s.cursor, s.missed = cursor, 0
+                if reader is not None:
+                    s.kind, s.dtype = reader.kind, getattr(reader, "dtype", None)
+                s.unconfirmed.clear()  # sequence numbers start over with the new process
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -185,59 +183,89 @@ class Relay:
         dev = self.link.device
         self.waiting_for_data = False
         self.next_send_at = None
+        self._watched = []
         if dev is None or not self.link.online:
             return 0
-        start = self._now = now
+        self._now = now
         self._wall = wall
+        self._due_base = now - self.poll_period / 2  # + a subscription's interval: its next due time
+        names = [n for n, subs in self.subs.items() if subs]
+        if not names:
+            return 0
+        k = self._start % len(names)
+        order = names[k:] + names[:k]
+        self._start += 1
+        # judge each client at most once per tick: this tick's own messages are still queued
+        # while it runs, so asking again per channel would see clients fall behind
+        self._judged = {}
         sent = 0
-        with self.lock:
-            names = [n for n, subs in self.subs.items() if subs]
-            if not names:
-                return 0
-            k = self._start % len(names)
-            order = names[k:] + names[:k]
-            self._start += 1
-            # judge each client once per poll: this poll's own messages are still queued
-            # while it runs, so asking again per channel would see clients fall behind
-            sids = {sid for n in order for sid in self.subs[n]}
-            self._congested = {sid for sid in sids if self.congested(sid)}
-            for i, name in enumerate(order):
-                if i and over_budget is not None and over_budget():
-                    break  # over budget: the rest go first next tick (round robin)
-                reader = dev.channels.get(name)
-                if reader is None:
-                    continue
-                # due, and behind the channel: a due subscriber that has had everything costs
-                # no ring read (most polls, for a subscriber waiting for the next publish)
-                newest = reader.latest if isinstance(reader, FrameReader) else reader.write_count
-                due = [s for s in self.subs[name].values()
-                       if start >= s.next_due and s.cursor < newest and not s.waiting_for_client()]
-                if isinstance(reader, RecordsReader) and due:
-                    sent += self._relay_records(name, reader, due)
-                elif isinstance(reader, FrameReader) and due:
+        channels = dev.channels
+        for i, name in enumerate(order):
+            if i and over_budget is not None and over_budget():
+                self.next_send_at = now  # over budget: the rest go first, at the next tick (round robin)
+                break
+            reader = channels.get(name)
+            if reader is None:
+                continue
+            subs = self.subs[name]
+            # due, and behind the channel: a due subscriber that has had everything costs
+            # no ring read (a subscriber waiting for the next publish)
+            frame = isinstance(reader, FrameReader)
+            newest = reader.latest if frame else reader.write_count
+            due = [s for s in subs.values()
+                   if s.cursor < newest and now >= s.next_due and not s.waiting_for_client()]
+            if due:
+                if frame:
                     sent += self._relay_frame(name, reader, due)
-                elif isinstance(reader, EventsReader) and due:
+                elif isinstance(reader, RecordsReader):
+                    sent += self._relay_records(name, reader, due)
+                elif isinstance(reader, EventsReader):
                     sent += self._relay_events(name, reader, due)
-                self._note_waits(reader, start)
+                newest = reader.latest if frame else reader.write_count
+            self._note_waits(reader, subs, newest, now)
         return sent
 
-    def _note_waits(self, reader: Any, start: float) -> None:
-        """Update waiting_for_data and next_send_at from this channel's subscriptions."""
-        newest = reader.latest if isinstance(reader, FrameReader) else reader.write_count
-        soon = start + self.poll_period
-        for s in self.subs[reader.name].values():
-            if s.sid in self._congested or s.waiting_for_client():
-                continue
-            if s.cursor >= newest:
-                if s.next_due <= soon:
-                    self.waiting_for_data = True
-            elif s.next_due > start and (self.next_send_at is None or s.next_due < self.next_send_at):
-                self.next_send_at = s.next_due
+    def _is_congested(self, sid: str) -> bool:
+        """``congested(sid)``, asked at most once per tick."""
+        judged = self._judged.get(sid)
+        if judged is None:
+            judged = self._judged[sid] = self.congested(sid)
+        return judged
+
+    def _note_waits(self, reader: Any, subs: dict[str, Subscription], newest: int, start: float) -> None:
+        """Update waiting_for_data and next_send_at from this channel's subscriptions (those
+        waiting for their client, congested or flow-controlled, count for neither): a
+        subscriber that has had everything and is due before the next regular tick waits for
+        the device's next publish; any other becomes due at a time to tick then."""
+        soon = start + self.idle_period
+        watched = False
+        next_send_at = self.next_send_at
+        for s in subs.values():
+            due_at = s.next_due
+            if s.cursor >= newest and due_at <= soon:  # has had everything, due before the next tick
+                if watched or s.waiting_for_client() or self._is_congested(s.sid):
+                    continue
+                watched = self.waiting_for_data = True
+                self._watched.append((reader, newest))
+            elif next_send_at is None or due_at < next_send_at:
+                # data waiting (published after this tick read the channel, if it is due
+                # already: nothing will ring for it), or due later: tick then
+                if not s.waiting_for_client() and not self._is_congested(s.sid):
+                    next_send_at = max(due_at, start)
+        self.next_send_at = next_send_at
+
+    def news(self) -> bool:
+        """Something was published since the last tick on a channel where a subscriber waits."""
+        return any((r.latest if isinstance(r, FrameReader) else r.write_count) != n for r, n in self._watched)
 
     def _ready(self, due: list[Subscription], newest: int, stats: ChannelStats, records: bool) -> list[Subscription]:
         ready = []
+        judged = self._judged
         for s in due:
-            if s.sid in self._congested:
+            congested = judged.get(s.sid)
+            if congested is None:
+                congested = self._is_congested(s.sid)
+            if congested:
                 s.skipped += 1
                 stats.skipped += 1
                 if records and newest > s.cursor:  # skip forward, count exactly what was skipped
@@ -250,28 +278,36 @@ class Relay:
 
     def _relay_records(self, name: str, reader: RecordsReader, due: list[Subscription]) -> int:
         stats = self.stats[name]
-        ready = [s for s in self._ready(due, reader.write_count, stats, True)]
+        ready = self._ready(due, reader.write_count, stats, True)
         if not ready:
             return 0
         batch = reader.read(min(s.cursor for s in ready))
-        groups: dict[tuple[int, int | None, int], list[Subscription]] = defaultdict(list)
+        first, next_cursor = batch.first, batch.next_cursor
+        groups: dict[tuple[int, int | None, int], list[Subscription]] = {}
         for s in ready:
-            if batch.next_cursor > s.cursor:
-                groups[(s.cursor, s.budget, s.missed)].append(s)
+            if next_cursor > s.cursor:
+                key = (s.cursor, s.budget, s.missed)
+                members = groups.get(key)
+                if members is None:
+                    groups[key] = [s]
+                else:
+                    members.append(s)
         sent = 0
         for (cursor, budget, missed), members in groups.items():
-            offset = max(0, cursor - batch.first)
-            lost = max(0, batch.first - cursor)
-            records = batch.records[offset:]
-            stats.missed += lost * len(members)
-            for s in members:  # missed is reset only when a message carries it
-                s.cursor = batch.next_cursor
-                s.missed += lost
+            offset = cursor - first if cursor > first else 0
+            lost = first - cursor if first > cursor else 0
+            records = batch.records[offset:] if offset else batch.records
+            if lost:
+                stats.missed += lost * len(members)
             if not len(records):
+                for s in members:  # missed is reset only when a message carries it
+                    s.cursor = next_cursor
+                    s.missed += lost
                 continue
             for s in members:
+                s.cursor = next_cursor
                 s.missed = 0
-            msg = encode_records(name, records, batch.first + offset, missed + lost, budget)
+            msg = encode_records(name, records, first + offset, missed + lost, budget)
             self._send("data", msg, members, stats)
             if msg["t"] is not None:
                 stats.lag = self._wall - msg["t"]
@@ -311,7 +347,7 @@ class Relay:
         first_seq = events[0].seq if events else next_cursor
         ready = []
         for s in behind:
-            if s.sid not in self._congested:
+            if not self._is_congested(s.sid):
                 ready.append(s)
                 continue
             s.skipped += 1
@@ -337,9 +373,10 @@ class Relay:
     def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats) -> None:
         self.emit(event, msg, [s.sid for s in members])
         last_seq = msg["seq"][1]
+        base = self._due_base
         for s in members:
             s.sent += 1
-            s.next_due = self._now + s.interval - self.poll_period / 2
+            s.next_due = base + s.interval
             if s.in_flight is not None:
                 s.unconfirmed.append(last_seq)
         stats.delivered += len(members)

@@ -44,6 +44,9 @@ log = logging.getLogger("bridge")
 # ~1 µs a byte, during which nobody else is served.
 MAX_MESSAGE = 16 * 1024
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
+# seconds between the reply task's checks for late answers and room in the device's queue
+# while commands wait, and at most while none does (every wake-up costs CPU: docs/bridge.md)
+REPLY_POLL, IDLE_REPLY_POLL = 0.05, 0.5
 CLIENT_EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
 
 
@@ -117,9 +120,10 @@ class Bridge:
 
     def _flush(self) -> None:
         """Send what the core has queued, in order (the caller holds the lock)."""
+        emit = self.server.emit  # python-socketio's: a message to several clients is encoded once
         for m in self.core.take_messages():
             try:
-                self.socketio.emit(m.event, m.data, to=list(m.to) if len(m.to) > 1 else m.to[0])
+                emit(m.event, m.data, to=m.to if len(m.to) > 1 else m.to[0], namespace="/")
             except Exception as exc:  # one message that cannot be encoded must not stop the others
                 log.error("cannot send %s to %d client(s): %s: %s", m.event, len(m.to), type(exc).__name__, exc)
         if self.core.take_wake():
@@ -222,13 +226,20 @@ class Bridge:
             dev = self.link.device
             if core.waiting_for_data and dev is not None:
                 dev.want_wake()
+                if core.news():  # published before the request: nothing will ring for it
+                    self.socketio.sleep(0)
+                    continue
             if netio.wait_readable(self.data_doorbell.fileno(), delay):
                 self.data_doorbell.drain()
         self._shutdown()
 
     def reply_loop(self) -> None:
+        """Route the device's replies when it rings; meanwhile time out late commands and
+        move waiting ones into the device's queue."""
+        broker = self.core.broker
+        idle_poll = min(IDLE_REPLY_POLL, broker.timeout / 10)  # a new command's deadline is >= timeout away
         while not self._stop_requested:
-            netio.wait_readable(self.doorbell.fileno(), 0.05)
+            netio.wait_readable(self.doorbell.fileno(), idle_poll if broker.idle else REPLY_POLL)
             self.doorbell.drain()
             try:
                 with self.lock:

@@ -353,7 +353,8 @@ def test_waiting_for_data_and_next_deadline_say_when_to_tick_again():
     assert h.core.waiting_for_data is False  # a congested client waits for its queue, not for data
 
 
-def test_a_subscriber_due_later_than_the_next_poll_does_not_ask_for_a_wake_up(h):
+def test_a_subscriber_due_later_than_the_next_regular_tick_does_not_ask_for_a_wake_up(h):
+    idle = 1.5 / 60  # a regular tick comes 1.5 periods after the last tick
     temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
     h.tick()
     h.connect("a")
@@ -362,19 +363,113 @@ def test_a_subscriber_due_later_than_the_next_poll_does_not_ask_for_a_wake_up(h)
     h.advance(1 / 240)
     h.tick()
     assert len(h.to("a", "data")) == 1
+    due = h.now + 1 / 10 - 1 / 480  # 1/rate less half a poll
     h.advance(1 / 240)
     h.tick()
-    assert h.core.waiting_for_data is False  # next due in ~0.1 s: the regular polls will see it
-    assert h.core.next_deadline() == pytest.approx(h.now + 1 / 240)
+    assert h.core.waiting_for_data is False  # next due in ~0.1 s: no wake-up at every publish till then
+    assert h.core.next_deadline() == pytest.approx(h.now + idle)
     temps.publish(t=h.wall, v=2.0)
-    h.tick()  # data waiting, due long after the next poll: the next poll is still the deadline
-    assert h.core.next_deadline() == pytest.approx(h.now + 1 / 240)
-    h.advance(0.1)
-    h.tick()
+    h.tick()  # data waiting, due long after the next regular tick: that tick is still the deadline
+    assert h.core.next_deadline() == pytest.approx(h.now + idle)
+    while h.core.next_deadline() < due - 1e-9:  # regular ticks, until the due time comes first
+        h.advance(h.core.next_deadline() - h.now)
+        h.tick()
+    assert h.core.next_deadline() == pytest.approx(due) and len(h.to("a", "data")) == 1
+    h.advance(due - h.now + 1e-9)
+    h.tick()  # right when it is due
     assert len(h.to("a", "data")) == 2
+    due = h.now + 1 / 10 - 1 / 480
     h.advance(1 / 240)
     h.tick()
-    assert h.core.waiting_for_data is False
+    assert h.core.waiting_for_data is False and h.core.next_deadline() == pytest.approx(h.now + idle)
+    while h.core.next_deadline() < due - 1e-9:
+        h.advance(h.core.next_deadline() - h.now)
+        h.tick()
+    # due before the next regular tick, nothing new: it waits for the device's next publish
+    assert h.core.waiting_for_data is True and h.core.next_deadline() == pytest.approx(h.now + idle)
     h.advance(0.1)
     h.tick()
-    assert h.core.waiting_for_data is True  # due again, nothing new
+    assert h.core.waiting_for_data is True  # due, nothing new
+
+
+def test_a_publish_after_the_tick_and_before_the_wake_request_is_news(h):
+    """The device rings only if the bridge asked before the publish: the adapter asks, then
+    checks ``news()`` for a publish made in between, which nothing will ring for."""
+    temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
+    h.tick()
+    h.connect("a")
+    h.event("a", "subscribe", {"channels": ["temps"], "rate": 60})
+    h.advance(1 / 60)
+    h.tick()
+    assert h.core.waiting_for_data is True and h.core.news() is False
+    temps.publish(t=h.wall, v=1.0)
+    assert h.core.news() is True
+    h.tick()
+    assert len(h.to("a", "data")) == 1 and h.core.news() is False
+
+
+def test_a_subscriber_fed_at_its_rate_waits_for_the_publish_not_for_a_regular_tick(h):
+    """After a message, a 60 Hz subscriber is due again before the next regular tick (1.5
+    periods after this one): the adapter waits for the device's next publish to ring."""
+    temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
+    h.tick()
+    h.connect("a")
+    h.event("a", "subscribe", {"channels": ["temps"], "rate": 60})
+    for i in range(3):
+        h.advance(1 / 60)
+        temps.publish(t=h.wall, v=float(i))
+        h.tick()  # the device rang
+        assert len(h.to("a", "data")) == i + 1
+        assert h.core.waiting_for_data is True
+        assert h.core.next_deadline() == pytest.approx(h.now + 1.5 / 60)
+
+
+def test_a_record_published_while_the_tick_runs_is_news(h):
+    """Published after the tick found a due subscriber with nothing new: nothing will ring for
+    it (the device had not been asked to yet), and ``news()`` says so."""
+    temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
+    h.tick()
+    h.connect("a")
+    h.event("a", "subscribe", {"channels": ["temps"], "rate": 60})
+    reader = h.link.device.channels["temps"]
+    plain = type(reader)
+    published = []
+
+    class Racy(plain):  # the device publishes right after the relay's first look at the ring
+        @property
+        def write_count(self):
+            count = plain.write_count.fget(self)
+            if not published:
+                published.append(True)
+                temps.publish(t=h.wall, v=1.0)
+            return count
+
+    reader.__class__ = Racy
+    h.advance(1 / 60)
+    h.tick()
+    reader.__class__ = plain
+    assert h.to("a", "data") == [] and published
+    # the tick decided on what it saw: wait for a ring; but the adapter, having asked for one,
+    # finds news and ticks at once
+    assert h.core.waiting_for_data is True and h.core.news() is True
+    h.tick()
+    assert [m["seq"] for m in h.to("a", "data")] == [[0, 0]]
+
+
+def test_a_tick_over_its_budget_leaves_the_rest_to_a_tick_at_once_and_they_go_first(h):
+    a = h.dev.records("a", {"t": "f8", "v": "f4"})
+    b = h.dev.records("b", {"t": "f8", "v": "f4"})
+    h.tick()
+    h.connect("c")
+    h.event("c", "subscribe", {"channels": ["a", "b"], "rate": 60})
+    a.publish(t=h.wall, v=1.0)
+    b.publish(t=h.wall, v=2.0)
+    slow = iter(range(0, 10**6, 10))  # each look at the clock: 10 s later, over any budget
+    h.core._clock = lambda: float(next(slow))
+    h.advance(1 / 60)
+    h.tick()
+    first = [m["channel"] for m in h.to("c", "data")]
+    assert len(first) == 1  # the budget ran out after one channel
+    assert h.core.next_deadline() == pytest.approx(h.now)  # the rest: at once
+    h.tick()
+    assert [m["channel"] for m in h.to("c", "data")] == first + [{"a": "b", "b": "a"}[first[0]]]
