@@ -92,6 +92,15 @@ def alive(pid: int) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
 
 
+def is_bridge(argv: list[str]) -> bool:
+    """A bridge's argv: ``python -m bridge serve ...``, ``monbridge serve ...``, or a device's
+    launcher, ``python -c '... # monbridge bridge' serve ...`` (device_agent/monitor.py)."""
+    if "serve" not in argv:
+        return False
+    return any(a in ("bridge", "monbridge") or a.endswith(("/monbridge", "# monbridge bridge"))
+               for a in argv[:argv.index("serve")])
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -355,8 +364,7 @@ class DeviceProcess:
         if self.url is None:
             raise RuntimeError("the device's bridge did not start:\n" + self.output())
         self.port = url_port(self.url)
-        self.bridge_pid = next((pid for pid in descendants(self.proc.pid)
-                                if {"bridge", "serve"} <= set(cmdline(pid))), None)
+        self.bridge_pid = next((pid for pid in descendants(self.proc.pid) if is_bridge(cmdline(pid))), None)
         return self.url
 
     def _read(self) -> None:

@@ -15,6 +15,7 @@ import json
 import socket
 import threading
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -45,9 +46,33 @@ from bridge_support import (  # noqa: F401  (mb: fixture)
 )
 from conftest import TIMEOUT, wait_for
 
+
+def run_in_fresh_loop(coro: Any) -> Any:
+    """``asyncio.run(coro)`` on a thread of its own: in the full suite the browser tests'
+    Playwright (sync API) keeps an event loop running on the main thread, where asyncio.run
+    refuses to start."""
+    result: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(asyncio.run(coro))
+        except BaseException as exc:  # re-raised on the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="test-asyncio")
+    thread.start()
+    thread.join(120)
+    assert not thread.is_alive(), "the asyncio test did not finish in 120 s"
+    if errors:
+        raise errors[0]
+    return result[0]
+
 # records with sub-array, integer and boolean fields; a 3-D u1 frame; answers each line
 RICH = r"""
 import json, sys
+from typing import Any
+
 import numpy as np
 import device_agent
 
@@ -398,7 +423,7 @@ def test_async_client_end_to_end(mb):
         with pytest.raises(Refused):
             await AsyncClient.connect(dev.url.url, token="wrong")
 
-    asyncio.run(main())
+    run_in_fresh_loop(main())
     dev.proc.stop(check_stderr=False)
 
 
