@@ -108,8 +108,14 @@ def server(mode: str, sock: socket.socket, app: Any) -> tuple[Callable[[], None]
 
         main = greenlet.getcurrent()
 
+        class Protocol(eventlet.wsgi.HttpProtocol):
+            def log_message(self, format: str, *args: Any) -> None:
+                # http.server's notes on requests it cannot parse ("code 400, message Bad
+                # request version") go to stderr, the device's terminal: one log line instead
+                log.warning("web server: %s", " ".join((format % args).split())[:300])
+
         def run() -> None:
-            eventlet.wsgi.server(sock, app, log_output=False, log=_QuietLog(), debug=False,
+            eventlet.wsgi.server(sock, app, log_output=False, log=_QuietLog(), debug=False, protocol=Protocol,
                                  max_size=MAX_CONNECTIONS, socket_timeout=SOCKET_TIMEOUT)
 
         def stop() -> None:  # eventlet.wsgi.server returns on SystemExit
