@@ -13,7 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import START_TIMEOUT, TIMEOUT, DeviceProcess, wait_for
+from bridge_support import wait_stderr
+from conftest import TIMEOUT, DeviceProcess, wait_for
 
 mcap_reader = pytest.importorskip("mcap.reader")
 from mcap.exceptions import McapError  # noqa: E402
@@ -103,18 +104,6 @@ def recorder(_guard):
             wait_stderr(proc, RECORDING)
         return proc
     return start
-
-
-def wait_stderr(proc: DeviceProcess, pattern: re.Pattern[str], timeout: float = START_TIMEOUT) -> re.Match[str]:
-    def find():
-        for line in list(proc.stderr):
-            m = pattern.search(line)
-            if m:
-                return m
-        if proc.proc.poll() is not None and not proc._readers[1].is_alive():
-            raise AssertionError(f"exited before printing {pattern.pattern!r}: {proc.describe()}")
-        return None
-    return wait_for(find, timeout, f"{pattern.pattern!r} on stderr of {proc.pid}", interval=0.01)
 
 
 class JsonDecoderFactory:
