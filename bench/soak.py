@@ -60,7 +60,8 @@ TARGETS: dict[str, dict[str, float]] = {
     "js_heap_growth_pct": {"max": 10.0}, "bridge_fds_growth": {"max": 0}, "device_fds_growth": {"max": 0},
     "shm_segments_growth": {"max": 0}, "errors": {"max": 0},
 }
-SERIES = ("bridge_rss_mb", "device_rss_mb", "js_heap_mb", "bridge_fds", "device_fds", "shm_segments")
+SERIES = ("bridge_rss_mb", "device_rss_mb", "js_heap_mb", "page_native_heap_mb", "bridge_fds", "device_fds",
+          "shm_segments")
 
 
 log = logger("bench.soak")
@@ -125,6 +126,9 @@ def figures(samples: list[dict[str, Any]], warm_s: float) -> dict[str, Any]:
         if not key.endswith("_mb"):          # counts: descriptors, segments
             out[f"{key}_growth"] = last - first
     out["js_heap_growth_pct"] = heap_growth_pct([s["js_heap_mb"] for s in post if s.get("js_heap_mb") is not None])
+    # no target: blink's own heap (DOM, canvas text caches), which the JS heap leaves out
+    out["page_native_heap_growth_pct"] = heap_growth_pct([s["page_native_heap_mb"] for s in post
+                                                          if s.get("page_native_heap_mb") is not None])
     return out
 
 
@@ -472,6 +476,7 @@ class Soak:
         try:
             self.page.collect_garbage()
             s["js_heap_mb"] = self.page.js_heap_mb()
+            s["page_native_heap_mb"] = self.page.native_heap_mb()
             self.page_status = self.page.evaluate("() => window.__soak.status()")
         except Exception as exc:
             raise ProcessGone(f"the page does not answer: {exc}") from None
@@ -510,7 +515,8 @@ class Soak:
                   + len(self.page.errors) + sum(c.startswith("error:") for c in self.page.console))
         log(f"{s['t'] / 60:5.1f} min {'warm-up' if s['t'] < self.warm_s else 'measure'}: "
             f"bridge {s['bridge_rss_mb']:.1f} MB {s['bridge_fds']} fds, device {s['device_rss_mb']:.1f} MB "
-            f"{s['device_fds']} fds, {s['shm_segments']} segments, JS heap {s['js_heap_mb']:.2f} MB, "
+            f"{s['device_fds']} fds, {s['shm_segments']} segments, JS heap {s['js_heap_mb']:.2f} MB "
+            f"(native {s['page_native_heap_mb']:.1f}), "
             f"client messages {s.get('client_messages', 0)}, errors {errors}")
 
     def run(self) -> None:

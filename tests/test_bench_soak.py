@@ -227,7 +227,8 @@ def test_a_run_stopped_by_sigterm_reports_its_samples_and_leaves_nothing_behind(
     _guard.names.append(result["device"])   # the guard checks /dev/shm for its segments too
     assert result["stopped_by"] == "SIGTERM"
     assert result["samples"] >= 4 and len(result["series"]["bridge_rss_mb"]) == result["samples"]
-    assert all(x > 0 for x in result["series"]["bridge_rss_mb"] + result["series"]["js_heap_mb"])
+    assert all(x > 0 for x in result["series"]["bridge_rss_mb"] + result["series"]["js_heap_mb"]
+               + result["series"]["page_native_heap_mb"])
     assert result["series"]["shm_segments"][0] == 7            # the demo's six channels and its control segment
     assert sum(result["client_messages_by_channel"].values()) > 0 and result["tab_switches"] >= 2
     assert set(result["pass"]) == set(soak.TARGETS)

@@ -6,9 +6,10 @@
  * and buffer rows (StreamDataset); once per animation frame, and only while the tab is
  * visible, each changed dataset gets a single `view.change(N, changeset().insert().remove())`
  * followed by one `view.runAsync()` for the view. Updates never re-embed the view; but once it
- * has taken REBUILD_AFTER_ROWS rows, the next time its tab is shown it is embedded anew with the
- * rows it holds: some of Vega's transforms keep a table entry for every row that ever passed
- * through them (docs/performance.md#soak), and a new view is the public way to drop them. A
+ * has taken REBUILD_AFTER_ROWS rows it is embedded anew with the rows it holds, in a hidden
+ * container that replaces the old one when it is drawn (no flicker): Vega's Relay transform,
+ * on a dataset derived from a derived one, keeps a table entry for every row that ever passed
+ * through it (docs/performance.md#soak), and a new view is the public way to drop them. A
  * spec that cannot be compiled or embedded, or whose `data.url` cannot be loaded, shows its
  * error instead of a chart.
  *
@@ -28,7 +29,7 @@ import { el } from "./util.js";
 
 export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
-const REBUILD_AFTER_ROWS = 50000; // rows inserted before the view is embedded anew (when next shown)
+const REBUILD_AFTER_ROWS = 20000; // rows inserted before the view is embedded anew (a Relay table: ~0.5 MB)
 const CLEAN_THRESHOLD = 64; // removed items Vega may keep before tidying its maps (its default: 10,000)
 const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
 const CONSOLE_LOG_LEVEL = 1; // vega.Error: Vega's and Vega-Lite's warnings stay out of the console
@@ -107,10 +108,8 @@ export class VegaLiteView {
     this.result = null; // vega-embed result {view, finalize}
     this.running = false;
     this.rebuilding = false;
-    this.rebuildDue = false;
     this.rowsSinceEmbed = 0; // rows inserted into this Vega view since it was embedded
     this.embeds = 0;
-    this.wasVisible = false;
     this.lastResize = -Infinity;
     this.destroyed = false;
     this.notices = el("div", { class: "mb-notices" });
@@ -223,22 +222,41 @@ export class VegaLiteView {
   }
 
   /**
-   * Embed the view anew and put back the rows it held (see the module comment). Runs in a
-   * frame in which the tab is being shown again, so nobody sees the swap.
+   * Embed the view anew and put back the rows it held (see the module comment). The new view
+   * is embedded into a hidden container beside the old chart, which stays on screen until the
+   * new one has drawn its rows; then the old view is finalized and its container removed.
    */
   async _rebuild() {
     this.rebuilding = true;
-    for (const c of this.controls) c.destroy();
+    // the old chart's controls and buttons keep working until the new chart replaces it
+    const oldControls = this.controls;
+    const oldButtons = [...this.toolbar.children];
     this.controls = [];
-    this.toolbar.replaceChildren();
     const old = this.result;
+    const oldChart = this.chart;
     this.result = null;
-    old.finalize();
-    this.chart.replaceChildren();
+    const fresh = el("div", { class: "mb-vl-embed mb-vl-embed-next" });
+    fresh.style.width = `${oldChart.clientWidth}px`; // what Vega measures for autosize "fit"
+    this.card.append(fresh);
+    this.chart = fresh;
+    let swapped = false;
     try {
       if (!(await this._embed())) return;
       for (const ds of this.datasets.values()) ds.again(); // the next take() inserts every held row
+      this._apply(this.result.view);
+      this.rowsSinceEmbed = 0; // count from here: the held rows are in the new view's tables already
+      await this.result.view.runAsync();
+      fresh.classList.remove("mb-vl-embed-next");
+      fresh.style.width = "";
+      swapped = true;
+    } catch (err) {
+      if (!this.destroyed) this.showError(`Vega failed while making the chart anew: ${(err && err.message) || err}`);
     } finally {
+      for (const c of oldControls) c.destroy();
+      for (const b of oldButtons) b.remove();
+      old.finalize();
+      oldChart.remove();
+      if (!swapped) fresh.classList.remove("mb-vl-embed-next");
       this.rebuilding = false;
     }
   }
@@ -308,37 +326,16 @@ export class VegaLiteView {
    * delaying what the visible tab draws.)
    */
   frame(visible) {
-    if (visible && !this.wasVisible && this.rowsSinceEmbed >= (this.ctx.rebuildRows || REBUILD_AFTER_ROWS)) {
-      this.rebuildDue = true; // shown again after many rows: make it anew before drawing
-    }
-    this.wasVisible = visible;
     if (!visible || !this.result || this.running || this.rebuilding || this.error || this.destroyed) return;
-    if (this.rebuildDue) {
-      this.rebuildDue = false;
+    if (this.rowsSinceEmbed >= (this.ctx.rebuildRows || REBUILD_AFTER_ROWS)) {
       this._rebuild();
       return;
     }
-    const now = performance.now();
     const view = this.result.view;
-    let changed = false;
-    for (const ds of this.datasets.values()) {
-      if (!ds.dirty) continue;
-      const { insert, remove, newestT } = ds.take();
-      if (!insert.length && !remove.length) continue;
-      try {
-        view.change(ds.name, changeset().insert(insert).remove(remove));
-      } catch (err) {
-        this.showError(`cannot update dataset '${ds.name}': ${err.message}`);
-        return;
-      }
-      this.updates++;
-      this.rowsSinceEmbed += insert.length;
-      changed = true;
-      if (insert.length && visible) this.ctx.applied(ds.name, newestT);
-    }
-    if (!changed) return;
+    if (!this._apply(view)) return;
     // Vega does not redo its autosize layout when streamed data changes the axes (labels of a
     // growing y domain get clipped on the left), so ask for it, at most twice a second.
+    const now = performance.now();
     if (now - this.lastResize > RESIZE_EVERY_MS) {
       this.lastResize = now;
       view.resize();
@@ -351,6 +348,27 @@ export class VegaLiteView {
         this.showError(`Vega failed while updating: ${(err && err.message) || err}`);
       },
     );
+  }
+
+  /** Put every dataset's new and removed rows into `view` (one changeset each); true if any changed. */
+  _apply(view) {
+    let changed = false;
+    for (const ds of this.datasets.values()) {
+      if (!ds.dirty) continue;
+      const { insert, remove, newestT } = ds.take();
+      if (!insert.length && !remove.length) continue;
+      try {
+        view.change(ds.name, changeset().insert(insert).remove(remove));
+      } catch (err) {
+        this.showError(`cannot update dataset '${ds.name}': ${err.message}`);
+        return false;
+      }
+      this.updates++;
+      this.rowsSinceEmbed += insert.length;
+      changed = true;
+      if (insert.length) this.ctx.applied(ds.name, newestT);
+    }
+    return changed;
   }
 
   destroy() {
