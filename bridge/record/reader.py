@@ -2,8 +2,8 @@
 what a device publishes (a records batch, a frame, an event, a state).
 
 Imports ``mcap`` (the ``monbridge[record]`` extra), numpy, the standard library and
-bridge.record's cdr.py / schemas.py / recorder.py constants; never device_agent's writing
-side (replay_cli.py creates the replay device) nor the web stack.
+bridge.record's cdr.py / schemas.py / recorder.py constants and foreign.py (decoders of
+Foxglove's schemas); never device_agent's writing side (replay_cli.py creates the replay device) nor the web stack.
 
     rec = open_recording("run.mcap")        # metadata, tracks and the state timeline
     rec.tracks["joints"].declare            # {"fields": dtype, "capacity": 65536}: mon.records(name, **declare)
@@ -30,12 +30,10 @@ memory first, up to its last complete record.
 
 from __future__ import annotations
 
-import base64
 import bisect
 import json
 import os
 import queue
-import re
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -49,22 +47,14 @@ from mcap.stream_reader import StreamReader, breakup_chunk
 
 from device_agent.payloads import dtype_from_json
 
+from . import foreign
 from .cdr import CdrError, CdrReader, RecordLayout
 from .recorder import SNAPSHOT_TOPIC, STATE_TOPIC
 from .replay import SKIP
 
 MONBRIDGE_TOPICS = "/monbridge/"
-LEVEL_NAMES = {0: "unknown", 1: "debug", 2: "info", 3: "warning", 4: "error", 5: "fatal"}
-MAX_JSON_FIELDS = 256            # numbers taken from one json channel
 EVENT_MAX_BYTES = 4096           # events channels made for foreign topics
 FOREIGN_CAPACITY = 8192          # records channels made for foreign json topics
-# PackedElementField type -> numpy type (foxglove.PointCloud)
-_PACKED = {1: "u1", 2: "i1", 3: "<u2", 4: "<i2", 5: "<u4", 6: "<i4", 7: "<f4", 8: "<f8"}
-# RawImage encoding -> (numpy type, channels, reverse the channel order: bgr -> rgb)
-_IMAGE = {"mono8": ("u1", 1, False), "8UC1": ("u1", 1, False), "mono16": ("<u2", 1, False),
-          "16UC1": ("<u2", 1, False), "32FC1": ("<f4", 1, False), "64FC1": ("<f8", 1, False),
-          "rgb8": ("u1", 3, False), "8UC3": ("u1", 3, False), "bgr8": ("u1", 3, True),
-          "rgba8": ("u1", 4, False), "8UC4": ("u1", 4, False), "bgra8": ("u1", 4, True)}
 
 
 # what the mcap stream reader raises at the cut-off end of a killed recording
@@ -335,7 +325,7 @@ def open_recording(path: str) -> Recording:
         meta = contents.metadata
         monbridge = "monbridge.recording" in meta
         stem = os.path.basename(path).split(".")[0]
-        device = meta.get("monbridge.recording", {}).get("device") or _channel_name(stem, set()) or "replay"
+        device = meta.get("monbridge.recording", {}).get("device") or foreign.channel_name(stem, set()) or "replay"
         skipped: list[tuple[str, str]] = []
         if monbridge:
             tracks = _monbridge_tracks(contents, skipped)
@@ -407,7 +397,7 @@ def _monbridge_tracks(contents: _Contents, skipped: list[tuple[str, str]]) -> di
                                                                                          dtype, shape)}, "recorded")
             elif kind == "events":
                 declare = {"capacity": int(_meta_value(meta["capacity"])), "max_bytes": int(_meta_value(meta["max_bytes"]))}
-                decoders = {meta["topic"]: _log_event, meta.get("json_topic", f"/{name}/json"): _recorded_event}
+                decoders = {meta["topic"]: foreign.log_event, meta.get("json_topic", f"/{name}/json"): _recorded_event}
                 tracks[name] = Track(name, kind, declare, decoders, "recorded")
             else:
                 skipped.append((meta.get("topic", name), f"unknown channel kind {kind!r}"))
@@ -451,30 +441,6 @@ def _frame_decoder(frame_kind: str, dtype: np.dtype, shape: tuple[int, ...]) -> 
     return decode
 
 
-def _log_fields(level: Any, text: Any, name: Any = "", file: Any = "", line: Any = 0) -> dict[str, Any]:
-    """A foxglove.Log line as the event a device would publish (docs/recording.md: the
-    original spelling of the keys and the level is not kept)."""
-    if isinstance(level, str):
-        level = level.lower()
-    else:
-        level = LEVEL_NAMES.get(level, "info") if isinstance(level, int) else "info"
-    event: dict[str, Any] = {"level": level, "msg": str(text)}
-    if name:
-        event["name"] = str(name)
-    if file:
-        event["file"] = str(file)
-    if line:
-        event["line"] = int(line)
-    return event
-
-
-def _log_event(data: bytes) -> Any:
-    r = CdrReader(data)
-    r.time()
-    level = r.uint8()
-    return _log_fields(level, r.string(), r.string(), r.string(), r.uint32())
-
-
 def _recorded_event(data: bytes) -> Any:
     value = json.loads(data)
     if not isinstance(value, dict) or "message" not in value or "to" in value:
@@ -482,170 +448,7 @@ def _recorded_event(data: bytes) -> Any:
     return value["message"]
 
 
-# -- any MCAP file: Foxglove's well-known schemas and JSON -------------------------------
-
-def _schema_kind(schema: Schema | None, encoding: str) -> str | None:
-    name = schema.name if schema is not None else ""
-    if name.startswith(("foxglove.", "foxglove_msgs/")) and encoding in ("cdr", "json"):
-        base = re.split(r"[./]", name)[-1]
-        if base in ("PointCloud", "RawImage", "CompressedImage", "Log"):
-            return base
-    return "json" if encoding == "json" else None
-
-
-def _channel_name(topic: str, taken: set[str]) -> str:
-    """A device channel name (1-48 of A-Z a-z 0-9 _ -) for an MCAP topic."""
-    base = re.sub(r"[^A-Za-z0-9_-]+", "_", topic.strip("/")).strip("_-")[:44] or "channel"
-    name, k = base, 2
-    while name in taken:
-        name, k = f"{base}_{k}", k + 1
-    taken.add(name)
-    return name
-
-
-def _get(obj: Any, key: str, default: Any = None) -> Any:
-    return obj.get(key, default) if isinstance(obj, dict) else default
-
-
-def _blob(value: Any) -> bytes:
-    """A JSON-encoded bytes field: base64 (Foxglove's JSON encoding), or a list of numbers."""
-    if isinstance(value, str):
-        return base64.b64decode(value)
-    if isinstance(value, list):
-        return bytes(value)
-    return b""
-
-
-def _cloud_message(data: bytes, json_encoded: bool) -> tuple[int, list[tuple[str, int, int]], bytes]:
-    """(point_stride, [(name, offset, type)], data) of a foxglove.PointCloud."""
-    if json_encoded:
-        m = json.loads(data)
-        fields = [(str(_get(f, "name", "")), int(_get(f, "offset", 0)), int(_get(f, "type", 0)))
-                  for f in _get(m, "fields", []) or []]
-        return int(_get(m, "point_stride", 0)), fields, _blob(_get(m, "data"))
-    r = CdrReader(data)
-    r.time()
-    r.string()
-    for _ in range(7):
-        r.float64()
-    stride = r.uint32()
-    fields = [(r.string(), r.uint32(), r.uint8()) for _ in range(r.uint32())]
-    return stride, fields, bytes(r.sequence_u8())
-
-
-def _cloud_points(stride: int, fields: list[tuple[str, int, int]], data: bytes) -> np.ndarray | None:
-    """N×3 float32 (x y z), or N×6 with red green blue in 0..1 (monbridge's coloured cloud)."""
-    by_name = {n: (o, t) for n, o, t in fields if t in _PACKED}
-    if stride <= 0 or not {"x", "y", "z"} <= by_name.keys():
-        return None
-    colour = {"red", "green", "blue"} <= by_name.keys()
-    names = ["x", "y", "z"] + (["red", "green", "blue"] if colour else [])
-    n = len(data) // stride
-    view = np.frombuffer(data, np.dtype({"names": names, "formats": [_PACKED[by_name[c][1]] for c in names],
-                                         "offsets": [by_name[c][0] for c in names], "itemsize": stride}), count=n)
-    out = np.empty((n, len(names)), np.float32)
-    for i, c in enumerate(names):
-        column = view[c]
-        if i >= 3 and column.dtype.kind in "iu":
-            column = column / np.iinfo(column.dtype).max
-        out[:, i] = column
-    return out
-
-
-def _image_message(data: bytes, json_encoded: bool) -> tuple[int, int, str, int, bytes]:
-    """(width, height, encoding, step, data) of a foxglove.RawImage."""
-    if json_encoded:
-        m = json.loads(data)
-        return (int(_get(m, "width", 0)), int(_get(m, "height", 0)), str(_get(m, "encoding", "")),
-                int(_get(m, "step", 0)), _blob(_get(m, "data")))
-    r = CdrReader(data)
-    r.time()
-    r.string()
-    width, height, encoding, step = r.uint32(), r.uint32(), r.string(), r.uint32()
-    return width, height, encoding, step, bytes(r.sequence_u8())
-
-
-def _image_array(width: int, height: int, encoding: str, step: int, data: bytes) -> np.ndarray | None:
-    if encoding not in _IMAGE or width <= 0 or height <= 0:
-        return None
-    kind, depth, swap = _IMAGE[encoding]
-    dt = np.dtype(kind)
-    row = width * depth * dt.itemsize
-    step = step or row
-    if step < row or len(data) < step * (height - 1) + row:
-        return None
-    rows = np.lib.stride_tricks.as_strided(np.frombuffer(data, np.uint8), (height, row), (step, 1))
-    image = np.ascontiguousarray(rows).view(dt).reshape((height, width, depth) if depth > 1 else (height, width))
-    if swap:
-        image = np.concatenate([image[..., 2::-1], image[..., 3:]], axis=-1)
-    return image.astype(dt.newbyteorder("="), copy=False)
-
-
-def _compressed_message(data: bytes, json_encoded: bool) -> tuple[str, bytes]:
-    if json_encoded:
-        m = json.loads(data)
-        return str(_get(m, "format", "")), _blob(_get(m, "data"))
-    r = CdrReader(data)
-    r.time()
-    r.string()
-    blob = bytes(r.sequence_u8())
-    return r.string(), blob
-
-
-def _decompress(blob: bytes) -> np.ndarray | None:
-    import io
-
-    from PIL import Image   # optional: only for foxglove.CompressedImage
-
-    with Image.open(io.BytesIO(blob)) as im:
-        return np.asarray(im.convert("RGB"))
-
-
-def _json_numbers(value: Any, prefix: str = "", out: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The numbers and booleans of a JSON value by flattened name (``pose.x`` → ``pose_x``,
-    lists by index); strings and nulls are left out."""
-    out = {} if out is None else out
-    if isinstance(value, bool) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        out[prefix or "value"] = value
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            key = re.sub(r"[^A-Za-z0-9_]+", "_", str(k)).strip("_") or "field"
-            _json_numbers(v, f"{prefix}_{key}" if prefix else key, out)
-    elif isinstance(value, list) and len(value) <= MAX_JSON_FIELDS:
-        for i, v in enumerate(value):
-            _json_numbers(v, f"{prefix}_{i}" if prefix else f"v{i}", out)
-    return out
-
-
-def _json_records_decoder(dtype: np.dtype, stamp: bool) -> Callable[[list[bytes], list[int]], np.ndarray]:
-    """Records from json messages; ``stamp``: fill ``t`` with the log time (the messages
-    have no ``t`` of their own)."""
-    names = [n for n in dtype.names if not (stamp and n == "t")]
-
-    def decode(datas: list[bytes], times: list[int]) -> np.ndarray:
-        out = np.zeros(len(datas), dtype)
-        for n in names:
-            if dtype[n].kind == "f":
-                out[n] = np.nan      # a number missing from a message
-        if stamp:
-            out["t"] = np.asarray(times, np.float64) / 1e9
-        for i, data in enumerate(datas):
-            try:
-                values = _json_numbers(json.loads(data))
-            except ValueError:
-                continue
-            for n in names:
-                if n in values:
-                    out[n][i] = values[n]
-        return out
-    return decode
-
-
-def _json_event(limit: int) -> Callable[[bytes], Any]:
-    def decode(data: bytes) -> Any:
-        return json.loads(data) if len(data) <= limit else SKIP
-    return decode
-
+# -- any MCAP file: Foxglove's well-known schemas and JSON (decoders in foreign.py) ------
 
 def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
                     skipped: list[tuple[str, str]]) -> dict[str, Track]:
@@ -656,11 +459,11 @@ def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
         if channel.topic.startswith(MONBRIDGE_TOPICS) or not contents.counts.get(cid):
             continue
         schema = contents.schemas.get(channel.schema_id)
-        kind = _schema_kind(schema, channel.message_encoding)
+        kind = foreign.schema_kind(schema, channel.message_encoding)
         what = f"{schema.name if schema else 'no schema'} ({channel.message_encoding})"
         if kind is None:
             skipped.append((channel.topic, f"{what}: not a Foxglove schema monbridge plays, nor json"))
-        elif kind == "CompressedImage" and not _have_pillow():
+        elif kind == "CompressedImage" and not foreign.have_pillow():
             skipped.append((channel.topic, f"{what}: decoding it needs Pillow (pip install pillow)"))
         elif channel.topic not in kinds:
             kinds[channel.topic] = (kind, channel.message_encoding == "json")
@@ -670,8 +473,8 @@ def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
         s = scan[channel.topic]
         try:
             if kind == "PointCloud":
-                stride, fields, data = _cloud_message(m.data, is_json)
-                pts = _cloud_points(stride, fields, data)
+                stride, fields, data = foreign.cloud_message(m.data, is_json)
+                pts = foreign.cloud_points(stride, fields, data)
                 if pts is None:
                     s["bad"] += 1
                     continue
@@ -679,18 +482,18 @@ def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
                 s["shape"] = s["shape"] or pts.shape[1:]
             elif kind in ("RawImage", "CompressedImage"):
                 if s["shape"] is None:   # the first image fixes width, depth and type
-                    image = (_image_array(*_image_message(m.data, is_json)) if kind == "RawImage"
-                             else _decompress(_compressed_message(m.data, is_json)[1]))
+                    image = (foreign.image_array(*foreign.image_message(m.data, is_json)) if kind == "RawImage"
+                             else foreign.decompress(foreign.compressed_message(m.data, is_json)[1]))
                     if image is None:
                         s["bad"] += 1
                         continue
                     s["shape"], s["dtype"], s["rows"] = image.shape[1:], image.dtype, image.shape[0]
                 elif kind == "RawImage":
-                    s["rows"] = max(s["rows"], _image_message(m.data, is_json)[1])
+                    s["rows"] = max(s["rows"], foreign.image_message(m.data, is_json)[1])
             elif kind == "json":
                 fields = s["fields"]
-                for k, v in _json_numbers(json.loads(m.data)).items():
-                    if k in fields or len(fields) < MAX_JSON_FIELDS:
+                for k, v in foreign.json_numbers(json.loads(m.data)).items():
+                    if k in fields or len(fields) < foreign.MAX_JSON_FIELDS:
                         fields[k] = "?" if isinstance(v, bool) and fields.get(k, "?") == "?" else "f8"
         except (ValueError, CdrError, OSError) as exc:   # OSError: Pillow cannot read it
             s["bad"] += 1
@@ -699,7 +502,7 @@ def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
     tracks: dict[str, Track] = {}
     for topic, (kind, is_json) in kinds.items():
         s = scan[topic]
-        name = _channel_name(topic, taken)
+        name = foreign.channel_name(topic, taken)
         if kind in ("PointCloud", "RawImage", "CompressedImage"):
             if s["shape"] is None or not s["rows"]:
                 skipped.append((topic, f"foxglove.{kind}: no message could be decoded ({s.get('error', 'unsupported fields or encoding')})"))
@@ -707,53 +510,21 @@ def _foreign_tracks(contents: _Contents, reader: SeekingReader | None,
             shape = (s["rows"], *s["shape"])
             dtype = np.dtype(np.float32) if kind == "PointCloud" else s["dtype"]
             tracks[name] = Track(name, "frame", {"shape": shape, "dtype": dtype, "slots": 3},
-                                 {topic: _foreign_frame(kind, is_json, shape, dtype)}, f"foxglove.{kind}")
+                                 {topic: foreign.frame_decoder(kind, is_json, shape, dtype)}, f"foxglove.{kind}")
         elif kind == "Log":
             tracks[name] = Track(name, "events", {"capacity": 1024, "max_bytes": EVENT_MAX_BYTES},
-                                 {topic: _foreign_log(is_json)}, "foxglove.Log")
+                                 {topic: foreign.log_decoder(is_json)}, "foxglove.Log")
         elif s["fields"]:
             fields, stamp = dict(s["fields"]), "t" not in s["fields"]
             if stamp:
                 fields = {"t": "f8", **fields}
             dtype = np.dtype(list(fields.items()))
             tracks[name] = Track(name, "records", {"fields": dtype, "capacity": FOREIGN_CAPACITY},
-                                 {topic: _json_records_decoder(dtype, stamp)}, "json numbers")
+                                 {topic: foreign.json_records_decoder(dtype, stamp)}, "json numbers")
         else:
             tracks[name] = Track(name, "events", {"capacity": 1024, "max_bytes": EVENT_MAX_BYTES},
-                                 {topic: _json_event(EVENT_MAX_BYTES - 64)}, "json")
+                                 {topic: foreign.json_event_decoder(EVENT_MAX_BYTES - 64)}, "json")
     return tracks
-
-
-def _have_pillow() -> bool:
-    try:
-        import PIL  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _foreign_frame(kind: str, is_json: bool, shape: tuple[int, ...], dtype: np.dtype) -> Callable[[bytes], np.ndarray | None]:
-    def decode(data: bytes) -> np.ndarray | None:
-        if kind == "PointCloud":
-            array = _cloud_points(*_cloud_message(data, is_json))
-        elif kind == "RawImage":
-            array = _image_array(*_image_message(data, is_json))
-        else:
-            array = _decompress(_compressed_message(data, is_json)[1])
-        if array is None or array.dtype != dtype or array.shape[1:] != shape[1:] or len(array) > shape[0]:
-            return None   # does not fit the channel the first message sized: skipped
-        return array
-    return decode
-
-
-def _foreign_log(is_json: bool) -> Callable[[bytes], Any]:
-    def decode(data: bytes) -> Any:
-        if not is_json:
-            return _log_event(data)
-        m = json.loads(data)
-        return _log_fields(_get(m, "level", 2), _get(m, "message", ""), _get(m, "name", ""), _get(m, "file", ""),
-                           _get(m, "line", 0))
-    return decode
 
 
 # -- listing -----------------------------------------------------------------------------
