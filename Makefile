@@ -24,7 +24,7 @@ PYTEST_ARGS ?=
 NODE_MAJOR  := 20
 CHROMIUM    ?= chromium
 
-.PHONY: venv js test demo bench dist clean screenshots check-python check-node check-chromium
+.PHONY: venv js test demo bench dist clean screenshots check-python check-node check-chromium check-redis
 
 # --- What the machine must have: one line naming the package when it lacks it ----
 
@@ -44,6 +44,11 @@ check-node:
 check-chromium:
 	@command -v $(CHROMIUM) >/dev/null 2>&1 || { \
 	  echo "monbridge: the browser tests need Debian's chromium: sudo apt-get install chromium (or run bash .ci/run, which installs it)" >&2; exit 1; }
+
+# The fleet tests start their own redis-server (tests/redis_support.py); none runs as a service.
+check-redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "monbridge: the fleet tests need Debian's redis-server: sudo apt-get install redis-server (or run bash .ci/run, which installs it)" >&2; exit 1; }
 
 # --- Python ------------------------------------------------------------------
 
@@ -76,7 +81,7 @@ $(NODE_STAMP): package-lock.json package.json
 
 # --- Tasks -------------------------------------------------------------------
 
-test: check-chromium venv js
+test: check-chromium check-redis venv js
 	@echo "monbridge: running web UI unit tests ..."
 	$(NPM) test --silent
 	@echo "monbridge: running tests ..."
