@@ -29,7 +29,7 @@ import { el } from "./util.js";
 
 export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
-const REBUILD_AFTER_ROWS = 20000; // rows inserted before the view is embedded anew (a Relay table: ~0.5 MB)
+const REBUILD_AFTER_ROWS = 10000; // rows inserted before the view is embedded anew (a Relay table: ~0.3 MB)
 const CLEAN_THRESHOLD = 64; // removed items Vega may keep before tidying its maps (its default: 10,000)
 const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
 const CONSOLE_LOG_LEVEL = 1; // vega.Error: Vega's and Vega-Lite's warnings stay out of the console
