@@ -124,13 +124,20 @@ class CdrWriter:
 
         w = CdrWriter(); w.time(ns); w.string("cam"); w.uint32(640); w.sequence_u8(data)
         msg = w.getvalue()
+
+    A large ``sequence_u8`` (an image, a cloud) is kept by reference, not copied, until
+    ``getvalue()`` joins the parts: the frame's bytes are copied once, not twice.
     """
 
+    BIG = 4096   # bytes: a sequence_u8 at least this long is referenced, not copied
+
     def __init__(self) -> None:
+        self._parts: list[bytes | bytearray | memoryview] = []
+        self._done = 0                # bytes in _parts
         self._buf = bytearray(ENCAPSULATION)
 
     def _align(self, size: int) -> None:
-        pad = -(len(self._buf) - HEADER) % size
+        pad = -(self._done + len(self._buf) - HEADER) % size
         if pad:
             self._buf += bytes(pad)
 
@@ -165,18 +172,28 @@ class CdrWriter:
         self.uint32(nanosec)
 
     def sequence_u8(self, data: bytes | bytearray | memoryview | np.ndarray) -> None:
-        """``uint8[]``: any C-contiguous buffer, copied as bytes."""
+        """``uint8[]``: any C-contiguous buffer, as bytes. A large one is referenced until
+        ``getvalue()``: do not change it before then."""
         view = memoryview(data).cast("B") if not isinstance(data, np.ndarray) else memoryview(np.ascontiguousarray(data)).cast("B")
         self.uint32(len(view))
-        self._buf += view
+        if len(view) < self.BIG:
+            self._buf += view
+            return
+        self._parts += (self._buf, view)
+        self._done += len(self._buf) + len(view)
+        self._buf = bytearray()
 
     def sequence_u32(self, values: list[int]) -> None:
         self.uint32(len(values))
         for v in values:
             self.uint32(v)
 
+    def buffers(self) -> list[bytes | bytearray | memoryview]:
+        """The message as buffers to write one after the other (``getvalue()`` joins them)."""
+        return [*self._parts, self._buf]
+
     def getvalue(self) -> bytes:
-        return bytes(self._buf)
+        return b"".join((*self._parts, self._buf)) if self._parts else bytes(self._buf)
 
 
 class CdrReader:

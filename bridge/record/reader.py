@@ -37,7 +37,7 @@ import queue
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from mcap.exceptions import McapError
@@ -49,6 +49,7 @@ from device_agent.payloads import dtype_from_json
 
 from . import foreign
 from .cdr import CdrError, CdrReader, RecordLayout
+from .chunks import Item, indexed_messages
 from .recorder import SNAPSHOT_TOPIC, STATE_TOPIC
 from .replay import SKIP
 
@@ -63,13 +64,6 @@ TRUNCATED = (McapError, struct.error, EOFError, ValueError)
 
 class RecordingError(ValueError):
     """A file that cannot be replayed: not MCAP, unreadable, or nothing in it to play."""
-
-
-class Item(NamedTuple):
-    log_time: int       # ns
-    sequence: int
-    topic: str
-    data: bytes
 
 
 @dataclass
@@ -186,10 +180,9 @@ class _Prefetch:
                 batch: list[Item] = []
                 size = 0
                 if topics:
-                    for _, channel, m in SeekingReader(f).iter_messages(topics=topics, starting_at=start_ns,
-                                                                       log_time_order=True):
-                        batch.append(Item(m.log_time, m.sequence, channel.topic, m.data))
-                        size += len(m.data)
+                    for item in indexed_messages(f, SeekingReader(f).get_summary(), topics, start_ns):
+                        batch.append(item)
+                        size += len(item.data)
                         if len(batch) >= self.BATCH_ITEMS or size >= self.BATCH_BYTES:
                             if not self._put(batch):
                                 return

@@ -15,10 +15,17 @@ stack.
 Cursors start at what the device has published when ``begin()`` runs (records and events),
 and at its newest frame; every later record is written or counted in ``missed`` (the
 ring's exact count; for frames the gap in frame sequence numbers).
+
+What a poll costs is what the recorder costs: frames are looked at on every poll (a frame
+is gone when the next-but-one is published), records and events only every
+``READ_EVERY`` s or once their ring is a quarter full (a read has a fixed cost of ~20 µs;
+the ring holds what waits), and a batch of records goes to the sink as two arrays (stamps,
+CDR payloads), never as a Python object per record.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -39,6 +46,8 @@ SNAPSHOT_TOPIC = "/monbridge/state/snapshot"
 STATUS_TOPIC = "/monbridge/recorder"
 OFFLINE_AFTER = 2.0      # s without a heartbeat: the device is gone
 MANIFEST_EVERY = 0.5     # s between manifest checks (new channels)
+READ_EVERY = 0.5         # s between reads of a records or events ring (sooner when a quarter full)
+READ_AT_FILL = 4         # ... "a quarter": read once capacity / READ_AT_FILL records wait
 FRAME_ID = "world"       # frame_id of images and clouds: one common frame, no transforms
 _LOG_SCHEMA = LOG.encode()
 
@@ -47,9 +56,28 @@ class Sink(Protocol):
     bytes_written: int
     def schema(self, name: str, encoding: str, data: bytes) -> int: ...
     def channel(self, topic: str, message_encoding: str, schema_id: int, metadata: dict[str, str] | None = None) -> int: ...
-    def message(self, channel_id: int, log_time: int, data: bytes, publish_time: int | None = None, sequence: int = 0) -> None: ...
-    def messages_from(self, channel_id: int, stamps: list[int], datas: list[bytes], first_sequence: int) -> None: ...
+    def message(self, channel_id: int, log_time: int, data: Any, publish_time: int | None = None, sequence: int = 0,
+                release: Callable[[], None] | None = None) -> None: ...
+    def records(self, channel_id: int, stamps: np.ndarray, payloads: np.ndarray, first_sequence: int) -> None: ...
     def metadata(self, name: str, data: dict[str, str]) -> None: ...
+
+
+class FrameBuffers:
+    """Buffers for one frame channel's copies, handed to the sink with each frame and given
+    back by it (from its thread) once it has copied them: fresh memory would cost a page fault
+    per 4 KiB on every frame, more than the copy itself."""
+
+    KEEP = 8
+
+    def __init__(self, nbytes: int) -> None:
+        self.nbytes = nbytes
+        self._free: collections.deque[np.ndarray] = collections.deque(maxlen=self.KEEP)
+
+    def take(self) -> np.ndarray:
+        return self._free.pop() if self._free else np.empty(self.nbytes, np.uint8)   # only this thread pops
+
+    def give(self, buffer: np.ndarray) -> None:
+        self._free.append(buffer)
 
 
 @dataclass
@@ -64,7 +92,9 @@ class Tap:
     topics: dict[str, int] = field(default_factory=dict)   # role -> MCAP channel id
     schema: Any = None
     tfield: str | None = None
-    buffer: np.ndarray | None = None
+    buffers: FrameBuffers | None = None
+    read_at: int = 1                # records/events: read once this many wait...
+    due: float = 0.0                # ... or at this time.monotonic()
 
 
 def _json(v: Any) -> str:
@@ -177,21 +207,24 @@ class Recorder:
             tap.tfield = time_field(reader.dtype)
             tap.topics["data"] = self._topic(f"/{name}", "cdr", tap.schema.name, "ros2msg", tap.schema.text.encode())
             tap.cursor = reader.write_count
+            tap.read_at = max(1, int(spec.get("capacity") or 0) // READ_AT_FILL)
         elif kind == "frame":
             tap.schema = frame_schema(reader.dtype, reader.shape)
             tap.topics["data"] = self._topic(f"/{name}", "cdr", tap.schema.name, "ros2msg", tap.schema.text.encode())
-            tap.buffer = np.empty(int(np.prod(reader.shape)) * reader.dtype.itemsize, np.uint8)
+            tap.buffers = FrameBuffers(int(np.prod(reader.shape)) * reader.dtype.itemsize)
             tap.cursor = max(reader.latest - 1, 0)   # the frame on show now is recorded too
         elif kind == "events":
             tap.cursor = reader.write_count
+            tap.read_at = max(1, int(spec.get("capacity") or 0) // READ_AT_FILL)
         else:
             raise SchemaError(f"unknown channel kind {kind!r}")
         return tap
 
     # -- the loop --------------------------------------------------------------------------
 
-    def poll(self) -> int:
-        """Read everything new from every tap and the state; return messages written."""
+    def poll(self, drain: bool = False) -> int:
+        """Read what is new from every tap and the state (``drain``: every ring, however few
+        records wait); return messages written."""
         written = 0
         now = time.monotonic()
         if now >= self._next_manifest:
@@ -204,12 +237,13 @@ class Recorder:
             except (ValueError, OSError) as exc:
                 log.warning("cannot re-read the manifest of %r: %s", self.device.device, exc)
         for tap in self.taps.values():
-            if tap.kind == "records":
-                written += self._poll_records(tap)
-            elif tap.kind == "frame":
+            if tap.kind == "frame":
                 written += self._poll_frame(tap)
-            else:
-                written += self._poll_events(tap)
+                continue
+            waiting = tap.reader.write_count - tap.cursor
+            if waiting and (drain or waiting >= tap.read_at or waiting < 0 or now >= tap.due):
+                tap.due = now + READ_EVERY
+                written += self._poll_records(tap) if tap.kind == "records" else self._poll_events(tap)
         written += self._poll_state()
         return written
 
@@ -229,21 +263,23 @@ class Recorder:
         if not n:
             return 0
         now = self.clock_ns()
-        stamps = (unix_ns_column(batch.records[tap.tfield], now) if tap.tfield
-                  else np.full(n, now, np.int64)).tolist()
-        self.sink.messages_from(tap.topics["data"], stamps, tap.schema.encode(batch.records), batch.first)
+        stamps = unix_ns_column(batch.records[tap.tfield], now) if tap.tfield else np.full(n, now, np.int64)
+        self.sink.records(tap.topics["data"], stamps, tap.schema.layout.encode_array(batch.records), batch.first)
         tap.messages += n
         return n
 
     def _poll_frame(self, tap: Tap) -> int:
-        frame = tap.reader.read_latest(after=tap.cursor, out=tap.buffer)
+        buffer = tap.buffers.take()
+        frame = tap.reader.read_latest(after=tap.cursor, out=buffer)
         if frame is None:
+            tap.buffers.give(buffer)
             return 0
         if tap.messages or frame.seq > tap.cursor + 1:
             tap.missed += frame.seq - tap.cursor - 1
         tap.cursor = frame.seq
         stamp = unix_ns(frame.t, self.clock_ns())
-        self.sink.message(tap.topics["data"], stamp, tap.schema.encode(frame.array, stamp, FRAME_ID), stamp, frame.seq)
+        self.sink.message(tap.topics["data"], stamp, tap.schema.encode_parts(frame.array, stamp, FRAME_ID), stamp,
+                          frame.seq, release=lambda: tap.buffers.give(buffer))
         tap.messages += 1
         return 1
 
@@ -307,7 +343,7 @@ class Recorder:
     def end(self, reason: str) -> dict[str, Any]:
         """Drain what is left, write the last snapshot and the summary metadata; return it."""
         try:
-            self.poll()
+            self.poll(drain=True)
         except (ValueError, OSError) as exc:   # the device's memory going away mid-read
             log.warning("last read of %r failed: %s", self.device.device, exc)
         self._poll_state(force_snapshot=True)

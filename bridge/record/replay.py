@@ -16,14 +16,20 @@ wires it to a file and a device.
 
 Position 0 is the recording's first message (``recording.start_ns``); a message is due when
 the position reaches ``log_time - start_ns``. Each tick publishes, per channel, everything
-that has come due: records as one batch (decoded bit for bit), the newest frame only (frames
+that has come due (or will within the player's ``lead``): records as one batch (decoded bit for bit), the newest frame only (frames
 are latest-wins on the device too), events in sequence order, and the recorded state's
 changes. A seek (``clock.epoch`` changes) restarts the message stream at the new position
 and publishes the whole recorded state as it was there.
+
+``speed=FLAT_OUT`` (``monbridge replay --speed max``) plays as fast as the file can be read:
+the clock no longer follows wall time, each tick plays the next ``FLAT_OUT_STEP_NS`` of the
+recording and moves the position there (records all published, frames the newest of each
+step, as a device's frame channel would hold them).
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import math
 import struct
@@ -32,6 +38,8 @@ from typing import Any, Protocol
 import numpy as np
 
 MIN_SPEED, MAX_SPEED = 0.1, 20.0
+FLAT_OUT = math.inf              # the speed of "as fast as possible" (--speed max)
+FLAT_OUT_STEP_NS = 250_000_000   # recording played per tick at FLAT_OUT
 MAX_TIMING_SAMPLES = 2_000_000   # per-message lateness samples kept for timing()
 _DECODE_ERRORS = (ValueError, KeyError, IndexError, TypeError, struct.error)
 SKIP = object()   # an event decoder's answer for an event not to publish again (reader.py)
@@ -44,7 +52,7 @@ class PlaybackClock:
 
     def __init__(self, duration_ns: int, now: float, speed: float = 1.0, playing: bool = True) -> None:
         self.duration_ns = max(int(duration_ns), 0)
-        self.speed = check_speed(speed)
+        self.speed = check_speed(speed, flat_out=True)
         self.playing = playing
         self.epoch = 0
         self._anchor_pos = 0          # position at _anchor_wall
@@ -52,7 +60,7 @@ class PlaybackClock:
 
     def position(self, now: float) -> int:
         pos = self._anchor_pos
-        if self.playing:
+        if self.playing and self.speed != FLAT_OUT:   # flat out, the player moves the position
             pos += int((now - self._anchor_wall) * self.speed * 1e9)
         return min(max(pos, 0), self.duration_ns)
 
@@ -82,17 +90,25 @@ class PlaybackClock:
 
     def set_speed(self, speed: float, now: float) -> None:
         self._rebase(now)
-        self.speed = check_speed(speed)
+        self.speed = check_speed(speed, flat_out=True)
+
+    def advance(self, position_ns: int, now: float) -> None:
+        """Move to ``position_ns`` without counting a jump (playing flat out)."""
+        self._anchor_pos = min(max(int(position_ns), 0), self.duration_ns)
+        self._anchor_wall = now
 
     def wall_until(self, position_ns: int, now: float) -> float:
         """Seconds until the position reaches ``position_ns`` (0 if it has; inf when paused)."""
         left = position_ns - self.position(now)
-        if left <= 0:
+        if left <= 0 or (self.playing and self.speed == FLAT_OUT):
             return 0.0
         return left / (self.speed * 1e9) if self.playing else math.inf
 
 
-def check_speed(speed: float) -> float:
+def check_speed(speed: float, flat_out: bool = False) -> float:
+    """``speed`` as a float if it is in [MIN_SPEED, MAX_SPEED] (or FLAT_OUT, where allowed)."""
+    if flat_out and speed == FLAT_OUT:
+        return FLAT_OUT
     if not isinstance(speed, (int, float)) or isinstance(speed, bool) or not MIN_SPEED <= speed <= MAX_SPEED:
         raise ValueError(f"speed must be a number from {MIN_SPEED:g} to {MAX_SPEED:g} (times the recorded pace), "
                          f"got {speed!r}")
@@ -110,16 +126,22 @@ class Output(Protocol):
 class Player:
     """Publishes a recording through ``output`` as ``clock`` advances; see the module docstring.
 
+    ``lead``: seconds (of wall time) ahead of its due time a message may go out: a caller
+    that ticks every ``d`` seconds passes ``d / 2``, so each message goes out within half a
+    tick of its due time, early or late, instead of up to a whole tick late.
+
     Counters: ``published`` (messages per track), ``undecodable`` (messages per track that
     could not be decoded or did not fit their channel: skipped), ``loops`` (times a
     ``loop`` replay went round), ``ended`` (reached the end without ``loop``: paused there).
     """
 
-    def __init__(self, recording: Any, output: Output, clock: PlaybackClock, loop: bool = False) -> None:
+    def __init__(self, recording: Any, output: Output, clock: PlaybackClock, loop: bool = False,
+                 lead: float = 0.0) -> None:
         self.recording = recording
         self.output = output
         self.clock = clock
         self.loop = loop
+        self.lead = lead
         self.start_ns = recording.start_ns
         self.by_topic = recording.by_topic
         self.published = {name: 0 for name in recording.tracks}
@@ -132,8 +154,7 @@ class Player:
         self._state_times = [t for t, _ in recording.states]
         self._state_i = 0
         self._state: dict[str, Any] = {}
-        self._lateness: list[np.ndarray] = []
-        self._samples = 0
+        self._lateness = array.array("d")   # ms, one per message published
 
     # -- the tick ----------------------------------------------------------------------
 
@@ -146,7 +167,13 @@ class Player:
         if not clock.playing:
             return math.inf           # paused: nothing is due (a seek meanwhile set the state above)
         position = clock.position(now)
-        target = self.start_ns + position
+        if clock.speed == FLAT_OUT:
+            position = min(position + FLAT_OUT_STEP_NS, clock.duration_ns)
+            clock.advance(position, now)
+            ahead = 0
+        else:
+            ahead = int(self.lead * clock.speed * 1e9)   # recording time: what goes out early
+        target = self.start_ns + min(position + ahead, clock.duration_ns)
         due: dict[str, list[Any]] = {}
         nxt = self._next
         while nxt is not None and nxt.log_time <= target:
@@ -156,7 +183,7 @@ class Player:
             nxt = next(self._stream, None)
         self._next = nxt
         if due:
-            self._publish(due, target)
+            self._publish(due, self.start_ns + position)
         self._play_state(target)
         if clock.playing and position >= clock.duration_ns:
             if self.loop:
@@ -168,9 +195,9 @@ class Player:
             return math.inf
         ends = [clock.duration_ns]
         if nxt is not None:
-            ends.append(nxt.log_time - self.start_ns)
+            ends.append(nxt.log_time - self.start_ns - ahead)
         if self._state_i < len(self._state_times):
-            ends.append(self._state_times[self._state_i] - self.start_ns)
+            ends.append(self._state_times[self._state_i] - self.start_ns - ahead)
         return clock.wall_until(min(ends), now)
 
     def prepare(self, now: float) -> None:
@@ -193,7 +220,7 @@ class Player:
             self._state = dict(whole)
             self.output.state(dict(whole))
 
-    def _publish(self, due: dict[str, list[Any]], target: int) -> None:
+    def _publish(self, due: dict[str, list[Any]], now_ns: int) -> None:
         tracks = self.recording.tracks
         for name, items in due.items():
             track = tracks[name]
@@ -207,7 +234,7 @@ class Player:
             except _DECODE_ERRORS:
                 self.undecodable[name] += len(items)
                 continue
-            self._sample(items, target)
+            self._sample(items, now_ns)
 
     def _publish_records(self, track: Any, items: list[Any]) -> None:
         by_topic: dict[str, list[Any]] = {}
@@ -254,21 +281,22 @@ class Player:
 
     # -- figures -------------------------------------------------------------------------
 
-    def _sample(self, items: list[Any], target: int) -> None:
-        """Keep how late each message was published: (position - its due position) / speed."""
-        if self._samples >= MAX_TIMING_SAMPLES:
+    def _sample(self, items: list[Any], now_ns: int) -> None:
+        """Keep how late each message was published (early: negative): (the position now,
+        as a log time - its log time) / speed."""
+        if len(self._lateness) >= MAX_TIMING_SAMPLES or self.clock.speed == FLAT_OUT:
             return
-        times = np.fromiter((i.log_time for i in items), np.int64, len(items))
-        self._lateness.append((target - times) / (self.clock.speed * 1e9))
-        self._samples += len(items)
+        ms = 1e-6 / self.clock.speed   # wall ms per ns of recording; a list, not numpy: a tick has few items
+        self._lateness.extend([(now_ns - i.log_time) * ms for i in items])
 
     def timing(self) -> dict[str, float]:
-        """Publish-time error of the messages so far, against their recorded log_time at the
-        replay's speed: ``p50_ms``, ``p99_ms``, ``max_ms``, ``messages`` (the error of the
-        tick itself included: a tick that wakes late publishes its messages late)."""
+        """Publish-time error of the messages so far, how far (early or late) from their
+        recorded log_time at the replay's speed they went out: ``p50_ms``, ``p99_ms``,
+        ``max_ms``, ``messages`` (the error of the tick itself included: a tick that wakes
+        late publishes its messages late)."""
         if not self._lateness:
             return {"messages": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-        late = np.concatenate(self._lateness) * 1e3
+        late = np.abs(np.frombuffer(self._lateness, np.float64))
         return {"messages": int(late.size), "p50_ms": float(np.percentile(late, 50)),
                 "p99_ms": float(np.percentile(late, 99)), "max_ms": float(late.max())}
 
@@ -277,5 +305,5 @@ class Player:
         clock = self.clock
         return {"replay_position": round(clock.position(now) / 1e9, 3),
                 "replay_duration": round(clock.duration_ns / 1e9, 3),
-                "replay_playing": clock.playing, "replay_speed": clock.speed,
+                "replay_playing": clock.playing, "replay_speed": "max" if clock.speed == FLAT_OUT else clock.speed,
                 "replay_epoch": clock.epoch, "replay_loop": self.loop}

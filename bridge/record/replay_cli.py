@@ -35,7 +35,10 @@ from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 POLL_PERIOD = 0.02     # s: the longest sleep of the loop, so commands wait at most this long
-MIN_TICK = 0.002       # s: the shortest time between two ticks, so records go out in batches
+MIN_TICK = 0.006       # s: the shortest time between two ticks, so records go out in batches: a tick
+                       # costs ~0.25 ms with the demo's channels, whatever it publishes; messages go out
+                       # within half of this of their due time (Player's lead)
+COMMANDS_EVERY = 0.01  # s between two looks at the command queue (each costs ~25 µs)
 STATUS_EVERY = 0.25    # s between updates of the replay_* state keys while playing
 SPEED_LIMITS = "0.1 to 20"
 
@@ -47,8 +50,9 @@ def add_parsers(sub: Any) -> None:
                                    "prints the dashboard URL. Commands: pause, resume, seek(t), speed(value). "
                                    "Needs: pip install 'monbridge[record]'.")
     p.add_argument("file", help="the recording: run.mcap, or a run.mcap.part left by a killed recorder")
-    p.add_argument("--speed", metavar="X", type=float, default=1.0,
-                   help=f"times the recorded pace, {SPEED_LIMITS} (default 1)")
+    p.add_argument("--speed", metavar="X", type=speed_arg, default=1.0,
+                   help=f"times the recorded pace, {SPEED_LIMITS} (default 1); max: as fast as the file can be "
+                        f"read (frames: the newest of each quarter second of the recording)")
     p.add_argument("--loop", action="store_true", help="start again from the beginning at the end")
     p.add_argument("--paused", action="store_true", help="start paused at the beginning (resume from the dashboard)")
     p.add_argument("--exit-at-end", action="store_true",
@@ -73,6 +77,16 @@ def add_parsers(sub: Any) -> None:
 
 def say(text: str) -> None:
     print(f"monbridge replay: {text}", file=sys.stderr, flush=True)
+
+
+def speed_arg(text: str) -> float:
+    """--speed: a number, or ``max`` (inf: replay.FLAT_OUT); the range is checked by run_replay."""
+    if text.strip().lower() == "max":
+        return math.inf
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number, nor max") from None
 
 
 # -- what a replay publishes into --------------------------------------------------------
@@ -184,7 +198,7 @@ def monitor_settings(args: argparse.Namespace, environ: dict[str, str] | os._Env
 def run_replay(args: argparse.Namespace) -> int:
     try:
         from .replay import check_speed
-        check_speed(args.speed)
+        check_speed(args.speed, flat_out=True)
     except ValueError as exc:
         say(f"--speed: {exc}")
         return EXIT_USAGE
@@ -251,7 +265,7 @@ def _replay(args: argparse.Namespace, recording: Any) -> int:
             return EXIT_USAGE
         output = DeviceOutput(mon, channels)
         clock = PlaybackClock(recording.duration_ns, time.monotonic(), speed=args.speed, playing=False)
-        player = Player(recording, output, clock, loop=args.loop)
+        player = Player(recording, output, clock, loop=args.loop, lead=MIN_TICK / 2)
         player.prepare(time.monotonic())   # the recorded state at the start; the first messages read
         if not args.paused:
             clock.resume(time.monotonic())
@@ -341,12 +355,15 @@ def _say_start(recording: Any, name: str, specs_dir: str | None) -> None:
 
 
 def _loop(args: argparse.Namespace, mon: Any, player: Any, clock: Any, changed: list[bool], stop: list[str]) -> int:
-    last_status = time.monotonic()
+    last_status = started = time.monotonic()
     sent = player.status(last_status)
     announced_end = False
+    next_commands = 0.0
     while not stop:
-        mon.poll()
         now = time.monotonic()
+        if now >= next_commands:
+            mon.poll()
+            now, next_commands = time.monotonic(), now + COMMANDS_EVERY
         wait = player.tick(now)
         if changed[0] or now - last_status >= STATUS_EVERY or player.ended != announced_end:
             changed[0] = False
@@ -357,12 +374,16 @@ def _loop(args: argparse.Namespace, mon: Any, player: Any, clock: Any, changed: 
                 mon.state.update(news)
                 sent = status
         if player.ended and not announced_end:
-            say(f"reached the end ({clock.duration_ns / 1e9:.1f} s); "
+            say(f"reached the end ({clock.duration_ns / 1e9:.1f} s of recording, {now - started:.2f} s since the replay "
+                f"began); "
                 + ("exiting (--exit-at-end)" if args.exit_at_end else "paused there: seek or resume to play again"))
         announced_end = player.ended
         if player.ended and args.exit_at_end:
             break
-        time.sleep(min(max(wait, MIN_TICK), POLL_PERIOD) if not math.isinf(wait) else POLL_PERIOD)
+        if clock.speed == math.inf and clock.playing:
+            time.sleep(0)         # flat out: no pause between ticks (the reader sets the pace)
+        else:
+            time.sleep(min(max(wait, MIN_TICK), POLL_PERIOD) if not math.isinf(wait) else POLL_PERIOD)
     timing = player.timing()
     refused = {k: v for k, v in mon_refused(player).items() if v}
     say(f"stopped ({'by ' + stop[0] if stop else 'end reached'}): {sum(player.published.values())} messages published"

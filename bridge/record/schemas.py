@@ -179,6 +179,11 @@ class FrameSchema:
     columns: list[str] = field(default_factory=list)   # PointCloud field names (clouds)
 
     def encode(self, array: np.ndarray, stamp_ns: int, frame_id: str) -> bytes:
+        return b"".join(self.encode_parts(array, stamp_ns, frame_id))
+
+    def encode_parts(self, array: np.ndarray, stamp_ns: int, frame_id: str) -> list[bytes | bytearray | memoryview]:
+        """The message as buffers to write one after the other: a large array's bytes are
+        referenced, not copied (the recorder's sink copies them once, into its chunk)."""
         w = CdrWriter()
         w.time(stamp_ns)
         if self.kind == "image":
@@ -207,7 +212,7 @@ class FrameSchema:
             w.string(array.dtype.str)
             w.sequence_u32(list(array.shape))
             w.sequence_u8(np.ascontiguousarray(array))
-        return w.getvalue()
+        return w.buffers()
 
 
 def _little(array: np.ndarray) -> np.ndarray:
