@@ -1,8 +1,9 @@
-"""HTTP routes: health, channels, state, clients, metrics, and POST /api/command.
+"""HTTP routes: health, channels, state, clients, metrics, POST /api/command and /api/record.
 
 Reads everything from the Bridge object in ``current_app.config["bridge"]``. Reads are
-open on a loopback bind and need the token otherwise; commands always need the
-operator token (``Authorization: Bearer <token>`` or ``?token=``).
+open on a loopback bind and need the token otherwise; commands, and starting or stopping a
+recording, always need the operator token (``Authorization: Bearer <token>`` or ``?token=``).
+The recorder process itself is bridge/record_control.py's.
 """
 
 from __future__ import annotations
@@ -17,12 +18,17 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 from . import stats as bridge_stats
 from .clients import role_for, token_from
 from .protocol import error, shown
+from .record_control import RecordError
 
 api = Blueprint("api", __name__)
 
 _STATUS = {"bad_request": 400, "invalid_args": 400, "too_large": 413, "unauthorized": 401, "forbidden": 403,
            "unknown_command": 404, "rate_limited": 429, "queue_full": 503, "offline": 503, "timeout": 504,
-           "handler_error": 500, "bad_result": 500, "internal": 500}
+           "handler_error": 500, "bad_result": 500, "internal": 500,
+           # /api/record (docs/recording.md)
+           "already_recording": 409, "not_recording": 409, "file_exists": 409, "record_failed": 500}
+_RECORD_KEYS = {"start": {"action", "name", "channels", "token"}, "stop": {"action", "token"}}
+_RECORD_USAGE = 'send JSON: {"action": "start"} (optional "name": "run1", "channels": ["a", "b"]) or {"action": "stop"}'
 
 
 def _bridge() -> Any:
@@ -120,7 +126,41 @@ def views() -> Any:
 def stats() -> Any:
     b = _bridge()
     with b.lock:
-        return jsonify(bridge_stats.snapshot(b.core, time.time()))
+        snap = bridge_stats.snapshot(b.core, time.time())
+    snap["recording"] = b.recording.status()
+    return jsonify(snap)
+
+
+@api.get("/api/record")
+def record_status() -> Any:
+    return jsonify(_bridge().recording.status())
+
+
+@api.post("/api/record")
+def record() -> Any:
+    """Start or stop the bridge's recorder; answers ``{"ok": true, ...the status}`` or an error."""
+    b = _bridge()
+    if _role() != "operator":
+        return jsonify(error("forbidden", "recording needs the operator token (Authorization: Bearer <token>)")), 403
+    body = request.get_json(silent=True)
+    action = body.get("action") if isinstance(body, dict) else None
+    if action not in _RECORD_KEYS:
+        return jsonify(error("bad_request", _RECORD_USAGE)), 400
+    unknown = sorted(set(body) - _RECORD_KEYS[action])
+    if unknown:
+        return jsonify(error("bad_request", f"unknown key {shown(unknown[0])} for {action!r}; {_RECORD_USAGE}")), 400
+    try:
+        if action == "stop":
+            status = b.recording.stop()
+        else:
+            with b.lock:
+                online, device = b.link.online, b.link.device_name
+            if not online or not device:
+                raise RecordError("offline", f"device {device or b.options.attach!r} is offline: nothing to record")
+            status = b.recording.start(device, body.get("name"), body.get("channels"))
+    except RecordError as exc:
+        return jsonify(error(exc.code, exc.message)), _STATUS.get(exc.code, 400)
+    return jsonify({"ok": True, **status})
 
 
 @api.get("/")

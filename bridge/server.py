@@ -36,6 +36,7 @@ from .commands import Ticket
 from .core import BridgeCore, CoreSettings
 from .device_link import DeviceLink
 from .packets import MALFORMED, SafePacket
+from .record_control import RecordControl
 from .views import ViewCatalog
 
 log = logging.getLogger("bridge")
@@ -111,6 +112,9 @@ class Bridge:
         self.lock = threading.RLock()  # one call into the core at a time (RLock: disconnect() re-enters)
         self._stop_requested = False
         self._stopper: Callable[[], None] | None = None
+        # the recorder process of POST /api/record; waits through socketio.sleep, never blocking
+        self.recording = RecordControl(options.record_dir, options.specs, sleep=self.socketio.sleep,
+                                       start_task=self.socketio.start_background_task)
         self._register_handlers()
         from .http_api import api
 
@@ -262,6 +266,7 @@ class Bridge:
             self._stopper()
 
     def close(self) -> None:
+        self.recording.close()  # a recording in progress is finished and renamed first
         self.link.close()
         self.doorbell.close()
         self.data_doorbell.close()

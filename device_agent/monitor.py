@@ -18,7 +18,6 @@ import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -38,7 +37,7 @@ from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, 
 from .messages import device_logger
 from .payloads import dtype_to_json, event_record_size
 from .records import ring_bytes
-from .settings import TOKEN_ENV, is_loopback, serve_args
+from .settings import LAUNCHER_TAG, TOKEN_ENV, bridge_launcher, is_loopback, serve_args
 from .shm import create_segment, destroy_segment, list_segments, pid_alive, segment_owner, unlink_segment
 
 log = device_logger()
@@ -421,21 +420,6 @@ class Monitor:
         return self.url
 
 
-# How a device starts its bridge: ``python -c LAUNCHER serve --attach=NAME ...``. LAUNCHER puts
-# the directory this monbridge is installed in first on sys.path and drops the working
-# directory, so a bridge.py or device_agent.py there or on PYTHONPATH cannot stand in for it
-# (``python -m bridge`` would run those). Its last word is "bridge", for `ps` and running_bridge.
-_LAUNCHER_TAG = "# monbridge bridge"
-
-
-def bridge_launcher() -> list[str]:
-    """The argv that starts this installation's bridge CLI in a fresh interpreter."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = (f"import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p]; "
-            f"from bridge.cli import main; sys.exit(main())  {_LAUNCHER_TAG}")
-    return [sys.executable, "-c", code]
-
-
 class Dashboard:
     """A device's dashboard as Jupyter shows it: an iframe of the bridge's page."""
 
@@ -466,7 +450,7 @@ def running_bridge(device: str) -> int | None:
         except OSError:
             continue
         args = cmdline.split(b"\0")
-        launcher = any(a in (b"bridge", b"monbridge") or a.endswith((b"/monbridge", _LAUNCHER_TAG.encode()))
+        launcher = any(a in (b"bridge", b"monbridge") or a.endswith((b"/monbridge", LAUNCHER_TAG.encode()))
                        for a in args)
         if launcher and b"serve" in args and (wanted & set(args) or b"--attach\0" + device.encode() + b"\0" in cmdline) \
                 and pid_alive(pid):

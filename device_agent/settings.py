@@ -8,8 +8,9 @@ and where it applies. Everything else is made from that table:
 * the bridge's ``Options`` (bridge/server.py),
 * the options a device passes to the bridge it launches (``serve_args``, used by monitor.py).
 
-Also here, because both processes use them: DEFAULT_PORT, ``is_loopback`` and the token rule
-``check_token``.
+Also here, because both processes use them: DEFAULT_PORT, ``is_loopback``, the token rule
+``check_token``, and ``bridge_launcher`` (how a device starts its bridge, and a bridge its
+recorder).
 
 Standard library only: the device imports it, so it must never import flask, socketio,
 eventlet or bridge. The bridge may import it.
@@ -19,7 +20,9 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import os
 import re
+import sys
 from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Callable
 
@@ -145,6 +148,9 @@ SETTINGS: tuple[Setting, ...] = (
             ALL, low=0.1, high=100_000, unit="commands/s", metavar="N"),
     Setting("exit_with_device", bool, False,
             "exit when the device closes (used when a device launches its bridge)", BRIDGE),
+    Setting("record_dir", str, "", "directory of the recordings started from the dashboard or POST /api/record",
+            BRIDGE, default_help="./recordings in the bridge's working directory, made on first use",
+            metavar="DIR"),
 )
 BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
@@ -228,3 +234,20 @@ def serve_args(config: Any) -> list[str]:
         else:
             args += [s.flag, str(value)]
     return args
+
+
+# How a device starts its bridge, and a bridge its recorder: ``python -c LAUNCHER serve ...``.
+# LAUNCHER puts the directory this monbridge is installed in first on sys.path and drops the
+# working directory, so a bridge.py or device_agent.py there or on PYTHONPATH cannot stand in
+# for it (``python -m bridge`` would run those). Its last word is "bridge", for `ps` and
+# monitor.running_bridge.
+LAUNCHER_TAG = "# monbridge bridge"
+
+
+def bridge_launcher() -> list[str]:
+    """The argv that starts this installation's ``monbridge`` command line (bridge/cli.py) in a
+    fresh interpreter; append the command and its options."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys; sys.path[:] = [{root!r}] + [p for p in sys.path if p]; "
+            f"from bridge.cli import main; sys.exit(main())  {LAUNCHER_TAG}")
+    return [sys.executable, "-c", code]

@@ -13,11 +13,20 @@ Exit codes (docs/recording.md):
 | 2 | bad arguments: an unknown channel, an output file that exists, a bad name |
 | 3 | the device is not running (no such name, or only the memory of a device that is gone) |
 | 4 | the device stopped beating mid-recording (killed?); the file is finished and holds everything until then |
+
+``--status-file PATH`` is for a program that runs the recorder (the bridge's record button,
+bridge/record_control.py): PATH is rewritten atomically (PATH.tmp, then a rename) every
+STATUS_PERIOD with ``{"state": "recording", "file", "part", "bytes", "seconds",
+"records_per_s", "messages", "missed": {channel: n}, ...}``, and once at the end with
+``"state": "finished"`` (plus ``"reason"``, ``"exit_code"``) or ``"failed"`` (plus ``"error"``).
+A file beats a pipe: the reader polls it when it likes, and the recorder never blocks on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import json
 import os
 import signal
 import sys
@@ -25,6 +34,8 @@ import time
 from typing import Any
 
 POLL_PERIOD = 0.005   # s between reads of the device's memory: well under a frame period
+STATUS_PERIOD = 0.5   # s between rewrites of --status-file
+RATE_WINDOW = 2.0     # s over which --status-file's records_per_s is measured
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DEVICE, EXIT_DEVICE_LOST = 0, 1, 2, 3, 4
 
 
@@ -48,7 +59,40 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--snapshot-every", metavar="S", type=float, default=5.0,
                    help="seconds between full state snapshots (default 5)")
     p.add_argument("--force", action="store_true", help="overwrite FILE and FILE.part if they exist")
+    p.add_argument("--status-file", metavar="PATH", default=None,
+                   help=f"rewrite PATH with the progress as JSON every {STATUS_PERIOD:g} s, and with the outcome "
+                        f"at the end (for programs that run the recorder)")
+    p.add_argument("--stop-with-parent", action="store_true",
+                   help="stop (and finish the file) when the process that started this one exits")
     return p
+
+
+class StatusFile:
+    """The recording's progress as one JSON object in ``path``, replaced atomically."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = os.path.abspath(path) if path else None
+        self._samples: collections.deque[tuple[float, int]] = collections.deque()  # (monotonic, messages)
+
+    def write(self, doc: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(doc, f, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError as exc:  # the status is a courtesy: the recording goes on without it
+            say(f"cannot write --status-file {self.path}: {exc}")
+            self.path = None
+
+    def rate(self, now: float, messages: int) -> float:
+        """Messages per second over the last RATE_WINDOW seconds."""
+        self._samples.append((now, messages))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= RATE_WINDOW:
+            self._samples.popleft()
+        t0, m0 = self._samples[0]
+        return (messages - m0) / (now - t0) if now > t0 else 0.0
 
 
 def say(text: str) -> None:
@@ -153,6 +197,9 @@ def _record(args: argparse.Namespace, dev: Any, channels: list[str] | None, Reco
         say(f"cannot write {args.output}: {exc}")
         return EXIT_FAILED
     rec = Recorder(dev, sink, channels, specs, snapshot_every=args.snapshot_every)
+    status = StatusFile(args.status_file)
+    output = os.path.abspath(args.output)
+    parent = os.getppid()
     stop: list[str] = []
     def on_signal(signum: int, _frame: Any) -> None:
         stop.append(signal.Signals(signum).name)
@@ -164,12 +211,24 @@ def _record(args: argparse.Namespace, dev: Any, channels: list[str] | None, Reco
             f"stop with Ctrl-C")
         start = last_line = last_flush = time.monotonic()
         last_messages = 0
+        next_status = start
         while not stop and not rec.stopped:
             rec.poll()
             now = time.monotonic()
             if args.duration is not None and now - start >= args.duration:
                 stop.append("duration")
                 break
+            if now >= next_status:
+                next_status = now + STATUS_PERIOD
+                if args.stop_with_parent and os.getppid() != parent:  # re-parented: the parent is gone
+                    stop.append("parent")
+                    break
+                if status.path:
+                    messages, missed = rec.counts()
+                    status.write({"state": "recording", "pid": os.getpid(), "device": dev.device, "file": output,
+                                  "part": sink.part, "bytes": sink.bytes_written, "seconds": round(now - start, 3),
+                                  "records_per_s": round(status.rate(now, messages), 1), "messages": messages,
+                                  "missed": missed, "channels": sorted(rec.taps)})
             if now - last_flush >= args.chunk_seconds:
                 sink.flush()
                 last_flush = now
@@ -182,17 +241,25 @@ def _record(args: argparse.Namespace, dev: Any, channels: list[str] | None, Reco
                     f"missed {sum(missed.values())}" + (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if lost else ""))
                 last_line, last_messages = now, messages
             time.sleep(POLL_PERIOD)
-        reason = rec.stopped or {"duration": "duration reached"}.get(stop[0], f"stopped by {stop[0]}")
+        reason = rec.stopped or {"duration": "duration reached", "parent": "the process that started it exited"}.get(
+            stop[0], f"stopped by {stop[0]}")
         summary = rec.end(reason)
         path = sink.finish()
     except Exception as exc:
         sink.abandon()
         say(f"recording failed: {exc!r}; what was written is in {sink.part}")
+        status.write({"state": "failed", "pid": os.getpid(), "device": dev.device, "file": output, "part": sink.part,
+                      "error": f"recording failed: {exc!r}", "exit_code": EXIT_FAILED})
         return EXIT_FAILED
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
     messages = sum(summary["messages"].values())
-    say(f"wrote {path} ({_megabytes(os.path.getsize(path))}, {summary['duration_s']:.1f} s, {messages} messages, "
+    size = os.path.getsize(path)
+    say(f"wrote {path} ({_megabytes(size)}, {summary['duration_s']:.1f} s, {messages} messages, "
         f"missed {summary['missed_total']}): {reason}")
-    return EXIT_DEVICE_LOST if rec.stopped and rec.stopped != "device closed" else EXIT_OK
+    code = EXIT_DEVICE_LOST if rec.stopped and rec.stopped != "device closed" else EXIT_OK
+    status.write({"state": "finished", "pid": os.getpid(), "device": dev.device, "file": os.path.abspath(path),
+                  "bytes": size, "seconds": summary["duration_s"], "messages": messages, "missed": summary["missed"],
+                  "reason": reason, "exit_code": code})
+    return code

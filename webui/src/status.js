@@ -1,10 +1,12 @@
 /**
- * StatusPanel: the Status tab — device, connection latency, channels, clients, commands, state.
+ * StatusPanel: the Status tab — device, connection latency, recording, channels, clients,
+ * commands, state.
  *
  * Device status comes from the `device` event (once a second); latency from our own pings
- * (Connection.latency()); channels, clients and command figures from GET api/stats, polled
- * once a second while the tab is visible.
+ * (Connection.latency()); channels, clients, command figures and the recording (RecordCard,
+ * recordpanel.js) from GET api/stats, polled once a second while the tab is visible.
  */
+import { RecordCard } from "./recordpanel.js";
 import { el, fmt, fmtSeconds, shortJSON } from "./util.js";
 import { viewChannels } from "./viewdata.js";
 
@@ -35,7 +37,8 @@ export class StatusPanel {
     this.clients = el("section", { class: "mb-card mb-wide" });
     this.commands = el("section", { class: "mb-card" });
     this.state = el("section", { class: "mb-card" });
-    panel.replaceChildren(el("div", { class: "mb-status" }, this.device, this.latency, this.commands, this.state, this.channels, this.clients));
+    this.record = new RecordCard(ctx);
+    panel.replaceChildren(el("div", { class: "mb-status" }, this.device, this.latency, this.record.section, this.commands, this.state, this.channels, this.clients));
     this.render();
   }
 
@@ -56,11 +59,13 @@ export class StatusPanel {
 
   async poll() {
     const token = this.ctx.conn.token;
+    const askedAt = performance.now();
     try {
       const res = await fetch("api/stats", { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
       if (!res.ok) throw new Error(`GET api/stats: HTTP ${res.status}`);
       this.stats = await res.json();
       this.statsError = null;
+      this.record.update(this.stats.recording, askedAt);
     } catch (err) {
       this.statsError = err.message;
     }
@@ -89,6 +94,7 @@ export class StatusPanel {
         el("dt", {}, "role"), el("dd", {}, store.role || "—"),
         el("dt", {}, "protocol"), el("dd", {}, store.protocol ?? "—")),
     );
+    this.record.render(); // the role (hello) decides whether it has a Record button
   }
 
   renderLatency() {
