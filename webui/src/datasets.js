@@ -67,12 +67,24 @@ export class StreamDataset {
     if (t !== null) this.newestT = t;
   }
 
-  /** Forget everything: the next take() removes all retained rows (device restarted). */
+  /** Forget everything: the next take() removes all retained rows (device restarted, replay jumped). */
   reset() {
     this.pending = [];
     this.pendingT = [];
     this.replaceNext = true;
     this.newestT = null;
+  }
+
+  /** [oldest, newest] t of the rows in the view; null when it holds none, or all go at the next take(). */
+  span() {
+    if (this.replaceNext) return null;
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const t of this.retainedT) {
+      if (t < lo) lo = t;
+      if (t > hi) hi = t;
+    }
+    return lo <= hi ? [lo, hi] : null;
   }
 
   /** The view was made anew and holds nothing: the next take() inserts every row held. */

@@ -8,6 +8,9 @@
  *                  updates: changesets applied (Vega-Lite) / frames that drew new data (scenes),
  *                  embeds: times the Vega view was embedded (it is made anew after many rows),
  *                  error: string | null,
+ *                  times(): Vega-Lite: [oldest, newest] t of the rows in its datasets (a row without a
+ *                           numeric t counts its arrival time); null when empty or cleared but not yet
+ *                           redrawn (after a reset, until the next frame applies it); scenes: null,
  *                  pixels(): scenes: the canvas drawn afresh, as an ImageData (null otherwise)}},
  *     lastApplied: {CHANNEL: {t: device time (s) of the newest record/frame applied,
  *                             at: Date.now() in the animation frame that applied it}},
@@ -16,12 +19,18 @@
  *     latency(): {p50, p99, n} ping round trip in ms over the last ~10 s,
  *     activeTab: id of the visible tab ("status" for Status),
  *     hiddenViews: ids of the views left out because they are for another device (viewdata.js),
+ *     resets: times every view's data was cleared: the device restarted, or a replay's position
+ *             jumped (its replay_epoch changed; main.js, clearViews),
+ *     replay: the timeline bar (timeline.js), null unless the device is a replay:
+ *             {file, position, duration, playing, speed, loop, epoch: from the device's state,
+ *              held: true while the state may not move the slider (dragged, or its seek unanswered),
+ *              error: the last command error shown in the bar, or null},
  *   }
  * Entries in `views` are live: getters read the current view, so a rebuilt view is seen
  * through the same object until its file is removed.
  */
 
-export function installHooks({ conn, store, tabs }) {
+export function installHooks({ conn, store, tabs, timeline }) {
   const views = {};
   const hooks = {
     get connection() {
@@ -40,6 +49,10 @@ export function installHooks({ conn, store, tabs }) {
     get hiddenViews() {
       return store.hiddenViews.map((v) => v.id);
     },
+    resets: 0,
+    get replay() {
+      return timeline.snapshot();
+    },
   };
 
   /** Re-list the views after a sync (ids added or removed). */
@@ -55,6 +68,7 @@ export function installHooks({ conn, store, tabs }) {
         get updates() { return view()?.updates ?? 0; },
         get embeds() { return view()?.embeds ?? 0; },
         get error() { return view()?.error ?? null; },
+        times: () => view()?.times?.() ?? null,
         pixels: () => (view()?.kind === "scene" ? view().pixels() : null),
       };
     }
@@ -68,7 +82,7 @@ export function installHooks({ conn, store, tabs }) {
   };
 
   // For debugging from the console only (not part of the test contract).
-  hooks._internals = { conn, store, tabs };
+  hooks._internals = { conn, store, tabs, timeline };
   window.monbridge = hooks;
   return hooks;
 }

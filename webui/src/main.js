@@ -4,7 +4,9 @@
  * Data flow: socket `data`/`event` → Batch (decoded lazily, once) → every view that shows
  * the channel buffers it → the single requestAnimationFrame loop below lets each view apply
  * what it buffered (only the visible tab draws). State, device and channel events go to
- * every view. Test hooks: see hooks.js (window.monbridge).
+ * every view. A replayed device gets the timeline bar (timeline.js); when its position jumps,
+ * the views are cleared as on a device restart (clearViews). Test hooks: see hooks.js
+ * (window.monbridge).
  */
 import { Connection } from "./connection.js";
 import { SubscriptionManager } from "./subscriptions.js";
@@ -14,6 +16,7 @@ import { SceneView } from "./sceneview.js";
 import { StatusPanel } from "./status.js";
 import { Batch } from "./decode.js";
 import { installHooks } from "./hooks.js";
+import { TimelineBar } from "./timeline.js";
 import { viewsForDevice } from "./viewdata.js";
 
 const PROTOCOL = 3;
@@ -87,7 +90,8 @@ function createView(def, panel) {
 const tabs = new TabManager(tabsBar, panels, createView);
 const status = new StatusPanel(tabs.statusPanel, ctx);
 tabs.statusView = status;
-hooks = installHooks({ conn, store, tabs });
+const timeline = new TimelineBar(document.getElementById("mb-timeline"), (name, args) => conn.command(name, args));
+hooks = installHooks({ conn, store, tabs, timeline });
 tabs.route();
 
 function eachView(fn) {
@@ -98,6 +102,12 @@ function eachView(fn) {
       console.error(`monbridge: view ${view.id}`, err);
     }
   }
+}
+
+/** Clear every view's data: the device restarted, or a replay's position jumped. */
+function clearViews() {
+  hooks.resets++;
+  eachView((v) => v.reset());
 }
 
 /** Show the views that belong to the device (all of them while its channels are unknown). */
@@ -128,6 +138,7 @@ function renderBanner() {
   deviceLabel.textContent = dev.name ? dev.name : "monbridge";
   deviceLabel.title = store.role === "viewer" ? "view only: open the URL with ?token= to send commands" : "";
   document.body.classList.toggle("mb-viewer", store.role === "viewer");
+  timeline.setViewer(store.role === "viewer");
 }
 
 conn.on("banner", renderBanner);
@@ -139,7 +150,7 @@ function setDevice(device) {
   const previous = store.device || {};
   store.device = device || {};
   // A new pid means the device restarted: sequence numbers and data start over.
-  if (previous.pid && store.device.pid && previous.pid !== store.device.pid) eachView((v) => v.reset());
+  if (previous.pid && store.device.pid && previous.pid !== store.device.pid) clearViews();
   renderBanner();
   status.onDevice();
 }
@@ -173,13 +184,21 @@ conn.on("state", (msg) => {
   if (!msg || typeof msg.values !== "object") return;
   if (msg.full) store.state = { ...msg.values };
   else Object.assign(store.state, msg.values);
+  // A replay's position jumped (its replay_epoch changed): rows from before the jump may still
+  // be in the ring or on their way; subscribing again skips the first, onBatch drops the others.
+  if (timeline.update(store.state)) {
+    subs.renew();
+    clearViews();
+  }
   eachView((v) => v.onState(msg.values));
 });
 
 function onBatch(msg) {
   if (!msg || typeof msg.channel !== "string") return;
-  const batch = new Batch(msg);
-  eachView((v) => v.onBatch(batch));
+  if (!subs.stale(msg.channel)) { // else from before a replay's jump (subscriptions.js, renew())
+    const batch = new Batch(msg);
+    eachView((v) => v.onBatch(batch));
+  }
   // taken: the bridge may send the next one (flow control, subscriptions.js)
   if (Array.isArray(msg.seq)) conn.consumed(msg.channel, msg.seq[1]);
 }

@@ -5,7 +5,8 @@
  * old one), so when two views show the same channel their wishes are merged: the highest
  * rate, the longest window, and a point budget per second that satisfies the hungriest
  * view. Only channels the device has are subscribed; the rest wait for a `channels` event.
- * After a reconnect (a new client for the bridge) `resubscribeAll()` sends everything again.
+ * After a reconnect (a new client for the bridge) `resubscribeAll()` sends everything again;
+ * after a replay's jump `renew()` does, and the batches still on their way are `stale()`.
  *
  * A want: {channel, rate (Hz), seconds (window or null), maxPoints (or null)}.
  *
@@ -42,6 +43,8 @@ export class SubscriptionManager {
     this.known = new Set(); // channel names the device has
     this.current = new Map(); // channel -> JSON of the payload the bridge acknowledged (or is acking)
     this.acks = new Map(); // channel -> last ack (for the Status tab)
+    this.renewing = new Map(); // channel -> number of the renew() whose subscribe is unanswered
+    this._renewals = 0;
     this._scheduled = false;
   }
 
@@ -63,7 +66,30 @@ export class SubscriptionManager {
   /** After (re)connecting: the bridge has no subscriptions for us. */
   resubscribeAll() {
     this.current.clear();
+    this.renewing.clear();
     this._schedule();
+  }
+
+  /**
+   * Subscribe again to every channel (a replay's position jumped). The bridge starts the new
+   * subscription at the newest data, so what was published before this call never comes after
+   * the answer; until it comes, `stale(channel)` is true: batches then are from the old
+   * subscription (the bridge sends them before the answer), to be dropped.
+   */
+  renew() {
+    const renewal = ++this._renewals;
+    for (const [channel, key] of this.current) {
+      this.renewing.set(channel, renewal);
+      this.conn.request("subscribe", { channels: [channel], ...JSON.parse(key), in_flight: IN_FLIGHT }).then((ack) => {
+        if (this.renewing.get(channel) === renewal) this.renewing.delete(channel);
+        if (ack.ok) this.acks.set(channel, ack);
+      });
+    }
+  }
+
+  /** True while batches of `channel` are from before the last renew() (see there). */
+  stale(channel) {
+    return this.renewing.has(channel);
   }
 
   _schedule() {

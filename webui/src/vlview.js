@@ -313,9 +313,19 @@ export class VegaLiteView {
     this.updateNotices();
   }
 
-  /** The device restarted: clear every dataset. */
+  /** The device restarted, or a replay's position jumped: clear every dataset. */
   reset() {
     for (const ds of this.datasets.values()) ds.reset();
+  }
+
+  /** [oldest, newest] t of the rows in the view's datasets (null when empty or just cleared; for tests). */
+  times() {
+    let span = null;
+    for (const ds of this.datasets.values()) {
+      const s = ds.span();
+      if (s) span = span ? [Math.min(span[0], s[0]), Math.max(span[1], s[1])] : s;
+    }
+    return span;
   }
 
   /**
