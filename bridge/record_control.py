@@ -11,7 +11,7 @@ a watcher task and becomes ``last``, like a stopped one.
 
 Nothing here blocks the server: every wait polls the process and F with the ``sleep`` the
 bridge passes in (``socketio.sleep``: green under eventlet), and no lock is held meanwhile.
-Imports the standard library and device_agent.settings / layout / errors only: never flask,
+Imports the standard library, device_agent.settings / layout / errors and protocol.shown: never flask,
 socketio, eventlet or mcap (the recorder imports mcap, in its own process).
 """
 
@@ -33,6 +33,8 @@ from typing import IO, Any, Callable
 from device_agent.errors import ChannelError
 from device_agent.layout import check_name
 from device_agent.settings import TOKEN_ENV, bridge_launcher
+
+from .protocol import shown
 
 log = logging.getLogger("bridge")
 
@@ -65,8 +67,7 @@ def file_stem(name: Any) -> str:
         raise RecordError("invalid_args", f"'name' must be a string (a file name), got {type(name).__name__}")
     stem = name[: -len(".mcap")] if name.endswith(".mcap") else name
     if not _STEM_RE.fullmatch(stem) or ".." in stem:
-        shown = name if len(name) <= 60 else name[:57] + "..."
-        raise RecordError("invalid_args", f"'name' {shown!r} is not a plain file name: use 1-100 letters, digits, "
+        raise RecordError("invalid_args", f"'name' {shown(name)} is not a plain file name: use 1-100 letters, digits, "
                                           f"'_', '-' or '.', starting with a letter, digit or '_' (no '/', no '..')")
     return stem
 

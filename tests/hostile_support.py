@@ -36,7 +36,7 @@ from typing import Any, Callable
 import msgpack
 import websocket
 
-from bench import wire
+from bench import procs, wire
 from conftest import TIMEOUT
 
 # Every code an acknowledgement may carry (bridge/protocol.py's docstring, docs/protocol.md §6.2).
@@ -462,12 +462,7 @@ def health(port: int, timeout: float = TIMEOUT) -> dict[str, Any]:
     return json.loads(body)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
+pid_alive = procs.alive   # the process exists and is not a zombie
 
 
 def client_ids(port: int, token: str) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Iterator
 
 import pytest
 
+from bench.procs import alive
 from conftest import TAG_VAR
 
 START_TIMEOUT = 15.0   # redis-server answers PING within milliseconds; a busy box gets slack
@@ -161,15 +162,7 @@ def _serve(tmp: Path) -> Iterator[RedisServer]:
         pid = server.pid
         server.stop()
         if pid is not None:
-            assert not _alive(pid), f"redis-server {pid} still running after stop()"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except OSError:
-        return False
+            assert not alive(pid), f"redis-server {pid} still running after stop()"
 
 
 @pytest.fixture
