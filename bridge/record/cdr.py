@@ -84,6 +84,7 @@ class RecordLayout:
         offset = HEADER
         formats: dict[str, tuple[int, str, tuple[int, ...]]] = {}
         fields = []
+        view: dict[str, list] = {"names": [], "formats": [], "offsets": []}
         for source, name in zip(dtype.names, names):
             ft = dtype[source]
             base, shape = (ft.subdtype if ft.subdtype else (ft, ()))
@@ -91,9 +92,13 @@ class RecordLayout:
             count = int(np.prod(shape)) if shape else 1
             offset = _aligned(offset, np.dtype(stored).itemsize)
             formats[name] = (offset, stored, (count,) if shape else ())
+            view["names"].append(source)
+            view["formats"].append((stored, shape) if shape else stored)
+            view["offsets"].append(offset)
             fields.append(LayoutField(source, name, f"{ros}[{count}]" if shape else ros, count, bool(shape)))
             offset += count * np.dtype(stored).itemsize
         self.fields = fields
+        self.records_dtype = dtype
         self.size = offset  # bytes per message, header included (no trailing padding)
         self.dtype = np.dtype({
             "names": ["_encapsulation", *formats],
@@ -101,16 +106,22 @@ class RecordLayout:
             "offsets": [0] + [o for o, _, _ in formats.values()],
             "itemsize": self.size,
         })
+        # the same bytes seen with the records' own field names and shapes, in their order:
+        # a whole batch converts either way in one numpy call (fields pair up by position)
+        self.source_view = np.dtype({**view, "itemsize": self.size})
 
     def encode_array(self, records: np.ndarray) -> np.ndarray:
         """The batch in CDR layout: an array of ``self.dtype``, one message per row."""
         n = len(records)
         out = np.zeros(n, self.dtype)  # zeros: padding bytes must be 0
         out["_encapsulation"] = np.frombuffer(ENCAPSULATION, np.uint8)
-        for f in self.fields:
-            column = records[f.source]
-            out[f.name] = column.reshape(n, f.count) if f.array else column
+        out.view(self.source_view)[...] = records
         return out
+
+    def decode_array(self, messages: bytes) -> np.ndarray:
+        """Messages of this layout, back to back, as records of ``dtype`` (values bit for bit:
+        float16 was widened to float32 exactly and narrows back exactly)."""
+        return np.frombuffer(messages, self.source_view).astype(self.records_dtype)
 
     def encode(self, records: np.ndarray) -> list[bytes]:
         """One CDR message (bytes) per record."""

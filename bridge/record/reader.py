@@ -382,7 +382,7 @@ def _monbridge_tracks(contents: _Contents, skipped: list[tuple[str, str]]) -> di
                 renamed = _meta_value(meta.get("renamed", "{}")) or {}
                 layout = RecordLayout(dtype, [renamed.get(n, n) for n in dtype.names])
                 tracks[name] = Track(name, kind, {"fields": dtype, "capacity": int(_meta_value(meta["capacity"]))},
-                                     {meta["topic"]: _records_decoder(layout, dtype)}, "recorded")
+                                     {meta["topic"]: _records_decoder(layout)}, "recorded")
             elif kind == "frame":
                 dtype, shape = np.dtype(meta["dtype"]), tuple(_meta_value(meta["shape"]))
                 declare = {"shape": shape, "dtype": dtype, "slots": int(_meta_value(meta.get("slots", "3")))}
@@ -399,16 +399,9 @@ def _monbridge_tracks(contents: _Contents, skipped: list[tuple[str, str]]) -> di
     return tracks
 
 
-def _records_decoder(layout: RecordLayout, dtype: np.dtype) -> Callable[[list[bytes], list[int]], np.ndarray]:
+def _records_decoder(layout: RecordLayout) -> Callable[[list[bytes], list[int]], np.ndarray]:
     def decode(datas: list[bytes], _times: list[int]) -> np.ndarray:
-        good = [d for d in datas if len(d) == layout.size]
-        cdr = np.frombuffer(b"".join(good), layout.dtype)
-        out = np.empty(len(good), dtype)
-        for f in layout.fields:
-            # values back bit for bit: the little-endian CDR types are the device's (float16
-            # was widened to float32 exactly, and narrows back exactly)
-            out[f.source] = cdr[f.name].reshape(out[f.source].shape)
-        return out
+        return layout.decode_array(b"".join(d for d in datas if len(d) == layout.size))
     return decode
 
 
