@@ -91,7 +91,17 @@ class Bridge:
         if self.outbox_problem:
             log.warning("cannot see what is queued for each client (%s): a client that stops reading "
                         "will not be detected as congested", self.outbox_problem)
-        self.link = DeviceLink(options.attach, offline_after=options.offline_after)
+        # an edge serves a copy of the device kept up to date from Redis (bridge/fleet/edge.py)
+        self.edge = None
+        if options.edge:
+            from .fleet.edge import EdgeFollower
+
+            self.edge = EdgeFollower(options.edge, options.attach, options.command_timeout,
+                                     start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
+            self.link = DeviceLink(options.attach, offline_after=options.offline_after,
+                                   open_segment=self.edge.open_segment)
+        else:
+            self.link = DeviceLink(options.attach, offline_after=options.offline_after)
         self.core = BridgeCore(
             self.link,
             CoreSettings(max_rate=options.rate, command_timeout=options.command_timeout,
@@ -115,6 +125,15 @@ class Bridge:
         # the recorder process of POST /api/record; waits through socketio.sleep, never blocking
         self.recording = RecordControl(options.record_dir, options.specs, sleep=self.socketio.sleep,
                                        start_task=self.socketio.start_background_task)
+        # an origin also publishes the device into Redis for edges (bridge/fleet/origin.py)
+        self.origin_tap = self.origin_sender = None
+        if options.publish:
+            from .fleet.origin import OriginSender, OriginTap
+
+            self.origin_tap = OriginTap(options.attach, rate=options.rate, origin_label=netio.hostname())
+            self.origin_sender = OriginSender(options.publish, options.attach, submit=self._remote_command,
+                                              on_reconnect=self._origin_resync,
+                                              start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
         self._register_handlers()
         from .http_api import api
 
@@ -190,6 +209,22 @@ class Bridge:
             self._flush()
         return self.core.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
 
+    def _remote_command(self, command: Any, on_done: Callable[[dict[str, Any]], None]) -> None:
+        """A command an edge validated and passed on through Redis (origin): validated again
+        here, queued for the device in the order Redis holds them; ``on_done(answer)``."""
+        client = {**command.client, "edge": command.edge}
+        payload = {"name": command.name, "args": command.args}
+        with self.lock:
+            answer = self.core.broker.submit(f"{command.edge}/{client.get('id', '')}", client, payload,
+                                             now=time.monotonic(), on_done=on_done)
+            self._flush()
+        if not isinstance(answer, Ticket):
+            on_done(answer)
+
+    def _origin_resync(self, newest: dict[str, Any]) -> None:
+        with self.lock:
+            self.origin_tap.resync(newest)
+
     def state_snapshot(self) -> dict[str, Any]:
         return dict(self.core.state.values)
 
@@ -201,13 +236,16 @@ class Bridge:
         doorbell; ``Waker`` in device_agent/channels.py), and when a client's ``consumed`` lets
         a subscription that had all its messages in flight send again (the handler rings the
         same doorbell). Scans the specs directory every VIEWS_PERIOD."""
-        core = self.core
+        core, tap = self.core, self.origin_tap
         while not self._stop_requested:
             started = time.monotonic()
             try:
                 with self.lock:
                     result = core.tick(started, time.time())
                     self._flush()
+                    if tap is not None:
+                        self.origin_sender.queue(tap.tick(self.link.device, self.link.online, self.link.status(),
+                                                          started, time.time()))
                 for note in result.notes:
                     log.info("%s", note)
                 if result.stop:
@@ -221,16 +259,20 @@ class Bridge:
             except Exception:
                 log.error("relay tick failed", exc_info=True)
             core.tick_seconds = time.monotonic() - started
-            delay = core.next_deadline() - time.monotonic()
+            deadline = core.next_deadline()
+            if tap is not None and not tap.waiting_for_data:
+                deadline = min(deadline, tap.next_due)  # the origin's next read into Redis
+            delay = deadline - time.monotonic()
             if delay <= 0:
                 self.socketio.sleep(0)  # let the sends and the handlers run first
                 continue
             # the data doorbell also rings when a client's confirmation lets a subscription
             # send again, so wait on it in either case
             dev = self.link.device
-            if core.waiting_for_data and dev is not None:
+            tap_waits = tap is not None and tap.waiting_for_data
+            if (core.waiting_for_data or tap_waits) and dev is not None:
                 dev.want_wake()
-                if core.news():  # published before the request: nothing will ring for it
+                if core.news() or (tap_waits and tap.news(dev)):  # published before the request: nothing will ring
                     self.socketio.sleep(0)
                     continue
             if netio.wait_readable(self.data_doorbell.fileno(), delay):
@@ -266,11 +308,48 @@ class Bridge:
             self._stopper()
 
     def close(self) -> None:
+        if self.origin_sender is not None:
+            self.origin_sender.stop()
+        if self.edge is not None:
+            self.edge.stop()
         self.recording.close()  # a recording in progress is finished and renamed first
         self.link.close()
         self.doorbell.close()
         self.data_doorbell.close()
         self._ringer.close()
+
+
+def _fleet_problem(options: Any) -> str | None:
+    """Check --publish / --edge and name the device they need (``options.attach``, when
+    'auto' picks one); return what is wrong, or None."""
+    if not (options.publish or options.edge):
+        return None
+    if options.publish and options.edge:
+        return ("--publish and --edge together: an edge serves from Redis what an origin publishes; "
+                "run an origin beside the device and edges elsewhere")
+    try:
+        import redis  # noqa: F401  (the [fleet] extra)
+    except ImportError:
+        return f"{'--publish' if options.publish else '--edge'} needs redis-py: pip install \"monbridge[fleet]\""
+    if options.attach != "auto":
+        return None
+    if options.edge:
+        from .fleet.edge import published_devices
+
+        try:
+            names = published_devices(options.edge)
+        except Exception as exc:   # redis-py's errors: the message says what
+            return f"--edge: cannot reach Redis to list its devices ({exc}); name one with --attach NAME"
+        where = "published in that Redis"
+    else:
+        from device_agent.attach import running_devices
+
+        names, where = running_devices(), "running on this machine"
+    if len(names) != 1:
+        listed = f" ({', '.join(sorted(names))})" if names else ""
+        return f"{len(names) or 'no'} device{'s' if len(names) != 1 else ''} {where}{listed}: choose one with --attach NAME"
+    options.attach = names[0]
+    return None
 
 
 def serve(args: Any) -> int:
@@ -285,6 +364,10 @@ def serve(args: Any) -> int:
     import secrets
 
     options = Options(require_token=require_token, **{s.name: getattr(args, s.name) for s in settings_for(Use.OPTIONS)})
+    problem = _fleet_problem(options)
+    if problem:
+        log.error("%s", problem)
+        return 2
     options.specs = resources.specs_dir(options.specs)
     options.static = os.path.abspath(options.static) if options.static else resources.static_dir()
     options.token = options.token or secrets.token_urlsafe(16)
@@ -304,7 +387,9 @@ def serve(args: Any) -> int:
     if bridge.link.device is not None:
         bridge.link.device.publish_bridge(**bridge.core.bridge_info)
     if not options.exit_with_device:  # a device that launched us prints the URL itself
-        print(f"monbridge: serving {bridge.link.device_name or options.attach!r} at {bridge.url}", flush=True)
+        via = (f" (from Redis at {bridge.edge.shown_url()})" if bridge.edge else
+               f" (publishing into Redis at {bridge.origin_sender.shown_url()})" if bridge.origin_sender else "")
+        print(f"monbridge: serving {bridge.link.device_name or options.attach!r} at {bridge.url}{via}", flush=True)
     run, stop = netio.server(options.async_mode, listener,
                              HostGuard(bridge.app, options.host, options.require_token))
     bridge._stopper = stop

@@ -165,6 +165,11 @@ class RecordsChannel:
         if self._wake_flag[0]:
             self._waker.wake()
 
+    def skip_to(self, n: int) -> None:
+        """Number the next record ``n``: the ones skipped count as missed (RecordRing.skip_to)."""
+        if self._ring is not None:
+            self._ring.skip_to(n)
+
     def _pack_numpy(self, *values: Any) -> bytes:
         rec = np.zeros((), dtype=self.dtype)
         for name, value in zip(self._names, values):
@@ -202,6 +207,11 @@ class FrameChannel:
     @property
     def count(self) -> int:
         return self._slots.latest if self._slots else 0
+
+    def skip_to(self, k: int) -> None:
+        """Number the next frame ``k + 1`` (FrameSlots.skip_to)."""
+        if self._slots is not None:
+            self._slots.skip_to(k)
 
     def publish(self, array: Any, t: float | None = None) -> None:
         slots = self._slots
@@ -252,6 +262,12 @@ class EventsChannel:
     @property
     def count(self) -> int:
         return self._ring.write_count if self._ring else 0
+
+    def skip_to(self, n: int) -> None:
+        """Number the next event ``n``: the ones skipped count as missed (RecordRing.skip_to)."""
+        with self._lock:
+            if self._ring is not None:
+                self._ring.skip_to(n)
 
     def publish(self, message: Any, to: str | None = None, t: float | None = None) -> None:
         """Publish one JSON-able message; ``to`` addresses it to one client id only."""

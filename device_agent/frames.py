@@ -129,6 +129,11 @@ class FrameSlots:
     def latest(self) -> int:
         return self._words[self._latest]
 
+    def skip_to(self, k: int) -> None:
+        """Number the next frame ``k + 1`` (only forward), for slots that mirror another
+        device's frames and keep its frame numbers (bridge/fleet/mirror.py)."""
+        self._count = max(self._count, k)
+
     def begin_write(self) -> int:
         """Claim the next slot; return its index. Write the data, then call end_write()."""
         k = self._count + 1

@@ -37,7 +37,7 @@ from .layout import HEADER_SIZE, SegmentKind, channel_segment_name, check_name, 
 from .messages import device_logger
 from .payloads import dtype_to_json, event_record_size
 from .records import ring_bytes
-from .settings import LAUNCHER_TAG, TOKEN_ENV, bridge_launcher, is_loopback, serve_args
+from .settings import BY_NAME, LAUNCHER_TAG, TOKEN_ENV, bridge_launcher, is_loopback, serve_args
 from .shm import create_segment, destroy_segment, list_segments, pid_alive, segment_owner, unlink_segment
 
 log = device_logger()
@@ -407,6 +407,8 @@ class Monitor:
         # their defaults from the same table, so one left out means the same to the bridge
         cmd = [*bridge_launcher(), "serve", f"--attach={self.name}", *serve_args(c), "--exit-with-device"]
         env = {k: v for k, v in os.environ.items() if k != "MON"}
+        if c.publish:
+            env[BY_NAME["publish"].env] = c.publish  # a Redis URL may hold a password: not on the command line
         env[TOKEN_ENV] = self.token  # not on the command line, where `ps` shows it
         self._bridge = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, close_fds=True)
 

@@ -180,6 +180,16 @@ class RecordRing:
             fence()
         self._words[self._wc] = n + 1
 
+    def skip_to(self, n: int) -> None:
+        """Number the next record ``n`` (only forward): the records before it that were never
+        written count as missed for every reader, exactly as overwritten ones do. For a ring
+        that mirrors another one (an edge bridge, bridge/fleet/mirror.py) and keeps its
+        sequence numbers across a gap."""
+        if n > self._count:
+            self._count = n
+            fence()
+            self._words[self._wc] = n
+
     def write_many(self, payloads: np.ndarray) -> None:
         """Append many records at once. ``payloads`` is 1-D with itemsize == record_size.
 

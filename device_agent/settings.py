@@ -113,6 +113,14 @@ def check_device_name(name: str, source: str) -> str:
     return name
 
 
+def check_redis_url(url: str, source: str) -> str:
+    """A Redis URL as redis-py takes it (redis://, rediss:// with TLS, unix://), or empty."""
+    if url and not url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError(f"{source}: {url[:60]!r} is not a Redis URL: use redis://HOST:PORT (rediss:// for TLS, "
+                          f"redis://USER:PASSWORD@HOST:PORT with an ACL user; docs/scaling.md)")
+    return url
+
+
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     if host == "localhost":
@@ -148,6 +156,12 @@ SETTINGS: tuple[Setting, ...] = (
             ALL, low=0.1, high=100_000, unit="commands/s", metavar="N"),
     Setting("exit_with_device", bool, False,
             "exit when the device closes (used when a device launches its bridge)", BRIDGE),
+    Setting("publish", str, "", "Redis URL to publish the device into, for edge bridges elsewhere (an origin)", ALL,
+            check=check_redis_url, env="MONBRIDGE_PUBLISH", default_help="$MONBRIDGE_PUBLISH, else none",
+            metavar="redis://HOST:PORT"),
+    Setting("edge", str, "", "Redis URL to serve a device from, published there by an origin bridge (an edge)",
+            BRIDGE, check=check_redis_url, env="MONBRIDGE_EDGE", default_help="$MONBRIDGE_EDGE, else none: shared memory",
+            metavar="redis://HOST:PORT"),
     Setting("record_dir", str, "", "directory of the recordings started from the dashboard or POST /api/record",
             BRIDGE, default_help="./recordings in the bridge's working directory, made on first use",
             metavar="DIR"),

@@ -78,7 +78,7 @@ def test_every_option_goes_into_options():
 NON_DEFAULT = {  # a value other than the default for every setting that is a MON key and an option
     "host": "127.0.0.2", "port": 0, "rate": 30.0, "specs": "/srv/specs", "token": "abcdefghij",
     "async_mode": "threading", "log": "/tmp/bridge.log", "command_timeout": 2.5, "offline_after": 3.0,
-    "command_rate": 7.5,
+    "command_rate": 7.5, "publish": "redis://user:secret@127.0.0.1:6399",
 }
 
 
@@ -92,7 +92,9 @@ def test_what_a_device_sets_reaches_the_bridge_it_launches(monkeypatch):
     config = parse_mon(",".join(f"{k}={v}" for k, v in NON_DEFAULT.items()))
     argv = serve_args(config)
     assert NON_DEFAULT["token"] not in " ".join(argv) and "--token" not in argv
+    assert "secret" not in " ".join(argv) and "--publish" not in argv   # a Redis password neither
     monkeypatch.setenv(TOKEN_ENV, config.token)
+    monkeypatch.setenv("MONBRIDGE_PUBLISH", config.publish)   # as the monitor passes it (monitor.py)
     args = serve_namespace("--attach=dev", *argv)
     assert check_serve_args(args) is None
     assert {name: getattr(args, name) for name in NON_DEFAULT} == NON_DEFAULT

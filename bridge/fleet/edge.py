@@ -1,0 +1,227 @@
+"""The edge's side of a fleet: ``monbridge serve --edge redis://HOST:PORT --attach NAME``.
+
+``EdgeFollower`` keeps a copy of the origin's device in this process (``mirror.MemoryDevice``)
+up to date from Redis, so the bridge serves it with its usual DeviceLink, relay and broker:
+* data: one thread ``XREAD BLOCK``s the device's manifest, state and channel streams with
+  explicit IDs and writes each entry into the copy with the origin's sequence numbers
+  (``streams.step``: a gap is missed exactly; a new ``run`` is a device restart);
+* liveness: it beats the copy's heartbeat while the origin's heartbeat key says online; when
+  the key expires (origin or Redis gone) the bridge shows the device offline;
+* commands: a thread waits on the copy's doorbell (rung by the bridge's broker), XADDs the
+  commands the broker validated to the device's commands stream, in order; another reads
+  this edge's replies stream and hands each answer back to the broker;
+* Redis restarts (its ``run_id`` changes): every stream is read again from the start;
+  sequence numbers keep what was delivered from coming twice.
+
+Imports redis (the ``[fleet]`` extra); no Flask or socketio: the bridge passes its own
+``start_task`` and ``sleep``, so eventlet and threading modes both work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from typing import Any, Callable
+
+from device_agent.doorbell import Doorbell
+
+from . import streams
+from .follow import Follower
+from .mirror import MemorySegment
+from .streams import Command
+
+log = logging.getLogger("bridge.fleet")
+
+BLOCK_MS = 200             # XREAD BLOCK: also how often the heartbeat key is looked at
+READ_COUNT = 64            # entries per stream per XREAD
+RETRY_PERIOD = 0.5         # seconds between attempts to reach a Redis that is down
+RUN_ID_EVERY = 1.0         # seconds between checks that Redis did not restart
+BEAT_EVERY = 0.25          # seconds between looks at the origin's heartbeat key (the copy beats then)
+
+
+def published_devices(url: str) -> list[str]:
+    """The devices origins publish into the Redis at ``url`` now (their heartbeat key is
+    there): what ``--attach auto`` on an edge chooses from."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+    try:
+        names = sorted(_text(n) for n in client.smembers(streams.DEVICES_KEY))
+        return [n for n in names if client.exists(streams.heartbeat_key(n))]   # an origin publishes them now
+    finally:
+        client.close()
+
+
+class EdgeFollower:
+    def __init__(self, url: str, device: str, command_timeout: float,
+                 start_task: Callable[..., Any], sleep: Callable[[float], None], edge_id: str | None = None) -> None:
+        import redis   # the [fleet] extra
+
+        self.url = url
+        self.device = device
+        self.edge_id = edge_id or f"{os.uname().nodename[:24]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.command_timeout = command_timeout
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._replies_redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._errors = (redis.RedisError, OSError)
+        self._sleep = sleep
+        self.doorbell = Doorbell(f"{device}.edge")
+        self.follower = Follower(device, self.doorbell)
+        self._run_id: str | None = None
+        self._next_run_id_check = 0.0
+        self._next_beat = 0.0
+        self._down_since: float | None = None
+        self._stop = False
+        self.redis_restarts = 0
+        start_task(self._data_loop)
+        start_task(self._commands_loop)
+        start_task(self._replies_loop)
+
+    def open_segment(self, seg_name: str) -> MemorySegment:
+        """What DeviceLink opens segments with (FileNotFoundError until the device is known)."""
+        try:
+            return MemorySegment(self.follower.segments[seg_name])
+        except KeyError:
+            raise FileNotFoundError(seg_name) from None
+
+    def stop(self) -> None:
+        self._stop = True
+        self.doorbell.close()
+
+    # -- data ------------------------------------------------------------------------
+
+    def _data_loop(self) -> None:
+        while not self._stop:
+            try:
+                self._check_run_id()
+                if self.follower.mirror is None and not self._start():
+                    self._sleep(RETRY_PERIOD)
+                    continue
+                self._beat()
+                self._read_once()
+                self._up()
+            except self._errors as exc:
+                self._down(exc)
+                self._sleep(RETRY_PERIOD)
+            except Exception:   # a bug here must not stop the edge for good
+                log.error("edge follower failed; starting over", exc_info=True)
+                self.follower.after_redis_restart()
+                self._sleep(RETRY_PERIOD)
+
+    def _check_run_id(self) -> None:
+        now = time.monotonic()
+        if now < self._next_run_id_check:
+            return
+        self._next_run_id_check = now + RUN_ID_EVERY
+        run_id = self._redis.info("server").get("run_id")
+        if self._run_id is not None and run_id != self._run_id:
+            self.redis_restarts += 1
+            log.warning("Redis at %s restarted: reading %r's streams again from their start", self.shown_url(), self.device)
+            self.follower.after_redis_restart()
+        self._run_id = run_id
+
+    def _start(self) -> bool:
+        """Build the copy from the newest manifest and state; False while there is none."""
+        r, follower = self._redis, self.follower
+        got = r.xrevrange(follower.manifest_key, count=1)
+        if not got:
+            return False
+        manifest_id, fields = _text(got[0][0]), got[0][1]
+        frame_starts = {}
+        for name in follower.frame_channels(fields):
+            newest = r.xrevrange(streams.channel_key(self.device, name), count=1)
+            if newest:
+                frame_starts[name] = _text(newest[0][0])
+        state = r.xrevrange(follower.state_key, count=1)
+        follower.start(manifest_id, fields, (_text(state[0][0]), state[0][1]) if state else None, time.time(),
+                       frame_starts)
+        return True
+
+    def _read_once(self) -> None:
+        positions = self.follower.positions
+        got = self._redis.xread({k: p.stream_id for k, p in positions.items()}, count=READ_COUNT, block=BLOCK_MS)
+        for key, entries in got or []:
+            key = _text(key)
+            for entry_id, fields in entries:
+                self.follower.apply(key, _text(entry_id), fields, time.time())
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        if now < self._next_beat:
+            return
+        self._next_beat = now + BEAT_EVERY
+        beat = streams.decode_heartbeat(self._redis.get(streams.heartbeat_key(self.device)))
+        if beat is not None and beat.get("status") == "online" and self.follower.mirror is not None:
+            self.follower.mirror.beat(time.time())
+
+    # -- commands ----------------------------------------------------------------------
+
+    def _commands_loop(self) -> None:
+        """The broker's commands, to the device's commands stream in the order it queued them."""
+        while not self._stop:
+            try:
+                self.doorbell.wait(0.5)
+            except OSError:
+                return   # closed: stopping
+            mirror = self.follower.mirror
+            if mirror is None:
+                continue
+            taken = mirror.take_commands()
+            if not taken:
+                continue
+            deadline = time.time() + self.command_timeout
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for cmd in taken:
+                    pipe.xadd(streams.commands_key(self.device), streams.command_entry(Command(
+                        self.edge_id, int(cmd["id"]), cmd["name"], cmd.get("args") or {}, cmd.get("client") or {},
+                        deadline)), maxlen=streams.COMMANDS_MAXLEN, approximate=True)
+                pipe.execute()
+            except self._errors as exc:
+                for cmd in taken:
+                    mirror.put_reply({"id": cmd["id"], "ok": False,
+                                      "error": {"code": "offline", "message": f"cannot reach Redis: {exc}"}})
+
+    def _replies_loop(self) -> None:
+        key = streams.replies_key(self.device, self.edge_id)
+        last = streams.FIRST_ID   # this edge's own stream (its id is new): every entry is an answer to us
+        while not self._stop:
+            try:
+                got = self._replies_redis.xread({key: last}, count=100, block=500)
+            except self._errors:
+                self._sleep(RETRY_PERIOD)
+                last = streams.FIRST_ID   # the stream expires with its last reply: read all of a new one
+                continue
+            for _key, entries in got or []:
+                for entry_id, fields in entries:
+                    last = _text(entry_id)
+                    try:
+                        request, answer = streams.decode_reply(fields)
+                    except ValueError as exc:
+                        log.warning("ignoring a malformed reply %s: %s", last, exc)
+                        continue
+                    if self.follower.mirror is not None:
+                        self.follower.mirror.put_reply({"id": request, **answer})
+
+    # -- status ------------------------------------------------------------------------
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            log.warning("Redis at %s is back after %.1f s", self.shown_url(), time.monotonic() - self._down_since)
+            self._down_since = None
+
+    def _down(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("cannot reach Redis at %s (%s): %r shows offline until it is back; retrying every %g s",
+                        self.shown_url(), exc, self.device, RETRY_PERIOD)
+
+    def shown_url(self) -> str:
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

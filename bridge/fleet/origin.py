@@ -1,0 +1,340 @@
+"""The origin's side of a fleet: ``monbridge serve --attach NAME --publish redis://HOST:PORT``.
+
+``OriginTap`` runs inside the bridge's relay loop, in step with it: when due (at most ``rate``
+times a second) it reads every channel of the attached device after cursors of its own and
+makes the Redis writes of that tick — one ``XADD`` per channel with something new, the
+manifest and state when they change, the heartbeat once a second. ``OriginSender`` (a thread)
+sends each tick's writes in one pipeline, so a slow or absent Redis never holds up the relay
+or the local browsers; it also reads the edges' commands and writes back their answers.
+What reaches Redis grows with channels × rate, never with the number of viewers.
+
+Layout and entry fields: ``bridge.fleet.streams`` and docs/scaling.md. Imports redis only
+inside OriginSender (the ``[fleet]`` extra); no Flask or socketio.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from device_agent.attach import DeviceAttachment, EventsReader, FrameReader, RecordsReader
+
+from . import streams
+from .streams import Command, Retention
+
+log = logging.getLogger("bridge.fleet")
+
+QUEUED_TICKS = 64          # ticks of writes waiting for Redis at most; older ones are dropped (edges count them)
+RETRY_PERIOD = 1.0         # seconds between attempts to reach a Redis that is down
+COMMANDS_BLOCK_MS = 500    # the commands reader's XREAD BLOCK
+TICK_FRACTION = 0.75       # a channel is read again after this much of 1/rate: ticks fall into step with publishes
+
+
+@dataclass
+class Write:
+    """One Redis call: ``op`` is "xadd" (key, fields, maxlen), "set" (key, value, px) or
+    "sadd" (key, member)."""
+
+    op: str
+    key: str
+    value: Any
+    arg: int = 0
+
+
+@dataclass
+class _Cursor:
+    kind: str
+    next: int = 0          # records/events: the next sequence number; frame: the last frame sent
+    rate: float = 60.0     # entries a second, for MAXLEN (the tick rate: at most one per tick)
+
+
+@dataclass
+class OriginTap:
+    """The publishing half that runs in the relay loop (no Redis, no clock of its own)."""
+
+    device_name: str
+    rate: float = 60.0
+    retention: Retention = field(default_factory=Retention)
+    origin_label: str = ""
+    next_due: float = 0.0            # monotonic: the next tick may read from then on
+    waiting_for_data: bool = False   # due, and the last read found nothing new: wake on a publish
+    dropped_ticks: int = 0
+    _dev: Any = None
+    _run: str = ""
+    _cursors: dict[str, _Cursor] = field(default_factory=dict)
+    _manifest_sent: str = ""
+    _state_sent: int = -1
+    _next_beat: float = 0.0
+    _resume: dict[str, streams.Entry | None] = field(default_factory=dict)
+
+    @property
+    def run(self) -> str:
+        return self._run
+
+    def resync(self, newest: dict[str, streams.Entry | None] | None = None) -> None:
+        """Send the manifest and state again at the next tick (Redis was away or restarted);
+        ``newest``: each channel stream's newest entry, to resume records and events after it
+        (``streams.origin_cursor``) when the device process is the same."""
+        self._manifest_sent, self._state_sent, self._next_beat = "", -1, 0.0
+        self._resume = dict(newest or {})
+        if self._dev is not None:
+            self._reset_cursors(self._dev)
+
+    def _reset_cursors(self, dev: DeviceAttachment) -> None:
+        self._cursors = {}
+        for name, reader in dev.channels.items():
+            if isinstance(reader, FrameReader):
+                self._cursors[name] = _Cursor("frame", 0, self.rate / TICK_FRACTION)
+            else:
+                kind = "records" if isinstance(reader, RecordsReader) else "events"
+                count = reader.write_count
+                self._cursors[name] = _Cursor(kind, streams.origin_cursor(self._resume.get(name), self._run, count),
+                                              self.rate / TICK_FRACTION)
+        self._resume = {}
+
+    def tick(self, dev: DeviceAttachment | None, online: bool, status: dict[str, Any], now: float,
+             wall: float) -> list[Write]:
+        """The writes of this tick (empty when not due). ``dev``: the relay's attachment (None
+        while there is none); ``status``: DeviceLink.status(), for the heartbeat."""
+        writes: list[Write] = []
+        name = self.device_name
+        if now >= self._next_beat:
+            self._next_beat = now + streams.HEARTBEAT_PERIOD
+            beat = streams.heartbeat_value(self._run or None, status.get("pid"), "online" if online else "offline",
+                                           status.get("heartbeat_age"), self.origin_label, wall)
+            writes += [Write("set", streams.heartbeat_key(name), beat, streams.HEARTBEAT_TTL_MS),
+                       Write("sadd", streams.DEVICES_KEY, name)]
+        if dev is None or not online:
+            self.waiting_for_data = False
+            self.next_due = now + 1.0 / self.rate
+            if dev is None:
+                return writes
+        if dev is not self._dev:
+            self._dev = dev
+            self._run = f"{dev.writer_pid}.{dev.header.created:.6f}"
+            self._manifest_sent, self._state_sent = "", -1
+            self._reset_cursors(dev)
+        manifest = json.dumps(streams.public_manifest(dev.manifest), sort_keys=True)
+        if manifest != self._manifest_sent:
+            self._manifest_sent = manifest
+            if set(self._cursors) != set(dev.channels):   # a channel declared since
+                known = self._cursors
+                self._reset_cursors(dev)
+                self._cursors.update({k: v for k, v in known.items() if k in self._cursors})
+            writes.append(Write("xadd", streams.manifest_key(name), streams.manifest_entry(self._run, dev.manifest),
+                                streams.MANIFEST_MAXLEN))
+        if dev.state_version != self._state_sent:
+            version, values = dev.state()
+            self._state_sent = version
+            writes.append(Write("xadd", streams.state_key(name), streams.state_entry(self._run, version, values), 64))
+        if now < self.next_due or not online:
+            return writes
+        found = 0
+        for channel, cursor in self._cursors.items():
+            reader = dev.channels.get(channel)
+            entry = self._read(reader, cursor) if reader is not None else None
+            if entry is not None:
+                size = streams.entry_bytes(entry)
+                maxlen = streams.maxlen(cursor.kind, cursor.rate, size, self.retention)
+                writes.append(Write("xadd", streams.channel_key(name, channel), entry, maxlen))
+                found += 1
+        if found:
+            self.next_due = now + TICK_FRACTION / self.rate
+            self.waiting_for_data = False
+        else:
+            self.waiting_for_data = True
+        return writes
+
+    def news(self, dev: DeviceAttachment) -> bool:
+        """Something was published after this tap's cursors (checked after asking the device
+        to ring: a publish in between would ring nobody)."""
+        for channel, cursor in self._cursors.items():
+            reader = dev.channels.get(channel)
+            if isinstance(reader, FrameReader):
+                if reader.latest > cursor.next:
+                    return True
+            elif reader is not None and reader.write_count > cursor.next:
+                return True
+        return False
+
+    def _read(self, reader: Any, cursor: _Cursor) -> dict[str, bytes] | None:
+        if isinstance(reader, RecordsReader):
+            batch = reader.read(cursor.next)
+            if not len(batch.records):
+                return None
+            cursor.next = batch.next_cursor
+            return streams.entry_for_records(self._run, batch.records, batch.first)
+        if isinstance(reader, FrameReader):
+            frame = reader.read_latest(after=cursor.next)
+            if frame is None:
+                return None
+            cursor.next = frame.seq
+            return streams.entry_for_frame(self._run, frame.seq, frame.t, frame.array)
+        if isinstance(reader, EventsReader):
+            start = cursor.next
+            events, missed, next_cursor = reader.read(start)
+            if next_cursor <= start:
+                return None
+            cursor.next = next_cursor
+            return streams.entry_for_events(self._run, events, start + missed, next_cursor)
+        return None
+
+
+class OriginSender:
+    """Sends the tap's writes to Redis on a thread of its own, reads the edges' commands and
+    writes back their answers. ``submit(command, on_done)`` hands a command to the bridge's
+    broker (validated again there) and arranges for ``on_done(answer)`` once it is answered.
+
+    Redis down: the writes of at most QUEUED_TICKS ticks wait, older ones are dropped (the
+    edges count what they lose from sequence numbers), and the sender retries every
+    RETRY_PERIOD; once back, the tap sends the manifest and state again (``on_reconnect``)."""
+
+    def __init__(self, url: str, device_name: str, submit: Callable[[Command, Callable[[dict[str, Any]], None]], None],
+                 on_reconnect: Callable[[dict[str, streams.Entry | None]], None],
+                 start_task: Callable[..., Any], sleep: Callable[[float], None]) -> None:
+        import redis   # the [fleet] extra
+
+        self.url = url
+        self.device_name = device_name
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        self._commands_redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=None)
+        self._errors = (redis.RedisError, OSError)
+        self._submit = submit
+        self._on_reconnect = on_reconnect
+        self._sleep = sleep
+        self._ticks: collections.deque[list[Write]] = collections.deque()
+        self._replies: collections.deque[tuple[str, int, dict[str, Any]]] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self.connected = False
+        self.dropped_ticks = 0
+        self.sent_entries = 0
+        self._down_since: float | None = None
+        start_task(self._send_loop)
+        start_task(self._commands_loop)
+
+    # -- called from the relay loop and the broker -----------------------------------
+
+    def queue(self, writes: list[Write]) -> None:
+        if not writes:
+            return
+        if len(self._ticks) >= QUEUED_TICKS:
+            self._ticks.popleft()
+            self.dropped_ticks += 1
+        self._ticks.append(writes)
+        self._wake.set()
+
+    def reply(self, edge: str, request: int, answer: dict[str, Any]) -> None:
+        self._replies.append((edge, request, answer))
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    # -- the sending thread ------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        while not self._stop:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            if not self.connected and not self._connect():
+                self._wait_retry()
+                continue
+            try:
+                self._flush()
+            except self._errors as exc:
+                self._went_down(exc)
+
+    def _wait_retry(self) -> None:
+        deadline = time.monotonic() + RETRY_PERIOD
+        while not self._stop and time.monotonic() < deadline:
+            self._sleep(0.1)
+
+    def _connect(self) -> bool:
+        try:
+            self._redis.ping()
+            newest = {}
+            manifest = self._redis.xrevrange(streams.manifest_key(self.device_name), count=1)
+            channels = streams.decode_manifest(manifest[0][1])[1]["channels"] if manifest else []
+            for ch in channels:
+                got = self._redis.xrevrange(streams.channel_key(self.device_name, ch["name"]), count=1)
+                newest[ch["name"]] = streams.decode_entry(got[0][1]) if got else None
+        except self._errors as exc:
+            self._went_down(exc)
+            return False
+        except (ValueError, KeyError, TypeError):
+            newest = {}
+        if self._down_since is not None:
+            log.warning("Redis at %s is back after %.1f s: publishing %r again", self.shown_url(),
+                        time.monotonic() - self._down_since, self.device_name)
+        self._down_since = None
+        self.connected = True
+        self._on_reconnect(newest)
+        return True
+
+    def _went_down(self, exc: BaseException) -> None:
+        self.connected = False
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("cannot reach Redis at %s (%s): edges show %r offline meanwhile; the local dashboard "
+                        "keeps working; retrying every %g s", self.shown_url(), exc, self.device_name, RETRY_PERIOD)
+
+    def shown_url(self) -> str:
+        """The URL without a password."""
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    def _flush(self) -> None:
+        while self._ticks or self._replies:
+            pipe = self._redis.pipeline(transaction=False)
+            n = 0
+            while self._ticks and n < 256:
+                for w in self._ticks.popleft():
+                    if w.op == "xadd":
+                        pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
+                        self.sent_entries += 1
+                    elif w.op == "set":
+                        pipe.set(w.key, w.value, px=w.arg)
+                    else:
+                        pipe.sadd(w.key, w.value)
+                    n += 1
+            while self._replies and n < 256:
+                edge, request, answer = self._replies.popleft()
+                key = streams.replies_key(self.device_name, edge)
+                pipe.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
+                pipe.pexpire(key, streams.REPLIES_TTL_MS)
+                n += 1
+            pipe.execute()
+
+    # -- the commands thread ----------------------------------------------------------
+
+    def _commands_loop(self) -> None:
+        key = streams.commands_key(self.device_name)
+        last: str | None = None
+        while not self._stop:
+            try:
+                if last is None:   # start after what is there: older commands were answered `timeout` already
+                    got = self._commands_redis.xrevrange(key, count=1)
+                    last = got[0][0].decode() if got else streams.FIRST_ID
+                answer = self._commands_redis.xread({key: last}, block=COMMANDS_BLOCK_MS, count=100)
+            except self._errors:
+                last = None
+                self._wait_retry()
+                continue
+            for _key, entries in answer or []:
+                for entry_id, fields in entries:
+                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    try:
+                        command = streams.decode_command(fields)
+                    except ValueError as exc:
+                        log.warning("ignoring a malformed command entry %s in Redis: %s", last, exc)
+                        continue
+                    if command.deadline < time.time():
+                        continue   # its edge has answered `timeout` already
+                    self._submit(command, lambda answer, c=command: self.reply(c.edge, c.request, answer))
