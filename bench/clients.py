@@ -92,8 +92,9 @@ async def clients_main(replies: Replies) -> None:
         return {"lags": lags}
 
     async def op_rtt(req: dict[str, Any]) -> dict[str, Any]:
-        """``n`` sequential calls: "echo" to the echo server, or the ``echo`` command through the bridge."""
-        c = groups[req["event"]][0]
+        """``n`` sequential calls: "echo" to the echo server, or the ``echo`` command through the
+        bridge, by the first client of ``group`` (default: the group named like the event)."""
+        c = groups[req.get("group", req["event"])][0]
         clock = time.perf_counter_ns
         samples = []
         for i in range(req["n"]):

@@ -179,8 +179,9 @@ def role_device(args: dict[str, Any]) -> None:
     watchdog(args["timeout"], mon.close, LABEL)
     try:
         chans = [mon.records(f"s{i}", FIELDS) for i in range(args["channels"])]
-        cloud = mon.frame(FRAME_CHANNEL, FRAME_SHAPE, "f4")
-        frame = np.random.default_rng(0).random(FRAME_SHAPE, dtype=np.float32)
+        shape = tuple(args.get("frame_shape", FRAME_SHAPE))
+        cloud = mon.frame(FRAME_CHANNEL, shape, "f4")
+        frame = np.random.default_rng(0).random(shape, dtype=np.float32)
 
         @mon.command
         def echo(value: float) -> float:
@@ -221,7 +222,8 @@ def device_run(req: dict[str, Any], chans: list[Any], cloud: Any, frame: Any) ->
             c.publish(wall(), x, -x)
         if frame_every and ticks % frame_every == 0:
             frame[0, 0] = now
-            cloud.publish(frame)
+            rows = req.get("frame_rows")
+            cloud.publish(frame[:rows] if rows else frame)
             frames += 1
         ticks += 1
         next_tick += period
@@ -347,12 +349,16 @@ class Rig:
     # -- streaming windows ----------------------------------------------------------------
 
     def window(self, channels: int, hz: float, frame_every: int, seconds: float, warm: float,
-               rss_baseline: float | None = None, kind: str = "sio", watch_sid: str | None = None) -> dict[str, Any]:
+               rss_baseline: float | None = None, kind: str = "sio", watch_sid: str | None = None,
+               server_pid: int | None = None, extra_pids: dict[str, int] | None = None,
+               frame_rows: int | None = None) -> dict[str, Any]:
         """Subscribe the clients of ``kind`` to s0..s{channels-1}; publish (the device through
-        the bridge, or the bare server itself for the "emit" kinds); measure one window."""
+        the bridge, or the bare server itself for the "emit" kinds); measure one window.
+        ``server_pid``: the server the clients of ``kind`` use, if not the bridge or the bare
+        server (bench.fleet's edge); ``extra_pids``: more processes whose CPU to report."""
         names = [f"s{i}" for i in range(channels)]
         emit = kind.startswith("emit")
-        server = self.bare.pid if emit else self.bridge.pid
+        server = server_pid or (self.bare.pid if emit else self.bridge.pid)
         self.settler()
         broadcast(self.clients, op="subscribe", kind=kind, subscriptions=[{"channels": names}])
         t0 = time.time() + warm
@@ -361,13 +367,14 @@ class Rig:
         # tick slides through one whole period during the window (docs/performance.md)
         slide = hz == RELAY_RATE and not emit
         period = (1 / RELAY_RATE) / (1 - 1 / (RELAY_RATE * seconds)) if slide else 1 / hz
-        run = dict(channels=channels, period=period, frame_every=frame_every, t0=t0, t1=t1, stop_at=t1 + 0.1)
+        run = dict(channels=channels, period=period, frame_every=frame_every, t0=t0, t1=t1, stop_at=t1 + 0.1,
+                   frame_rows=frame_rows)
         if emit:
             http_json(self.bare_port, "/bench/run", run)
         else:
             self.device.send(op="run", **run)
         pids = {"server": server} if emit else {"server": server, "device": self.device.pid}
-        pids.update({c.label: c.pid for c in self.clients})
+        pids.update({c.label: c.pid for c in self.clients}, **(extra_pids or {}))
         time.sleep(max(0.0, t0 - time.time()))
         cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
         stall0 = cpu_stall_us()
@@ -418,6 +425,7 @@ class Rig:
             "device_cpu_pct": cpu.get("device", math.nan),
             "client_cpu_pct": max(client_cpu), "client_cpu_pct_total": sum(client_cpu),  # the busiest, all
             "device_late_ticks": dev["late_ticks"], "frames_published": dev["frames"], "bridge_rss_mb": rss,
+            "cpu_pct": cpu,
         }
         if watch_sid is not None:
             out["watch"] = watch
