@@ -18,7 +18,8 @@ Body layout, at ``base`` (normally 64, right after the segment header):
     64      capacity × slot_size      slots; record n lives in slot n % capacity
 
     slot:   0  8  u64  stamp    0 never written; 2n+1 while record n is being written;
-                                2n+2 once record n is complete
+                                2n+2 once record n is complete; HOLE | 2n+2 (HOLE = 2**63)
+                                when the writer skipped n (skip_to: an edge's copy only)
             8  record_size      payload
 
 Writer, record n:  stamp := 2n+1; fence; payload; fence; stamp := 2n+2; fence;
@@ -28,6 +29,8 @@ Reader, records [start, W):  W := write_count; fence; s1 := stamps; payload copy
                    W first guarantees every slot below W was complete once; the second
                    stamp check catches an overwrite that began during the copy.) Any other stamp means the slot was being
                    written, or already holds record n + k·capacity: record n is gone.
+                   A hole (s1 == s2 == HOLE | 2n+2) is missed too, but what precedes it is
+                   kept: the read stops there, and the next one counts the holes.
 
 Why a reader cannot see a stamp before its payload: see fence.py and docs/shm-layout.md.
 """
@@ -42,6 +45,7 @@ from .errors import ChannelError
 from .fence import fence, needs_fence
 
 BODY_HEADER = 64
+HOLE = np.uint64(1 << 63)   # stamp flag: a number the writer skipped (skip_to), never written
 _WRITE_COUNT, _CAPACITY, _RECORD_SIZE, _SLOT_SIZE = 0, 1, 2, 3  # u64 word index in the body
 
 
@@ -181,14 +185,21 @@ class RecordRing:
         self._words[self._wc] = n + 1
 
     def skip_to(self, n: int) -> None:
-        """Number the next record ``n`` (only forward): the records before it that were never
-        written count as missed for every reader, exactly as overwritten ones do. For a ring
-        that mirrors another one (an edge bridge, bridge/fleet/mirror.py) and keeps its
-        sequence numbers across a gap."""
-        if n > self._count:
-            self._count = n
-            fence()
-            self._words[self._wc] = n
+        """Number the next record ``n`` (only forward). The numbers skipped are holes: their
+        slots get the stamp ``HOLE | 2m+2``, and a reader counts them as missed, exactly, and
+        still returns the records before them (a read stops at a hole; the next one starts
+        after it). For a ring that mirrors another one and keeps its sequence numbers across a
+        gap (an edge bridge, bridge/fleet/mirror.py); a device never skips."""
+        k = n - self._count
+        if k <= 0:
+            return
+        m0 = max(self._count, n - self.capacity)   # only the newest ``capacity`` holes have a slot
+        stamps = (2 * np.arange(m0, n, dtype=np.uint64) + 2) | HOLE
+        for dst, src, m in _split(m0 % self.capacity, n - m0, self.capacity):
+            self._stamps[dst : dst + m] = stamps[src : src + m]
+        self._count = n
+        fence()
+        self._words[self._wc] = n
 
     def write_many(self, payloads: np.ndarray) -> None:
         """Append many records at once. ``payloads`` is 1-D with itemsize == record_size.
@@ -248,12 +259,20 @@ class RecordRing:
         fence()
         after = _gather(self._stamps, parts)
         expected = 2 * np.arange(start, written, dtype=np.uint64) + 2
-        bad = np.flatnonzero((before != expected) | (after != expected))
+        wrong = (before != expected) | (after != expected)
+        if not wrong.any():
+            return RingRead(records, start, start - cursor, written)
+        hole = (before == (expected | HOLE)) & (after == before)
+        bad = np.flatnonzero(wrong & ~hole)
         if len(bad):  # overwritten while we copied: keep what follows the last bad one
             cut = int(bad[-1]) + 1
-            records = records[cut:]
+            records, hole = records[cut:], hole[cut:]
             start += cut
-        return RingRead(records, start, start - cursor, written)
+        lead = int(np.argmin(hole)) if not hole.all() else len(hole)   # holes first: missed
+        records, hole = records[lead:], hole[lead:]
+        start += lead
+        end = int(np.argmax(hole)) if hole.any() else len(hole)        # stop at the next hole
+        return RingRead(records[:end], start, start - cursor, start + end if end < len(hole) else written)
 
 
 def _split(first_slot: int, count: int, capacity: int) -> list[tuple[int, int, int]]:

@@ -35,6 +35,18 @@ COMMANDS_BLOCK_MS = 500    # the commands reader's XREAD BLOCK
 TICK_FRACTION = 0.75       # a channel is read again after this much of 1/rate: ticks fall into step with publishes
 
 
+PACK_CUTOFF = 6000         # bytes: larger values go to the socket as they are, not copied (redis-py's default)
+
+
+def _encode(value: Any) -> bytes | memoryview:
+    """A command argument as bytes, as redis-py's Encoder makes them (bytes, str, int, float)."""
+    if isinstance(value, (bytes, memoryview)):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    return repr(value).encode()
+
+
 @dataclass
 class Write:
     """One Redis call: ``op`` is "xadd" (key, fields, maxlen), "set" (key, value, px) or
@@ -103,6 +115,11 @@ class OriginTap:
         while there is none); ``status``: DeviceLink.status(), for the heartbeat."""
         writes: list[Write] = []
         name = self.device_name
+        if dev is not None and dev is not self._dev:
+            self._dev = dev
+            self._run = f"{dev.writer_pid}.{dev.header.created:.6f}"
+            self._manifest_sent, self._state_sent = "", -1
+            self._reset_cursors(dev)
         if now >= self._next_beat:
             self._next_beat = now + streams.HEARTBEAT_PERIOD
             beat = streams.heartbeat_value(self._run or None, status.get("pid"), "online" if online else "offline",
@@ -114,11 +131,6 @@ class OriginTap:
             self.next_due = now + 1.0 / self.rate
             if dev is None:
                 return writes
-        if dev is not self._dev:
-            self._dev = dev
-            self._run = f"{dev.writer_pid}.{dev.header.created:.6f}"
-            self._manifest_sent, self._state_sent = "", -1
-            self._reset_cursors(dev)
         manifest = json.dumps(streams.public_manifest(dev.manifest), sort_keys=True)
         if manifest != self._manifest_sent:
             self._manifest_sent = manifest
@@ -201,7 +213,12 @@ class OriginSender:
 
         self.url = url
         self.device_name = device_name
-        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
+        from redis.connection import PythonRespSerializer
+
+        # redis-py's own packer: with hiredis installed it would copy each XADD's frame whole
+        # into one buffer, ~3x the CPU for big frames (docs/scaling.md, Measured)
+        packer = PythonRespSerializer(PACK_CUTOFF, _encode)
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0, command_packer=packer)
         self._commands_redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=None)
         self._errors = (redis.RedisError, OSError)
         self._submit = submit
