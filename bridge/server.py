@@ -222,7 +222,10 @@ class Bridge:
             on_done(answer)
 
     def _origin_resync(self, newest: dict[str, Any]) -> None:
+        """Redis reached (again): the tap reads again from what Redis holds; what was queued
+        meanwhile is dropped in the same step, so nothing goes out twice or out of order."""
         with self.lock:
+            self.origin_sender.drop_pending()
             self.origin_tap.resync(newest)
 
     def state_snapshot(self) -> dict[str, Any]:

@@ -356,7 +356,15 @@ def test_origin_tap_writes_only_what_changed():
     assert [c["name"] for c in streams.decode_manifest(manifest.value)[1]["channels"]] == ["temps", "cam", "log", "alarms"]
     origin.dev.channels["alarms"].publish("hot")
     assert keys(origin.tick()) == [streams.channel_key(NAME, "alarms")]
+    alarms = streams.channel_key(NAME, "alarms")
+    # Redis empty (restarted, or never reached): everything read since the tap began, again
     origin.tap.resync()
+    again = origin.tick()
+    assert keys(again) == [MANIFEST, STATE, TEMPS, alarms]
+    newest = {w.key.rsplit(":", 1)[1]: streams.decode_entry(w.value) for w in xadds(again) if ":ch:" in w.key}
+    assert [(e.first, e.count) for e in newest.values()] == [(0, 1), (0, 1)]
+    # Redis holding this device process's newest entries: only manifest and state again
+    origin.tap.resync(newest)
     assert keys(origin.tick()) == [MANIFEST, STATE]
     assert keys(origin.tick()) == []
 

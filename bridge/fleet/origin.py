@@ -63,6 +63,7 @@ class _Cursor:
     kind: str
     next: int = 0          # records/events: the next sequence number; frame: the last frame sent
     rate: float = 60.0     # entries a second, for MAXLEN (the tick rate: at most one per tick)
+    floor: int = 0         # records/events: where this tap began reading this device process
 
 
 @dataclass
@@ -80,6 +81,7 @@ class OriginTap:
     _run: str = ""
     _cursors: dict[str, _Cursor] = field(default_factory=dict)
     _manifest_sent: str = ""
+    _manifest_seen: Any = None
     _state_sent: int = -1
     _next_beat: float = 0.0
     _resume: dict[str, streams.Entry | None] = field(default_factory=dict)
@@ -89,24 +91,36 @@ class OriginTap:
         return self._run
 
     def resync(self, newest: dict[str, streams.Entry | None] | None = None) -> None:
-        """Send the manifest and state again at the next tick (Redis was away or restarted);
-        ``newest``: each channel stream's newest entry, to resume records and events after it
-        (``streams.origin_cursor``) when the device process is the same."""
-        self._manifest_sent, self._state_sent, self._next_beat = "", -1, 0.0
+        """Redis is reachable again, or for the first time (the sender dropped the writes it
+        had not sent): send the manifest and state again, and read each records and events
+        channel again from after its stream's newest entry when that came from this device
+        process, else from where this tap began (the ring's own ``missed`` counts what it no
+        longer holds); frames from the newest. ``newest``: each channel stream's newest entry."""
+        self._manifest_sent, self._manifest_seen, self._state_sent, self._next_beat = "", None, -1, 0.0
         self._resume = dict(newest or {})
-        if self._dev is not None:
-            self._reset_cursors(self._dev)
+        if self._dev is None:
+            return
+        for name, cursor in self._cursors.items():
+            reader = self._dev.channels.get(name)
+            if cursor.kind == "frame" or reader is None:
+                cursor.next = 0 if cursor.kind == "frame" else cursor.next
+                continue
+            entry = self._resume.get(name)
+            same = entry is not None and entry.run == self._run and entry.kind == cursor.kind
+            cursor.next = entry.next_seq if same and entry.next_seq <= reader.write_count else cursor.floor
+        self._resume = {}
 
     def _reset_cursors(self, dev: DeviceAttachment) -> None:
+        """Cursors for a device process this tap has not read yet: after the stream's newest
+        entry if it is this process's (another origin published it), else from now."""
         self._cursors = {}
         for name, reader in dev.channels.items():
             if isinstance(reader, FrameReader):
                 self._cursors[name] = _Cursor("frame", 0, self.rate / TICK_FRACTION)
             else:
                 kind = "records" if isinstance(reader, RecordsReader) else "events"
-                count = reader.write_count
-                self._cursors[name] = _Cursor(kind, streams.origin_cursor(self._resume.get(name), self._run, count),
-                                              self.rate / TICK_FRACTION)
+                start = streams.origin_cursor(self._resume.get(name), self._run, reader.write_count)
+                self._cursors[name] = _Cursor(kind, start, self.rate / TICK_FRACTION, start)
         self._resume = {}
 
     def tick(self, dev: DeviceAttachment | None, online: bool, status: dict[str, Any], now: float,
@@ -118,7 +132,7 @@ class OriginTap:
         if dev is not None and dev is not self._dev:
             self._dev = dev
             self._run = f"{dev.writer_pid}.{dev.header.created:.6f}"
-            self._manifest_sent, self._state_sent = "", -1
+            self._manifest_sent, self._manifest_seen, self._state_sent = "", None, -1
             self._reset_cursors(dev)
         if now >= self._next_beat:
             self._next_beat = now + streams.HEARTBEAT_PERIOD
@@ -131,7 +145,11 @@ class OriginTap:
             self.next_due = now + 1.0 / self.rate
             if dev is None:
                 return writes
-        manifest = json.dumps(streams.public_manifest(dev.manifest), sort_keys=True)
+        if dev.manifest is not self._manifest_seen:   # refresh() puts a new dict there when it changes
+            self._manifest_seen = dev.manifest
+            manifest = json.dumps(streams.public_manifest(dev.manifest), sort_keys=True)
+        else:
+            manifest = self._manifest_sent
         if manifest != self._manifest_sent:
             self._manifest_sent = manifest
             if set(self._cursors) != set(dev.channels):   # a channel declared since
@@ -245,6 +263,11 @@ class OriginSender:
             self.dropped_ticks += 1
         self._ticks.append(writes)
         self._wake.set()
+
+    def drop_pending(self) -> None:
+        """Forget the writes not sent yet (called with the tap's resync, under the bridge's
+        lock: the tap reads those channels again)."""
+        self._ticks.clear()
 
     def reply(self, edge: str, request: int, answer: dict[str, Any]) -> None:
         self._replies.append((edge, request, answer))
