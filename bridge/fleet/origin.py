@@ -331,26 +331,31 @@ class OriginSender:
         return f"{scheme}://{rest.rpartition('@')[2]}"
 
     def _flush(self) -> None:
+        """Send what is queued: replies and small writes first, in one pipeline (one round
+        trip), then the frames, in another, so a big frame never delays a record or an answer."""
         while self._ticks or self._replies:
-            pipe = self._redis.pipeline(transaction=False)
+            small, frames = self._redis.pipeline(transaction=False), self._redis.pipeline(transaction=False)
             n = 0
-            while self._ticks and n < 256:
-                for w in self._ticks.popleft():
-                    if w.op == "xadd":
-                        pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
-                        self.sent_entries += 1
-                    elif w.op == "set":
-                        pipe.set(w.key, w.value, px=w.arg)
-                    else:
-                        pipe.sadd(w.key, w.value)
-                    n += 1
             while self._replies and n < 256:
                 edge, request, answer = self._replies.popleft()
                 key = streams.replies_key(self.device_name, edge)
-                pipe.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
-                pipe.pexpire(key, streams.REPLIES_TTL_MS)
+                small.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
+                small.pexpire(key, streams.REPLIES_TTL_MS)
                 n += 1
-            pipe.execute()
+            while self._ticks and n < 256:
+                for w in self._ticks.popleft():
+                    if w.op == "xadd":
+                        pipe = frames if w.value.get("kind") == b"frame" else small
+                        pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
+                        self.sent_entries += 1
+                    elif w.op == "set":
+                        small.set(w.key, w.value, px=w.arg)
+                    else:
+                        small.sadd(w.key, w.value)
+                    n += 1
+            for pipe in (small, frames):
+                if len(pipe):
+                    pipe.execute()
 
     # -- the commands thread ----------------------------------------------------------
 
