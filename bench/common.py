@@ -187,6 +187,23 @@ def finish(result: dict[str, Any], targets: Targets, clock: Clock, segments: str
 
 # -- the command line --------------------------------------------------------------------
 
+def windows_main(argv: list[str] | None, prog: str, doc: str, quick: str, roles: dict[str, Callable[..., None]],
+                 run: Callable[[str, bool], dict[str, Any]], log: Callable[[str], None],
+                 hide: tuple[str, ...] = ("targets",)) -> int:
+    """``main`` of a benchmark of child processes with --quick, --json and --no-settle
+    (bench.relay, bench.fleet): a child role if argv names one, else ``run(mode, settle)``."""
+    from bench.procs import run_role
+
+    argv = sys.argv[1:] if argv is None else argv
+    if run_role(argv, roles):
+        return 0
+    args = arguments(prog, doc, quick).parse_args(argv)
+    exit_on_sigterm()
+    result = round_figures(run("quick" if args.quick else "full", not args.no_settle))
+    report(result, args.json, log, hide=hide)
+    return 0
+
+
 def arguments(prog: str, doc: str, quick: str | None, measurements: Iterable[str] = (),
               settle: bool = True) -> argparse.ArgumentParser:
     """A parser with --json, and (where given) --quick, --only and --no-settle."""

@@ -24,9 +24,8 @@ import tempfile
 import time
 from typing import Any
 
-from bench.common import Clock, arguments, exit_on_sigterm, finish, git_revision, logger, percentile, report, \
-    round_figures
-from bench.procs import Child, broadcast, cpu_seconds, http_json, remove_segments, run_role
+from bench.common import Clock, finish, git_revision, logger, percentile, windows_main
+from bench.procs import Child, broadcast, cpu_seconds, http_json, remove_segments
 from bench.relay import CALL_TIMEOUT, FRAME_SHAPE, RELAY_RATE, ROLES, START_TIMEOUT, STREAM_CHANNELS, STREAM_HZ, Rig, \
     cpu_per_1k, spawn
 
@@ -243,15 +242,7 @@ def run(mode: str, settle: bool = True) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if run_role(argv, ROLES):
-        return 0
-    ap = arguments("bench.fleet", __doc__, "short windows (about 90 s in all)")
-    args = ap.parse_args(argv)
-    exit_on_sigterm()
-    result = round_figures(run("quick" if args.quick else "full", not args.no_settle))
-    report(result, args.json, log, hide=("targets",))
-    return 0
+    return windows_main(argv, "bench.fleet", __doc__, "short windows (about 90 s in all)", ROLES, run, log, hide=("targets",))
 
 
 if __name__ == "__main__":

@@ -35,10 +35,9 @@ import statistics
 import time
 from typing import Any
 
-from bench.common import Clock, Settler, arguments, exit_on_sigterm, finish, git_revision, logger, percentile, \
-    report, round_figures
+from bench.common import Clock, Settler, finish, git_revision, logger, percentile, windows_main
 from bench.procs import Child, Replies, broadcast, cpu_seconds, cpu_stall_us, http_json, remove_segments, rss_mb, \
-    run_role, serve, url_port, watchdog
+    serve, url_port, watchdog
 
 FIELDS = {"t": "f8", "x": "f4", "y": "f4"}   # 16-byte telemetry record
 FRAME_SHAPE = (20_000, 3)                    # 240 KB of f4: the heavy channel
@@ -657,15 +656,7 @@ def run(mode: str, settle: bool = True) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if run_role(argv, ROLES):
-        return 0
-    ap = arguments("bench.relay", __doc__, "short windows (under 60 s in all)")
-    args = ap.parse_args(argv)
-    exit_on_sigterm()
-    result = round_figures(run("quick" if args.quick else "full", not args.no_settle))
-    report(result, args.json, log, hide=("targets", "max_deliveries_steps", "emit_max_deliveries_steps"))
-    return 0
+    return windows_main(argv, "bench.relay", __doc__, "short windows (under 60 s in all)", ROLES, run, log, hide=("targets", "max_deliveries_steps", "emit_max_deliveries_steps"))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ Each blob is a SeqlockBlob; its ``version`` tells a poller whether it changed.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from .layout import HEADER_SIZE
 from .queues import MessageQueue, SeqlockBlob, blob_bytes, queue_bytes
 
@@ -57,3 +60,29 @@ class ControlLayout:
         self.commands = MessageQueue(buf, COMMANDS_AT)
         self.replies = MessageQueue(buf, REPLIES_AT)
         self.wake = memoryview(buf).cast("B")[WAKE_AT : WAKE_AT + 8].cast("Q")  # one aligned u64
+
+
+class BridgeInfo:
+    """What the bridge wrote into the bridge blob (its url, pid, ``doorbell`` and
+    ``data_doorbell`` addresses: DeviceAttachment.publish_bridge), read again only when the
+    blob's version changes. The device side's view: the monitor, an edge's copy of a device."""
+
+    def __init__(self, blob: SeqlockBlob) -> None:
+        self._blob: SeqlockBlob | None = blob
+        self._seen: tuple[int, dict[str, Any]] = (-1, {})
+
+    def get(self) -> dict[str, Any]:
+        if self._blob is None:
+            return self._seen[1]
+        version = self._blob.version
+        if version != self._seen[0] and version % 2 == 0 and version:
+            _, data = self._blob.read()
+            try:
+                self._seen = (version, json.loads(data))
+            except ValueError:
+                self._seen = (version, {})
+        return self._seen[1]
+
+    def release(self) -> None:
+        """Drop the view of the segment (so that it can be closed); ``get`` keeps the last value."""
+        self._blob = None

@@ -29,7 +29,7 @@ from . import layout
 from .channels import EventsChannel, FrameChannel, RecordsChannel, SharedState, Waker, records_dtype
 from .commands import Dispatcher, make_spec
 from .config import MonitorConfig
-from .control import CONTROL_SIZE, ControlLayout
+from .control import CONTROL_SIZE, BridgeInfo, ControlLayout
 from .doorbell import Doorbell, Ringer
 from .errors import ChannelError, DeviceNameInUse
 from .frames import MIN_SLOTS, slots_bytes
@@ -82,7 +82,7 @@ class Monitor:
         self.state = SharedState(self._ctl.state)
         self.state.update()
         self._clients_cache: tuple[int, tuple[dict[str, Any], ...]] = (-1, ())
-        self._bridge_seen = (-1, {})
+        self._bridge_seen = BridgeInfo(self._ctl.bridge)
         self._publish_manifest()
         self._bridge: subprocess.Popen | None = None
         self.url: str | None = None     # the dashboard of the bridge serving now; None when none does
@@ -253,6 +253,7 @@ class Monitor:
         self._channels.clear()
         self._dispatcher.inbox = self._dispatcher.outbox = None  # drop every view of the segment
         self._waker.close()
+        self._bridge_seen.release()
         del self._ctl
         for seg_name in list(self._segments):
             self._drop_segment(seg_name)
@@ -338,14 +339,7 @@ class Monitor:
                 log.exception("monbridge command dispatcher")
 
     def _bridge_info(self) -> dict[str, Any]:
-        version = self._ctl.bridge.version
-        if version != self._bridge_seen[0] and version % 2 == 0 and version:
-            _, data = self._ctl.bridge.read()
-            try:
-                self._bridge_seen = (version, json.loads(data))
-            except ValueError:
-                self._bridge_seen = (version, {})
-        return self._bridge_seen[1]
+        return self._bridge_seen.get()
 
     def _ring_bridge_data(self) -> None:
         """Called by a publish the bridge was waiting for (channels.Waker), on any thread."""

@@ -22,7 +22,7 @@ import numpy as np
 
 from device_agent import layout
 from device_agent.channels import EventsChannel, FrameChannel, RecordsChannel, Waker
-from device_agent.control import CONTROL_SIZE, ControlLayout
+from device_agent.control import CONTROL_SIZE, BridgeInfo, ControlLayout
 from device_agent.doorbell import Doorbell, Ringer
 from device_agent.frames import FrameSlots, slots_bytes
 from device_agent.layout import HEADER_SIZE, SegmentKind
@@ -60,7 +60,7 @@ class MemoryDevice:
         self.ctl = ControlLayout(self._ctl_buf, format=True)
         self._ringer = Ringer()
         self._waker = Waker(self.ctl.wake, lambda: self._ring_bridge("data_doorbell"))
-        self._bridge_seen: tuple[int, dict[str, Any]] = (-1, {})
+        self._bridge_info = BridgeInfo(self.ctl.bridge)
         self._replies_lock = threading.Lock()   # the replies queue has one writer at a time
         self.channel_specs: list[dict[str, Any]] = []
         self.channels: dict[str, Channel] = {}
@@ -153,14 +153,7 @@ class MemoryDevice:
     def _ring_bridge(self, which: str) -> None:
         """Ring the bridge's ``doorbell`` (replies) or ``data_doorbell`` (a publish it waits
         for), at the address it wrote into the control segment."""
-        version = self.ctl.bridge.version
-        if version != self._bridge_seen[0] and version % 2 == 0 and version:
-            _, data = self.ctl.bridge.read()
-            try:
-                self._bridge_seen = (version, json.loads(data))
-            except ValueError:
-                self._bridge_seen = (version, {})
-        address = self._bridge_seen[1].get(which)
+        address = self._bridge_info.get().get(which)
         if address:
             self._ringer.ring(address)
 
