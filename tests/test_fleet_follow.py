@@ -7,6 +7,7 @@ position), so every test is in-process, single-threaded and clock-free.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 
 import numpy as np
@@ -395,3 +396,15 @@ def test_mirror_passes_commands_to_take_commands_and_replies_to_take_replies():
     assert bridge.take_replies() == [{"id": first, "ok": True, "result": 3},
                                      {"id": second, "ok": False, "error": {"code": "offline", "message": "x"}}]
     assert bridge.take_replies() == []
+
+
+def test_a_malformed_manifest_or_state_entry_is_skipped_and_counted():
+    follower = Follower(NAME)
+    follower.start("5-0", streams.manifest_entry("run-1", {"device": NAME, "pid": 1, "channels": [], "commands": []}),
+                   None, T0)
+    follower.apply(MANIFEST, "6-0", {b"run": b"run-1", b"manifest": b"not json"}, T0)
+    follower.apply(STATE, "7-0", {b"run": b"run-1", b"version": b"2", b"values": b"[1, 2]"}, T0)
+    follower.apply(STATE, "8-0", streams.state_entry("run-1", 4, {"mode": "scan"}), T0)
+    assert follower.counts["bad_entries"] == 2
+    assert follower.positions[MANIFEST].stream_id == "6-0" and follower.positions[STATE].stream_id == "8-0"
+    assert json.loads(follower.mirror.ctl.state.read()[1]) == {"mode": "scan"}

@@ -102,18 +102,22 @@ class Follower:
 
     def apply(self, key: str, entry_id: str, fields: Any, now: float) -> None:
         """One entry read from stream ``key`` after ``positions[key]``."""
-        if key == self.manifest_key:
-            self._apply_manifest(entry_id, fields, now)
-        elif key == self.state_key:
+        if key in (self.manifest_key, self.state_key):
             self.positions[key] = Position(entry_id)
-            run, _version, values = streams.decode_state(fields)
-            if run == self.run and self.mirror is not None:
-                self.mirror.set_state(values)
+            try:
+                if key == self.manifest_key:
+                    self._apply_manifest(fields, now)
+                else:
+                    run, _version, values = streams.decode_state(fields)
+                    if run == self.run and self.mirror is not None:
+                        self.mirror.set_state(values)
+            except ValueError as exc:   # EntryError; skipped, the next entry of the stream counts
+                self.counts["bad_entries"] += 1
+                log.warning("device %r: skipping a malformed entry %s of %s: %s", self.device, entry_id, key, exc)
         elif key in self._channels:
             self._apply_channel(key, entry_id, fields)
 
-    def _apply_manifest(self, entry_id: str, fields: Any, now: float) -> None:
-        self.positions[self.manifest_key] = Position(entry_id)
+    def _apply_manifest(self, fields: Any, now: float) -> None:
         run, manifest = streams.decode_manifest(fields)
         mirror = self.mirror
         if run != self.run or mirror is None:
