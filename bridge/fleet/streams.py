@@ -98,6 +98,7 @@ def device_prefix(device: str) -> str:
     return f"{PREFIX}:{{{check_name('device', device)}}}"
 
 
+@functools.lru_cache(maxsize=4096)
 def channel_key(device: str, channel: str) -> str:
     return f"{device_prefix(device)}:ch:{check_name('channel', channel)}"
 
@@ -230,6 +231,7 @@ def entry_for_records(run: str, records: np.ndarray, first: int) -> dict[str, by
     msg = encode_records("", records, first, 0)
     return {"kind": b"records", "run": _run(run), "seq": str(first).encode(), "n": str(len(records)).encode(),
             "t": _number(msg["t"]), "meta": _dumps({"fields": msg["fields"]}), "data": msg["data"]}
+
 
 
 def entry_for_frame(run: str, seq: int, t: float, array: np.ndarray) -> dict[str, bytes]:
