@@ -1,0 +1,67 @@
+"""``monbridge serve --publish`` / ``--edge`` refuse what cannot work, before anything starts,
+with a message that says what to do: not a Redis URL, both at once, redis-py missing, no
+Redis to list devices from with ``--attach auto``. The working paths run end to end in
+tests/test_fleet_bridges.py."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+from bridge.cli import build_parser, check_serve_args
+from bridge.server import Options, _fleet_problem
+
+
+def options(**kw: object) -> Options:
+    return Options(**kw)
+
+
+def closed_port() -> int:
+    with socket.socket() as s:   # bound, never listening: connecting is refused
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_url_that_is_not_redis_is_refused_naming_the_option(monkeypatch):
+    monkeypatch.delenv("MONBRIDGE_PUBLISH", raising=False)
+    args = build_parser().parse_args(["serve", "--attach", "arm", "--publish", "http://redis:6379"])
+    problem = check_serve_args(args)
+    assert problem is not None and "--publish" in problem and "is not a Redis URL" in problem
+    assert "redis://HOST:PORT" in problem
+
+
+def test_a_url_from_the_environment_is_checked_too(monkeypatch):
+    monkeypatch.setenv("MONBRIDGE_EDGE", "localhost:6379")
+    args = build_parser().parse_args(["serve"])
+    problem = check_serve_args(args)
+    assert problem is not None and "MONBRIDGE_EDGE" in problem and "not a Redis URL" in problem
+
+
+def test_publish_and_edge_together_are_refused():
+    problem = _fleet_problem(options(attach="arm", publish="redis://a:1", edge="redis://b:2"))
+    assert problem is not None and "--publish and --edge together" in problem
+
+
+def test_neither_is_no_problem_and_a_named_device_is_kept():
+    assert _fleet_problem(options()) is None
+    named = options(attach="arm", edge="redis://127.0.0.1:1")
+    assert _fleet_problem(named) is None and named.attach == "arm"
+
+
+def test_an_edge_with_attach_auto_and_no_redis_says_so():
+    problem = _fleet_problem(options(edge=f"redis://127.0.0.1:{closed_port()}"))
+    assert problem is not None and "cannot reach Redis" in problem and "--attach NAME" in problem
+
+
+def test_without_redis_py_the_message_says_what_to_install(run_python):
+    done = run_python("""
+        import json, sys
+        sys.modules["redis"] = None          # as if redis-py were not installed
+        from bridge.server import Options, _fleet_problem
+        print(json.dumps([_fleet_problem(Options(attach="arm", publish="redis://127.0.0.1:6379")),
+                          _fleet_problem(Options(attach="arm", edge="redis://127.0.0.1:6379"))]))
+    """)
+    assert done.returncode == 0, done.stderr
+    publish, edge = json.loads(done.stdout)
+    assert publish.startswith("--publish needs redis-py") and 'pip install "monbridge[fleet]"' in publish
+    assert edge.startswith("--edge needs redis-py")
