@@ -390,8 +390,10 @@ def serve(args: Any) -> int:
     if bridge.link.device is not None:
         bridge.link.device.publish_bridge(**bridge.core.bridge_info)
     if not options.exit_with_device:  # a device that launched us prints the URL itself
-        via = (f" (from Redis at {bridge.edge.shown_url()})" if bridge.edge else
-               f" (publishing into Redis at {bridge.origin_sender.shown_url()})" if bridge.origin_sender else "")
+        from .fleet.streams import shown_url
+
+        via = (f" (from Redis at {shown_url(options.edge)})" if options.edge else
+               f" (publishing into Redis at {shown_url(options.publish)})" if options.publish else "")
         print(f"monbridge: serving {bridge.link.device_name or options.attach!r} at {bridge.url}{via}", flush=True)
     run, stop = netio.server(options.async_mode, listener,
                              HostGuard(bridge.app, options.host, options.require_token))

@@ -65,3 +65,10 @@ def test_without_redis_py_the_message_says_what_to_install(run_python):
     publish, edge = json.loads(done.stdout)
     assert publish.startswith("--publish needs redis-py") and 'pip install "monbridge[fleet]"' in publish
     assert edge.startswith("--edge needs redis-py")
+
+
+def test_a_url_is_shown_without_its_user_and_password():
+    from bridge.fleet.streams import shown_url
+
+    assert shown_url("redis://edge:S3CRET@redis.lab:6379/0") == "redis://redis.lab:6379/0"
+    assert shown_url("rediss://redis.lab:6380") == "rediss://redis.lab:6380"

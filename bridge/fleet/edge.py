@@ -118,7 +118,7 @@ class EdgeFollower:
         run_id = self._redis.info("server").get("run_id")
         if self._run_id is not None and run_id != self._run_id:
             self.redis_restarts += 1
-            log.warning("Redis at %s restarted: reading %r's streams again from their start", self.shown_url(), self.device)
+            log.warning("Redis at %s restarted: reading %r's streams again from their start", streams.shown_url(self.url), self.device)
             self.follower.after_redis_restart()
         self._run_id = run_id
 
@@ -209,18 +209,15 @@ class EdgeFollower:
 
     def _up(self) -> None:
         if self._down_since is not None:
-            log.warning("Redis at %s is back after %.1f s", self.shown_url(), time.monotonic() - self._down_since)
+            log.warning("Redis at %s is back after %.1f s", streams.shown_url(self.url), time.monotonic() - self._down_since)
             self._down_since = None
 
     def _down(self, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("cannot reach Redis at %s (%s): %r shows offline until it is back; retrying every %g s",
-                        self.shown_url(), exc, self.device, RETRY_PERIOD)
+                        streams.shown_url(self.url), exc, self.device, RETRY_PERIOD)
 
-    def shown_url(self) -> str:
-        scheme, _, rest = self.url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
 
 
 def _text(value: bytes | str) -> str:

@@ -104,30 +104,31 @@ class MemoryDevice:
         """Lay out a channel as a manifest entry describes it (``name``, ``kind`` and the
         kind's fields: docs/shm-layout.md), and list it in the manifest."""
         name, kind = spec["name"], spec["kind"]
-        if kind == "records":
-            dtype = dtype_from_json(spec["dtype"])
-            size, seg_kind, capacity = ring_bytes(int(spec["capacity"]), dtype.itemsize), SegmentKind.RECORDS, int(spec["capacity"])
-        elif kind == "frame":
-            dtype, shape = np.dtype(spec["dtype"]), tuple(int(d) for d in spec["shape"])
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            size, seg_kind = slots_bytes(int(spec.get("slots", 3)), nbytes), SegmentKind.FRAME
-        elif kind == "events":
-            record = event_record_size(int(spec["max_bytes"]))
-            size, seg_kind, capacity = ring_bytes(int(spec["capacity"]), record), SegmentKind.EVENTS, int(spec["capacity"])
-        else:
-            raise ValueError(f"channel {name!r}: unknown kind {kind!r}")
         seg_name = layout.channel_segment_name(self.name, name)
-        buf = memoryview(self._segment(seg_name, HEADER_SIZE + size, seg_kind))
+
+        def segment(size: int, seg_kind: SegmentKind) -> memoryview:
+            return memoryview(self._segment(seg_name, HEADER_SIZE + size, seg_kind))
+
         channel: Channel
         if kind == "records":
+            dtype, capacity = dtype_from_json(spec["dtype"]), int(spec["capacity"])
+            buf = segment(ring_bytes(capacity, dtype.itemsize), SegmentKind.RECORDS)
             RecordRing.format(buf, HEADER_SIZE, capacity, dtype.itemsize)
             channel = RecordsChannel(name, dtype, buf, self._waker)
         elif kind == "frame":
-            FrameSlots.format(buf, HEADER_SIZE, int(spec.get("slots", 3)), nbytes)
+            dtype, shape, slots = np.dtype(spec["dtype"]), tuple(int(d) for d in spec["shape"]), int(spec.get("slots", 3))
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            buf = segment(slots_bytes(slots, nbytes), SegmentKind.FRAME)
+            FrameSlots.format(buf, HEADER_SIZE, slots, nbytes)
             channel = FrameChannel(name, shape, dtype, buf, self._waker)
-        else:
+        elif kind == "events":
+            capacity, max_bytes = int(spec["capacity"]), int(spec["max_bytes"])
+            record = event_record_size(max_bytes)
+            buf = segment(ring_bytes(capacity, record), SegmentKind.EVENTS)
             RecordRing.format(buf, HEADER_SIZE, capacity, record)
-            channel = EventsChannel(name, int(spec["max_bytes"]), buf, self._waker)
+            channel = EventsChannel(name, max_bytes, buf, self._waker)
+        else:
+            raise ValueError(f"channel {name!r}: unknown kind {kind!r}")
         self.channel_specs.append({**spec, "segment": seg_name})
         self.channels[name] = channel
         self.publish_manifest()

@@ -76,7 +76,6 @@ class OriginTap:
     origin_label: str = ""
     next_due: float = 0.0            # monotonic: the next tick may read from then on
     waiting_for_data: bool = False   # due, and the last read found nothing new: wake on a publish
-    dropped_ticks: int = 0
     _dev: Any = None
     _run: str = ""
     _cursors: dict[str, _Cursor] = field(default_factory=dict)
@@ -102,8 +101,10 @@ class OriginTap:
             return
         for name, cursor in self._cursors.items():
             reader = self._dev.channels.get(name)
-            if cursor.kind == "frame" or reader is None:
-                cursor.next = 0 if cursor.kind == "frame" else cursor.next
+            if cursor.kind == "frame":
+                cursor.next = 0
+                continue
+            if reader is None:
                 continue
             entry = self._resume.get(name)
             same = entry is not None and entry.run == self._run and entry.kind == cursor.kind
@@ -311,7 +312,7 @@ class OriginSender:
         except (ValueError, KeyError, TypeError):
             newest = {}
         if self._down_since is not None:
-            log.warning("Redis at %s is back after %.1f s: publishing %r again", self.shown_url(),
+            log.warning("Redis at %s is back after %.1f s: publishing %r again", streams.shown_url(self.url),
                         time.monotonic() - self._down_since, self.device_name)
         self._down_since = None
         self.connected = True
@@ -323,12 +324,8 @@ class OriginSender:
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("cannot reach Redis at %s (%s): edges show %r offline meanwhile; the local dashboard "
-                        "keeps working; retrying every %g s", self.shown_url(), exc, self.device_name, RETRY_PERIOD)
+                        "keeps working; retrying every %g s", streams.shown_url(self.url), exc, self.device_name, RETRY_PERIOD)
 
-    def shown_url(self) -> str:
-        """The URL without a password."""
-        scheme, _, rest = self.url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
 
     def _flush(self) -> None:
         """Send what is queued: replies and small writes first, in one pipeline (one round

@@ -98,6 +98,12 @@ def device_prefix(device: str) -> str:
     return f"{PREFIX}:{{{check_name('device', device)}}}"
 
 
+def shown_url(url: str) -> str:
+    """A Redis URL as logs and the console show it: without the user and password."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 @functools.lru_cache(maxsize=4096)
 def channel_key(device: str, channel: str) -> str:
     return f"{device_prefix(device)}:ch:{check_name('channel', channel)}"
