@@ -46,6 +46,8 @@ STATUS_PERIOD = 1.0          # seconds between 'device' status broadcasts and ra
 TICK_BUDGET = 0.6            # share of a poll period a tick may spend starting new channels
 OUTBOX_LIMIT = 64            # packets queued for one client before it counts as congested
 OUTBOX_BYTES = 8 * 1024 * 1024  # ... or bytes queued (big frames fill memory long before 64 packets)
+# the events whose payload names the device they are about (docs/protocol.md §4)
+DEVICE_TAGGED = frozenset({"state", "data", "event", "device", "channels", "result"})
 
 Outbox = Callable[[str], "tuple[int, int] | None"]  # sid -> (packets, bytes) queued for it, None if gone
 
@@ -71,6 +73,18 @@ class CoreSettings:
 class TickResult:
     stop: bool = False                      # --exit-with-device and the device closed
     notes: list[str] = field(default_factory=list)  # what to log (attach, offline, ...)
+    dropped: list[str] = field(default_factory=list)  # devices no longer served (Hub, --attach all)
+
+
+def make_hello(sid: str, role: str, wall: float, entries: list[dict[str, Any]], multi: bool,
+               views: list[dict[str, Any]], max_rate: float) -> dict[str, Any]:
+    """The ``hello`` message (docs/protocol.md §4.1): every device's entry, and at the top level
+    the only device's status, channels and commands when the bridge serves one."""
+    only = entries[0] if len(entries) == 1 and not multi else None
+    return {"protocol": PROTOCOL_VERSION, "sid": sid, "role": role, "multi": multi, "devices": entries,
+            "device": only["device"] if only else None, "channels": only["channels"] if only else [],
+            "commands": only["commands"] if only else [], "views": views, "max_rate": max_rate,
+            "server_time": wall}
 
 
 class BridgeCore:
@@ -148,14 +162,18 @@ class BridgeCore:
 
     def _send(self, event: str, data: Any, sids: list[str]) -> None:
         if sids:
+            if event in DEVICE_TAGGED:
+                data["device"] = self.link.device_name  # each payload is a fresh dict
             self._outbox.append(Message(event, data, tuple(sids)))
 
     # -- clients ---------------------------------------------------------------------
 
-    def connect(self, sid: str, address: str, user_agent: str, role: str, wall: float) -> None:
-        """A client was let in: it gets ``hello`` and the whole state."""
+    def connect(self, sid: str, address: str, user_agent: str, role: str, wall: float, greet: bool = True) -> None:
+        """A client was let in: it gets ``hello`` (unless the Hub greets it: ``greet=False``)
+        and the whole state."""
         self.clients.add(ClientInfo(sid, address, user_agent, role, connected_at=wall))
-        self._send("hello", self.hello(sid, role, wall), [sid])
+        if greet:
+            self._send("hello", self.hello(sid, role, wall), [sid])
         self._send("state", self.state.full(), [sid])
 
     def disconnect(self, sid: str) -> None:
@@ -165,9 +183,12 @@ class BridgeCore:
         self.state.forget(sid)
 
     def hello(self, sid: str, role: str, wall: float) -> dict[str, Any]:
-        return {"protocol": PROTOCOL_VERSION, "sid": sid, "role": role, "device": self.link.status(wall),
-                "channels": self.channel_list(), "commands": self.command_catalog(), "views": self.views,
-                "max_rate": self.max_rate, "server_time": wall}
+        return make_hello(sid, role, wall, [self.entry(wall)], False, self.views, self.max_rate)
+
+    def entry(self, wall: float | None = None) -> dict[str, Any]:
+        """This device as ``hello.devices`` and the ``devices`` event list it."""
+        return {"name": self.link.device_name, "device": self.link.status(wall), "channels": self.channel_list(),
+                "commands": self.command_catalog()}
 
     def on_event(self, sid: str, event: str, args: tuple[Any, ...], now: float, wall: float) -> Any:
         """A client's event; return its acknowledgement (None for ``command``, answered by a

@@ -121,7 +121,8 @@ class DeviceLink:
         live = [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
         if len(live) > 1:
             if not self._warned_several:
-                log.warning("several devices are running (%s); choose one with --attach NAME", ", ".join(live))
+                log.warning("several devices are running (%s); choose one with --attach NAME, or serve them "
+                            "all with --attach all", ", ".join(live))
                 self._warned_several = True
             return None
         return live[0] if live else None

@@ -17,18 +17,19 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_from_
 
 from . import stats as bridge_stats
 from .clients import role_for, token_from
-from .protocol import error, shown
+from .protocol import ProtocolError, error, shown
 from .record_control import RecordError
 
 api = Blueprint("api", __name__)
 
 _STATUS = {"bad_request": 400, "invalid_args": 400, "too_large": 413, "unauthorized": 401, "forbidden": 403,
-           "unknown_command": 404, "rate_limited": 429, "queue_full": 503, "offline": 503, "timeout": 504,
+           "unknown_command": 404, "unknown_device": 404, "rate_limited": 429, "queue_full": 503, "offline": 503, "timeout": 504,
            "handler_error": 500, "bad_result": 500, "internal": 500,
            # /api/record (docs/recording.md)
            "already_recording": 409, "not_recording": 409, "file_exists": 409, "record_failed": 500}
-_RECORD_KEYS = {"start": {"action", "name", "channels", "token"}, "stop": {"action", "token"}}
-_RECORD_USAGE = 'send JSON: {"action": "start"} (optional "name": "run1", "channels": ["a", "b"]) or {"action": "stop"}'
+_RECORD_KEYS = {"start": {"action", "device", "name", "channels", "token"}, "stop": {"action", "token"}}
+_RECORD_USAGE = ('send JSON: {"action": "start"} (optional "device": "arm1", "name": "run1", "channels": ["a", "b"])'
+                 ' or {"action": "stop"}')
 
 
 def _bridge() -> Any:
@@ -64,11 +65,23 @@ def own_origins(environ: dict[str, Any]) -> list[str]:
     return origins
 
 
+def _device_core(b: Any, name: Any, what: str) -> Any:
+    """The core of the device ``name`` (None: the only one); raises ProtocolError (the caller
+    holds the lock)."""
+    return b.hub.core_for(what, {} if name is None else {"device": name})
+
+
+def _refused(exc: ProtocolError) -> Any:
+    return jsonify(exc.ack()), _STATUS.get(exc.code, 400)
+
+
 @api.get("/api/health")
 def health() -> Any:
     b = _bridge()
     with b.lock:
-        return jsonify({"ok": True, "device": b.link.status(), "clients": len(b.core.clients),
+        only = b.core
+        return jsonify({"ok": True, "device": only.link.status() if only else None,
+                        "devices": [c.link.status() for c in b.hub.cores.values()], "clients": len(b.hub.clients),
                         "uptime": round(time.time() - b.started, 3), "url_path": "/"})
 
 
@@ -76,21 +89,26 @@ def health() -> Any:
 def channels() -> Any:
     b = _bridge()
     with b.lock:
-        return jsonify({"channels": b.core.channel_list(), "commands": b.core.command_catalog()})
+        only = b.core
+        return jsonify({"devices": [{k: e[k] for k in ("name", "channels", "commands")} for e in b.hub.entries()],
+                        "channels": only.channel_list() if only else [],
+                        "commands": only.command_catalog() if only else []})
 
 
 @api.get("/api/state")
 def state() -> Any:
     b = _bridge()
     with b.lock:
-        return jsonify({"values": b.state_snapshot()})
+        states = b.state_snapshot()
+        only = b.core
+        return jsonify({"devices": states, "values": dict(only.state.values) if only else {}})
 
 
 @api.get("/api/clients")
 def clients() -> Any:
     b = _bridge()
     with b.lock:
-        return jsonify({"clients": b.core.client_rows()})
+        return jsonify({"clients": bridge_stats.client_rows(b.hub)})
 
 
 @api.post("/api/command")
@@ -113,7 +131,7 @@ def command() -> Any:
 def metrics() -> Response:
     b = _bridge()
     with b.lock:
-        text = bridge_stats.prometheus(b.core)
+        text = bridge_stats.prometheus(b.hub)
     return Response(text, mimetype="text/plain; version=0.0.4")
 
 
@@ -126,7 +144,12 @@ def views() -> Any:
 def stats() -> Any:
     b = _bridge()
     with b.lock:
-        snap = bridge_stats.snapshot(b.core, time.time())
+        try:
+            core = _device_core(b, request.args.get("device"), "GET /api/stats")
+        except ProtocolError as exc:
+            return _refused(exc)
+        snap = bridge_stats.snapshot(core, time.time())
+        snap["devices"] = b.hub.names()
     snap["recording"] = b.recording.status()
     return jsonify(snap)
 
@@ -154,9 +177,13 @@ def record() -> Any:
             status = b.recording.stop()
         else:
             with b.lock:
-                online, device = b.link.online, b.link.device_name
+                try:
+                    link = _device_core(b, body.get("device"), "POST /api/record").link
+                except ProtocolError as exc:
+                    return _refused(exc)
+                online, device = link.online, link.device_name
             if not online or not device:
-                raise RecordError("offline", f"device {device or b.options.attach!r} is offline: nothing to record")
+                raise RecordError("offline", f"device {device or link.name!r} is offline: nothing to record")
             status = b.recording.start(device, body.get("name"), body.get("channels"))
     except RecordError as exc:
         return jsonify(error(exc.code, exc.message)), _STATUS.get(exc.code, 400)
@@ -169,7 +196,7 @@ def index() -> Any:
     page = os.path.join(b.options.static, "index.html")
     if os.path.isfile(page):
         return send_from_directory(b.options.static, "index.html", max_age=0)
-    name = html.escape(b.link.device_name or "(no device yet)")
+    name = html.escape(", ".join(b.hub.names()) or "(no device yet)")
     return Response(
         "<!doctype html><meta charset=utf-8><title>monbridge</title>"
         f"<h1>monbridge: {name}</h1><p>The dashboard has not been built: run <code>make demo</code> "

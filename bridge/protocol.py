@@ -6,7 +6,7 @@ documented in docs/protocol.md; this module is the code that reads and writes it
 Every client → bridge event is answered by an acknowledgement:
     {"ok": true, ...}   or   {"ok": false, "error": {"code": "...", "message": "..."}}
 
-Error codes in acknowledgements: bad_request, unknown_channel, unknown_command,
+Error codes in acknowledgements: bad_request, unknown_device, unknown_channel, unknown_command,
 invalid_args, too_large, forbidden, rate_limited, queue_full, offline, timeout,
 handler_error, bad_result, internal. HTTP adds unauthorized.
 """
@@ -23,7 +23,7 @@ import numpy as np
 
 from .decimate import min_max_rows
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 MAX_COMMAND_ID = 64  # characters of a string command id
 MAX_IN_FLIGHT = 64  # subscribe's 'in_flight' limit (see docs/protocol.md, flow control)
 
@@ -221,6 +221,23 @@ def valid_command_id(value: Any) -> bool:
     if isinstance(value, int):
         return abs(value) < 2**53
     return isinstance(value, str) and 0 < len(value) <= MAX_COMMAND_ID
+
+
+def parse_device(event: str, payload: Any, names: list[str], multi: bool) -> str | None:
+    """The device a payload names (its ``device`` key), checked against the bridge's ``names``;
+    None for "the only device", which a payload may leave out unless the bridge serves several
+    (``multi``). Raises ProtocolError."""
+    listed = ", ".join(names) or "none yet"
+    device = payload.get("device") if isinstance(payload, dict) else None
+    if device is None:
+        if multi:
+            raise ProtocolError("bad_request", f"{event}: name the device ('device': one of {listed})")
+        return None
+    if not isinstance(device, str):
+        raise ProtocolError("bad_request", f"{event}: 'device' must be a device name, got {shown(device)}")
+    if device not in names:
+        raise ProtocolError("unknown_device", f"{event}: unknown device {shown(device)} (devices: {listed})")
+    return device
 
 
 def parse_command_id(payload: Any) -> int | str:

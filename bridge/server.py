@@ -1,9 +1,10 @@
-"""The bridge server: a thin Flask-SocketIO adapter around the sans-I/O BridgeCore (core.py).
+"""The bridge server: a thin Flask-SocketIO adapter around the sans-I/O Hub (hub.py), which
+holds one BridgeCore (core.py) per device served.
 
-Handlers pass each client's event to the core and send what it returns; one task ticks the
-core and waits on the doorbells until its next deadline; another routes the device's replies.
-Every call into the core holds one lock and sends the core's messages, in order, before
-letting go, so the core needs no locking of its own in either async mode. The eventlet /
+Handlers pass each client's event to the hub and send what it returns; one task ticks the
+hub and waits on the doorbells until its next deadline; another routes the devices' replies.
+Every call into the hub holds one lock and sends the hub's messages, in order, before
+letting go, so the hub needs no locking of its own in either async mode. The eventlet /
 threading differences stay here and in netio.py (listening socket, running and stopping
 the WSGI server); http_api.py has the routes.
 
@@ -12,7 +13,8 @@ Tasks (``socketio.start_background_task``, so eventlet and threading both work):
   subscriber waits for new data it also wakes on the data doorbell, which the device rings at
   its next publish (device_agent.channels.Waker) and a handler rings when a client's
   confirmation lets a subscription send again;
-* replies: waits on the bridge's doorbell and routes the device's replies.
+* replies: waits on the bridge's doorbell and routes the devices' replies;
+* devices (``--attach all`` only): adds the devices that start later.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote
 
+from device_agent import layout
+from device_agent.attach import running_devices
 from device_agent.doorbell import Doorbell, Ringer
 from device_agent.settings import Use, is_loopback, make_settings_class, settings_for
 from flask import Flask, request
@@ -35,6 +39,7 @@ from .clients import HostGuard, role_for, token_from
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings
 from .device_link import DeviceLink
+from .hub import ALL, Hub, attach_names
 from .packets import MALFORMED, SafePacket
 from .record_control import RecordControl
 from .views import ViewCatalog
@@ -49,6 +54,7 @@ VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
 # while commands wait, and at most while none does (every wake-up costs CPU: docs/bridge.md)
 REPLY_POLL, IDLE_REPLY_POLL = 0.05, 0.5
 CLIENT_EVENTS = ("subscribe", "unsubscribe", "consumed", "ping", "command")
+DISCOVER_PERIOD = 1.0        # seconds between looks for new devices (--attach all)
 
 
 # The settings table (device_agent/settings.py) makes these fields, `monbridge serve`'s
@@ -91,33 +97,25 @@ class Bridge:
         if self.outbox_problem:
             log.warning("cannot see what is queued for each client (%s): a client that stops reading "
                         "will not be detected as congested", self.outbox_problem)
-        # an edge serves a copy of the device kept up to date from Redis (bridge/fleet/edge.py)
-        self.edge = None
-        if options.edge:
-            from .fleet.edge import EdgeFollower
-
-            self.edge = EdgeFollower(options.edge, options.attach, options.command_timeout,
-                                     start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
-            self.link = DeviceLink(options.attach, offline_after=options.offline_after,
-                                   open_segment=self.edge.open_segment)
-        else:
-            self.link = DeviceLink(options.attach, offline_after=options.offline_after)
-        self.core = BridgeCore(
-            self.link,
+        names = attach_names(options.attach)   # None: one device (a name or auto)
+        self.hub = Hub(
             CoreSettings(max_rate=options.rate, command_timeout=options.command_timeout,
                          command_rate=options.command_rate, exit_with_device=options.exit_with_device),
-            make_event=self.server.eio.create_event,
-            outbox=lambda sid: outbox.queued(self.server, sid),
-            clock=time.monotonic,
-        )
+            make_event=self.server.eio.create_event, multi=names is not None,
+            outbox=lambda sid: outbox.queued(self.server, sid), clock=time.monotonic,
+            drop_closed=options.attach == ALL)
         self.doorbell = Doorbell("bridge")
         self.data_doorbell = Doorbell("bridge-data")
-        self.core.bridge_info = {"url": "", "pid": os.getpid(), "doorbell": self.doorbell.address,
-                                 "data_doorbell": self.data_doorbell.address}
+        self.hub.bridge_info.update({"url": "", "pid": os.getpid(), "doorbell": self.doorbell.address,
+                                     "data_doorbell": self.data_doorbell.address})
         self._ringer = Ringer()  # rings data_doorbell from a handler: a confirmation freed a subscription
         self.views = ViewCatalog(options.specs)
         self.views.scan()
-        self.core.views = self.views.views()
+        self.hub.views = self.views.views()
+        # an edge serves copies of devices kept up to date from Redis (bridge/fleet/edge.py), one each
+        self.edges: dict[str, Any] = {}
+        for key in ([options.attach] if names is None else names):
+            self.open_device(key, time.time())
         self._next_views_scan = 0.0
         self.lock = threading.RLock()  # one call into the core at a time (RLock: disconnect() re-enters)
         self._stop_requested = False
@@ -127,7 +125,7 @@ class Bridge:
                                        start_task=self.socketio.start_background_task)
         # an origin also publishes the device into Redis for edges (bridge/fleet/origin.py)
         self.origin_tap = self.origin_sender = None
-        if options.publish:
+        if options.publish:  # one device (serve() refuses --publish with several)
             from .fleet.origin import OriginSender, OriginTap
 
             self.origin_tap = OriginTap(options.attach, rate=options.rate, origin_label=netio.hostname())
@@ -139,22 +137,80 @@ class Bridge:
 
         self.app.register_blueprint(api)
 
-    # -- calling the core ----------------------------------------------------------------
+    # -- devices -----------------------------------------------------------------------
+
+    def open_device(self, key: str, wall: float) -> BridgeCore:
+        """Serve the device ``key`` (a name, or auto): a link to its shared memory, or on an
+        edge to the copy an EdgeFollower keeps (the caller holds the lock, or none runs yet)."""
+        opts = self.options
+        if opts.edge:
+            from .fleet.edge import EdgeFollower
+
+            self.edges[key] = edge = EdgeFollower(opts.edge, key, opts.command_timeout,
+                                                  start_task=self.socketio.start_background_task,
+                                                  sleep=self.socketio.sleep)
+            link = DeviceLink(key, offline_after=opts.offline_after, open_segment=edge.open_segment)
+        else:
+            link = DeviceLink(key, offline_after=opts.offline_after)
+        return self.hub.add_device(key, link, wall)
+
+    def close_device(self, key: str) -> None:
+        """A device the hub no longer serves (``--attach all``, it closed): let go of it."""
+        edge = self.edges.pop(key, None)
+        if edge is not None:
+            edge.stop()
+
+    @property
+    def core(self) -> BridgeCore | None:
+        """The only device's core, when the bridge serves one (None with several)."""
+        cores = self.hub.cores
+        return next(iter(cores.values())) if len(cores) == 1 and not self.hub.multi else None
+
+    @property
+    def link(self) -> DeviceLink | None:
+        core = self.core
+        return core.link if core is not None else None
+
+    def discover_loop(self) -> None:
+        """``--attach all``: serve each device that starts (on an edge: that an origin publishes)."""
+        while not self._stop_requested:
+            try:
+                names = self._running_names()
+                new = [n for n in names if n not in self.hub.cores]
+                for name in new:
+                    with self.lock:
+                        self.open_device(name, time.time())
+                        self._flush()
+                    log.info("serving device %r too", name)
+            except Exception as exc:
+                log.warning("cannot list the running devices: %s", exc)
+            self.socketio.sleep(DISCOVER_PERIOD)
+
+    def _running_names(self) -> list[str]:
+        if self.options.edge:
+            from .fleet.edge import published_devices
+
+            return published_devices(self.options.edge)
+        from device_agent.shm import segment_owner
+
+        return [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
+
+    # -- calling the hub -----------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Send what the core has queued, in order (the caller holds the lock)."""
+        """Send what the hub has queued, in order (the caller holds the lock)."""
         emit = self.server.emit  # python-socketio's: a message to several clients is encoded once
-        for m in self.core.take_messages():
+        for m in self.hub.take_messages():
             try:
                 emit(m.event, m.data, to=m.to if len(m.to) > 1 else m.to[0], namespace="/")
             except Exception as exc:  # one message that cannot be encoded must not stop the others
                 log.error("cannot send %s to %d client(s): %s: %s", m.event, len(m.to), type(exc).__name__, exc)
-        if self.core.take_wake():
+        if self.hub.take_wake():
             self._ringer.ring(self.data_doorbell.address)
 
     def _event(self, sid: str, event: str, args: tuple[Any, ...]) -> Any:
         with self.lock:
-            ack = self.core.on_event(sid, event, args, time.monotonic(), time.time())
+            ack = self.hub.on_event(sid, event, args, time.monotonic(), time.time())
             self._flush()
         return ack
 
@@ -173,7 +229,7 @@ class Bridge:
                     "unauthorized: missing or wrong token; open the URL the bridge printed (it ends in ?token=...)"
                 )
             with self.lock:
-                self.core.connect(request.sid, str(env.get("REMOTE_ADDR", "")), str(env.get("HTTP_USER_AGENT", "")),
+                self.hub.connect(request.sid, str(env.get("REMOTE_ADDR", "")), str(env.get("HTTP_USER_AGENT", "")),
                                   role, time.time())
                 self._flush()
             return True
@@ -181,7 +237,7 @@ class Bridge:
         @sio.on("disconnect")
         def on_disconnect(*_: Any) -> None:
             with self.lock:
-                self.core.disconnect(request.sid)
+                self.hub.disconnect(request.sid)
                 self._flush()
 
         for name in CLIENT_EVENTS:
@@ -190,9 +246,9 @@ class Bridge:
         @sio.on(MALFORMED)
         def on_malformed(reason: Any = None, *_: Any) -> None:
             sid = request.sid
-            info = self.core.clients.get(sid)
+            info = self.hub.clients.get(sid)
             log.warning("disconnecting client %s (%s): it sent a packet that cannot be decoded: %s",
-                        sid, info.address if info else "?", reason)
+                        sid, info[0] if info else "?", reason)
             self._event(sid, MALFORMED, (reason,))
             disconnect()
 
@@ -205,9 +261,9 @@ class Bridge:
     def run_command(self, sid: str, payload: Any, client: dict[str, Any]) -> dict[str, Any]:
         """Submit a command from the HTTP API and wait for its answer."""
         with self.lock:
-            ticket = self.core.submit_http_command(client, payload, time.monotonic())
+            core, ticket = self.hub.submit_http_command(client, payload, time.monotonic())
             self._flush()
-        return self.core.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
+        return core.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
 
     def _remote_command(self, command: Any, on_done: Callable[[dict[str, Any]], None]) -> None:
         """A command an edge validated and passed on through Redis (origin): validated again
@@ -228,8 +284,9 @@ class Bridge:
             self.origin_sender.drop_pending()
             self.origin_tap.resync(newest)
 
-    def state_snapshot(self) -> dict[str, Any]:
-        return dict(self.core.state.values)
+    def state_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Each device's state, by name (the caller holds the lock)."""
+        return {c.link.device_name: dict(c.state.values) for c in self.hub.cores.values() if c.link.device_name}
 
     # -- background tasks --------------------------------------------------------------
 
@@ -239,16 +296,18 @@ class Bridge:
         doorbell; ``Waker`` in device_agent/channels.py), and when a client's ``consumed`` lets
         a subscription that had all its messages in flight send again (the handler rings the
         same doorbell). Scans the specs directory every VIEWS_PERIOD."""
-        core, tap = self.core, self.origin_tap
+        hub, tap, link = self.hub, self.origin_tap, self.link
         while not self._stop_requested:
             started = time.monotonic()
             try:
                 with self.lock:
-                    result = core.tick(started, time.time())
+                    result = hub.tick(started, time.time())
                     self._flush()
                     if tap is not None:
-                        self.origin_sender.queue(tap.tick(self.link.device, self.link.online, self.link.status(),
+                        self.origin_sender.queue(tap.tick(link.device, link.online, link.status(),
                                                           started, time.time()))
+                for key in result.dropped:
+                    self.close_device(key)
                 for note in result.notes:
                     log.info("%s", note)
                 if result.stop:
@@ -257,12 +316,14 @@ class Bridge:
                     self._next_views_scan = started + VIEWS_PERIOD
                     if self.views.scan():
                         with self.lock:
-                            core.set_views(self.views.views())
+                            hub.set_views(self.views.views())
                             self._flush()
             except Exception:
                 log.error("relay tick failed", exc_info=True)
-            core.tick_seconds = time.monotonic() - started
-            deadline = core.next_deadline()
+            elapsed = time.monotonic() - started
+            for core in hub.cores.values():
+                core.tick_seconds = elapsed
+            deadline = hub.next_deadline(started + VIEWS_PERIOD)
             if tap is not None and not tap.waiting_for_data:
                 deadline = min(deadline, tap.next_due)  # the origin's next read into Redis
             delay = deadline - time.monotonic()
@@ -271,13 +332,18 @@ class Bridge:
                 continue
             # the data doorbell also rings when a client's confirmation lets a subscription
             # send again, so wait on it in either case
-            dev = self.link.device
-            tap_waits = tap is not None and tap.waiting_for_data
-            if (core.waiting_for_data or tap_waits) and dev is not None:
+            waiting = hub.waiting_cores()
+            if tap is not None and tap.waiting_for_data and link.device is not None:
+                waiting.append(None)   # the origin's tap waits on the one device too
+            news = False
+            for core in waiting:
+                dev = link.device if core is None else core.link.device
                 dev.want_wake()
-                if core.news() or (tap_waits and tap.news(dev)):  # published before the request: nothing will ring
-                    self.socketio.sleep(0)
-                    continue
+                # published before the request: nothing will ring
+                news = news or (tap.news(dev) if core is None else core.news())
+            if news:
+                self.socketio.sleep(0)
+                continue
             if netio.wait_readable(self.data_doorbell.fileno(), delay):
                 self.data_doorbell.drain()
         self._shutdown()
@@ -285,14 +351,15 @@ class Bridge:
     def reply_loop(self) -> None:
         """Route the device's replies when it rings; meanwhile time out late commands and
         move waiting ones into the device's queue."""
-        broker = self.core.broker
-        idle_poll = min(IDLE_REPLY_POLL, broker.timeout / 10)  # a new command's deadline is >= timeout away
+        hub = self.hub
+        idle_poll = min(IDLE_REPLY_POLL, self.options.command_timeout / 10)  # a new command's deadline is >= timeout away
         while not self._stop_requested:
-            netio.wait_readable(self.doorbell.fileno(), idle_poll if broker.idle else REPLY_POLL)
+            idle = all(c.broker.idle for c in list(hub.cores.values()))
+            netio.wait_readable(self.doorbell.fileno(), idle_poll if idle else REPLY_POLL)
             self.doorbell.drain()
             try:
                 with self.lock:
-                    self.core.route_replies(time.monotonic())
+                    hub.route_replies(time.monotonic())
                     self._flush()
             except Exception:
                 log.error("reply routing failed", exc_info=True)
@@ -305,7 +372,7 @@ class Bridge:
     def _shutdown(self) -> None:
         self._stop_requested = True
         with self.lock:
-            self.core.shutdown()
+            self.hub.shutdown()
             self._flush()
         if self._stopper is not None:
             self._stopper()
@@ -313,20 +380,31 @@ class Bridge:
     def close(self) -> None:
         if self.origin_sender is not None:
             self.origin_sender.stop()
-        if self.edge is not None:
-            self.edge.stop()
+        for key in list(self.edges):
+            self.close_device(key)
         self.recording.close()  # a recording in progress is finished and renamed first
-        self.link.close()
+        for core in self.hub.cores.values():
+            core.link.close()
         self.doorbell.close()
         self.data_doorbell.close()
         self._ringer.close()
 
 
-def _fleet_problem(options: Any) -> str | None:
-    """Check --publish / --edge and name the device they need (``options.attach``, when
-    'auto' picks one); return what is wrong, or None."""
+def _attach_problem(options: Any) -> str | None:
+    """Check --attach (one name, auto, a list or all) and --publish / --edge; name the device
+    an origin or edge needs (``options.attach``, when 'auto' picks one); return what is
+    wrong, or None."""
+    try:
+        several = attach_names(options.attach) is not None
+    except ValueError as exc:
+        return str(exc)
+    if several and options.exit_with_device:
+        return "--exit-with-device serves one device: give --attach one NAME"
     if not (options.publish or options.edge):
         return None
+    if several and options.publish:
+        return ("--publish serves one device: run one origin per device (--attach NAME --publish URL); "
+                "an edge can serve them all (--edge URL --attach all)")
     if options.publish and options.edge:
         return ("--publish and --edge together: an edge serves from Redis what an origin publishes; "
                 "run an origin beside the device and edges elsewhere")
@@ -350,7 +428,8 @@ def _fleet_problem(options: Any) -> str | None:
         names, where = running_devices(), "running on this machine"
     if len(names) != 1:
         listed = f" ({', '.join(sorted(names))})" if names else ""
-        return f"{len(names) or 'no'} device{'s' if len(names) != 1 else ''} {where}{listed}: choose one with --attach NAME"
+        return (f"{len(names) or 'no'} device{'s' if len(names) != 1 else ''} {where}{listed}: choose one with "
+                "--attach NAME, or serve them all with --attach all")
     options.attach = names[0]
     return None
 
@@ -367,7 +446,7 @@ def serve(args: Any) -> int:
     import secrets
 
     options = Options(require_token=require_token, **{s.name: getattr(args, s.name) for s in settings_for(Use.OPTIONS)})
-    problem = _fleet_problem(options)
+    problem = _attach_problem(options)
     if problem:
         log.error("%s", problem)
         return 2
@@ -383,18 +462,21 @@ def serve(args: Any) -> int:
     host_shown = options.host if options.host not in ("0.0.0.0", "::") else netio.hostname()
     if ":" in host_shown:
         host_shown = f"[{host_shown}]"  # an IPv6 address in a URL
-    bridge.url = bridge.core.bridge_info["url"] = f"http://{host_shown}:{port}/?token={quote(options.token, safe='')}"
-    if bridge.link.device is None:
-        for note in bridge.link.poll().notes:
-            log.info("%s", note)
-    if bridge.link.device is not None:
-        bridge.link.device.publish_bridge(**bridge.core.bridge_info)
+    bridge.url = bridge.hub.bridge_info["url"] = f"http://{host_shown}:{port}/?token={quote(options.token, safe='')}"
+    for core in bridge.hub.cores.values():
+        if core.link.device is None:
+            for note in core.link.poll().notes:
+                log.info("%s", note)
+        if core.link.device is not None:
+            core.link.device.publish_bridge(**bridge.hub.bridge_info)
     if not options.exit_with_device:  # a device that launched us prints the URL itself
         from .fleet.streams import shown_url
 
         via = (f" (from Redis at {shown_url(options.edge)})" if options.edge else
                f" (publishing into Redis at {shown_url(options.publish)})" if options.publish else "")
-        print(f"monbridge: serving {bridge.link.device_name or options.attach!r} at {bridge.url}{via}", flush=True)
+        what = ("every device" + (" published there" if options.edge else " on this machine")
+                if options.attach == ALL else ", ".join(repr(c.link.device_name or k) for k, c in bridge.hub.cores.items()))
+        print(f"monbridge: serving {what} at {bridge.url}{via}", flush=True)
     run, stop = netio.server(options.async_mode, listener,
                              HostGuard(bridge.app, options.host, options.require_token))
     bridge._stopper = stop
@@ -402,6 +484,8 @@ def serve(args: Any) -> int:
     signal.signal(signal.SIGINT, bridge.request_stop)
     bridge.socketio.start_background_task(bridge.relay_loop)
     bridge.socketio.start_background_task(bridge.reply_loop)
+    if options.attach == ALL:
+        bridge.socketio.start_background_task(bridge.discover_loop)
     try:
         run()
     finally:

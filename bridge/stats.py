@@ -40,29 +40,43 @@ def snapshot(core: Any, now_wall: float) -> dict[str, Any]:
     }
 
 
-def prometheus(core: Any) -> str:
-    """The /metrics page (Prometheus text format 0.0.4)."""
-    lines = [
-        "# HELP monbridge_device_online 1 if the device's heartbeat is fresh.",
-        "# TYPE monbridge_device_online gauge",
-        f"monbridge_device_online {int(core.link.online)}",
-        "# TYPE monbridge_clients gauge",
-        f"monbridge_clients {len(core.clients)}",
-        "# TYPE monbridge_relay_tick_seconds gauge",
-        f"monbridge_relay_tick_seconds {core.tick_seconds:.6f}",
-        "# TYPE monbridge_commands_total counter",
-    ]
-    for outcome, n in core.broker.counts.items():
-        lines.append(f'monbridge_commands_total{{outcome="{outcome}"}} {n}')
-    rtts = sorted(core.broker.rtts)
-    if rtts:
-        lines += ["# TYPE monbridge_command_rtt_seconds summary",
-                  f'monbridge_command_rtt_seconds{{quantile="0.5"}} {percentile(rtts, 0.5):.6f}',
-                  f'monbridge_command_rtt_seconds{{quantile="0.99"}} {percentile(rtts, 0.99):.6f}']
+def client_rows(hub: Any) -> list[dict[str, Any]]:
+    """The clients table (/api/clients): one row per client, its subscriptions to every device
+    named by ``device``."""
+    rows: dict[str, dict[str, Any]] = {}
+    for core in hub.cores.values():
+        for row in core.client_rows():
+            subs = [{"device": core.link.device_name, **sub} for sub in row["subscriptions"]]
+            rows.setdefault(row["id"], {**row, "subscriptions": []})["subscriptions"].extend(subs)
+    return list(rows.values())
+
+
+def prometheus(hub: Any) -> str:
+    """The /metrics page (Prometheus text format 0.0.4); a ``device`` label on each device's series."""
+    cores = [(c.link.device_name or key, c) for key, c in hub.cores.items()]  # names are [A-Za-z0-9_-]
+    lines = ["# HELP monbridge_device_online 1 if the device's heartbeat is fresh.",
+             "# TYPE monbridge_device_online gauge"]
+    lines += [f'monbridge_device_online{{device="{d}"}} {int(c.link.online)}' for d, c in cores]
+    lines += ["# TYPE monbridge_clients gauge", f"monbridge_clients {len(hub.clients)}",
+              "# TYPE monbridge_relay_tick_seconds gauge",
+              f"monbridge_relay_tick_seconds {max((c.tick_seconds for _, c in cores), default=0.0):.6f}",
+              "# TYPE monbridge_commands_total counter"]
+    for d, core in cores:
+        for outcome, n in core.broker.counts.items():
+            lines.append(f'monbridge_commands_total{{device="{d}",outcome="{outcome}"}} {n}')
+    if any(core.broker.rtts for _, core in cores):
+        lines.append("# TYPE monbridge_command_rtt_seconds summary")
+    for d, core in cores:
+        rtts = sorted(core.broker.rtts)
+        if rtts:
+            lines += [f'monbridge_command_rtt_seconds{{device="{d}",quantile="0.5"}} {percentile(rtts, 0.5):.6f}',
+                      f'monbridge_command_rtt_seconds{{device="{d}",quantile="0.99"}} {percentile(rtts, 0.99):.6f}']
     for metric, kind, attr in CHANNEL_METRICS:
         lines.append(f"# TYPE monbridge_channel_{metric} {kind}")
-        for name, st in sorted(core.relay.stats.items()):
-            value = getattr(st, attr)
-            if value is not None:
-                lines.append(f'monbridge_channel_{metric}{{channel="{name}"}} {value:g}')
+        for d, core in cores:
+            for name, st in sorted(core.relay.stats.items()):
+                value = getattr(st, attr)
+                if value is not None:
+                    lines.append(f'monbridge_channel_{metric}{{device="{d}",channel="{name}"}} {value:g}')
     return "\n".join(lines) + "\n"
+

@@ -400,7 +400,8 @@ class Client:
         def _any(event: str, *args: Any) -> None:
             data = args[0] if args else None
             if event == "result" and isinstance(data, dict) and data.get("id") in self._answers:
-                self._answers.pop(data["id"])({k: v for k, v in data.items() if k != "id"})
+                # the answer as the HTTP API gives it: without the id and the device it names
+                self._answers.pop(data["id"])({k: v for k, v in data.items() if k not in ("id", "device")})
             self._record(event, data)
 
         @self.sio.on("connect_error")
@@ -610,6 +611,19 @@ def wait_attached(url: BridgeURL, pid: int | None = None, timeout: float = START
     return wait_for(ready, timeout, f"the bridge at {url.base} to attach", interval=0.02)
 
 
+def wait_devices(url: BridgeURL, pids: dict[str, int], timeout: float = START_TIMEOUT) -> dict[str, Any]:
+    """Wait until the bridge serves each device of ``pids`` (name -> pid) online, with its channels."""
+    def ready() -> dict[str, Any] | None:
+        _, _, health = http(url, "/api/health")
+        online = {d["name"]: d["pid"] for d in health["devices"] if d["status"] == "online"}
+        if any(online.get(name) != pid for name, pid in pids.items()):
+            return None
+        _, _, channels = http(url, "/api/channels")
+        listed = {d["name"]: d["channels"] for d in channels["devices"]}
+        return channels if all(listed.get(name) for name in pids) else None
+    return wait_for(ready, timeout, f"the bridge at {url.base} to serve {', '.join(pids)}", interval=0.02)
+
+
 def check_error(ack: dict[str, Any], code: str, *words: str) -> str:
     """Assert ``ack`` is an error with ``code`` whose message contains every one of ``words``."""
     assert isinstance(ack, dict) and ack.get("ok") is False, ack
@@ -666,6 +680,15 @@ class BridgeHarness:
         bridge = Bridge(proc, name, parse_url(m["url"]))
         self.bridges.append(bridge)
         return bridge
+
+    def serve_devices(self, attach: str, *args: str) -> Bridge:
+        """Start ``python -m bridge serve --attach ATTACH --port 0 *args`` for several devices
+        (``a,b`` or ``all``) and wait for its URL."""
+        proc = self.serve(attach, *args, expect_url=False)
+        line = proc.expect("monbridge: serving", START_TIMEOUT)
+        m = re.search(r" at (\S+)", line)
+        assert m, line
+        return Bridge(proc, attach, parse_url(m[1]))   # stopped at teardown as one of ``others``
 
     def client(self, url: BridgeURL | str, token: str | None | bool = True,
                headers: dict[str, str] | None = None) -> Client:

@@ -72,8 +72,8 @@ def test_every_bad_command_gets_an_error_ack_naming_the_problem_and_nothing_is_e
         assert not failures, "\n".join(failures)
         # nothing reached the device's queue; the bridge counted them as rejected
         assert c.command("queue_log") == {"ok": True, "result": ["queue_log", "queue_log"]}
-        assert metric(dev.url, 'monbridge_commands_total{outcome="accepted"}') == 2
-        assert metric(dev.url, 'monbridge_commands_total{outcome="rejected"}') == len(BAD_COMMANDS)
+        assert metric(dev.url, f'monbridge_commands_total{{device="{dev.name}",outcome="accepted"}}') == 2
+        assert metric(dev.url, f'monbridge_commands_total{{device="{dev.name}",outcome="rejected"}}') == len(BAD_COMMANDS)
         assert c.command("add", a=1) == {"ok": True, "result": 2}  # the connection is still fine
 
 

@@ -41,9 +41,10 @@ def test_health_channels_and_state(mb):
     assert all("segment" not in ch for ch in channels["channels"])
     assert {cmd["name"] for cmd in channels["commands"]} >= {"add", "echo", "set_speed", "record", "nap"}
 
-    assert http(dev.url, "/api/state")[2] == {"values": {"mode": "idle", "speed": 0.0}}
+    assert http(dev.url, "/api/state")[2] == {"values": {"mode": "idle", "speed": 0.0},
+                                              "devices": {dev.name: {"mode": "idle", "speed": 0.0}}}
     dev.request('state {"mode": "run", "n": 3}', "stated")
-    wait_for(lambda: http(dev.url, "/api/state")[2] == {"values": {"mode": "run", "speed": 0.0, "n": 3}},
+    wait_for(lambda: http(dev.url, "/api/state")[2]["values"] == {"mode": "run", "speed": 0.0, "n": 3},
              what="/api/state to follow the device")
     # reads work without a token on a loopback bind; a wrong token is refused
     assert http(dev.url, "/api/health", token=None)[0] == 200
@@ -95,14 +96,15 @@ def test_metrics_are_prometheus_text_and_count_what_happened(mb):
         status, ctype, text = http(dev.url, "/metrics")
         assert status == 200 and ctype.startswith("text/plain") and "version=0.0.4" in ctype
         m = parse_metrics(text)
-        assert m["monbridge_device_online"] == 1
+        d = f'device="{dev.name}"'   # every device's series carries its name
+        assert m[f"monbridge_device_online{{{d}}}"] == 1
         assert m["monbridge_clients"] == 1
-        assert m['monbridge_commands_total{outcome="accepted"}'] == 1
-        assert m['monbridge_commands_total{outcome="rejected"}'] == 1
-        assert m['monbridge_commands_total{outcome="timeouts"}'] == 0
-        assert 0 < m['monbridge_command_rtt_seconds{quantile="0.5"}'] < 5
-        assert m['monbridge_channel_delivered_total{channel="telemetry"}'] == len(c.records("telemetry"))
-        assert m['monbridge_channel_missed_total{channel="telemetry"}'] == 0
+        assert m[f'monbridge_commands_total{{{d},outcome="accepted"}}'] == 1
+        assert m[f'monbridge_commands_total{{{d},outcome="rejected"}}'] == 1
+        assert m[f'monbridge_commands_total{{{d},outcome="timeouts"}}'] == 0
+        assert 0 < m[f'monbridge_command_rtt_seconds{{{d},quantile="0.5"}}'] < 5
+        assert m[f'monbridge_channel_delivered_total{{{d},channel="telemetry"}}'] == len(c.records("telemetry"))
+        assert m[f'monbridge_channel_missed_total{{{d},channel="telemetry"}}'] == 0
         assert m["monbridge_relay_tick_seconds"] >= 0
         assert http(dev.url, "/metrics", token="wrong-token-123")[0] == 401
 

@@ -152,7 +152,8 @@ def test_threading_mode_smoke(mb):
         c.wait_event("data", lambda d: d["channel"] == "img")
         mark = viewer.mark()
         dev.request('state {"mode": "threads"}', "stated")
-        assert viewer.wait_event("state", since=mark) == {"full": False, "values": {"mode": "threads"}}
+        assert viewer.wait_event("state", since=mark) == {"device": dev.name, "full": False,
+                                                          "values": {"mode": "threads"}}
         check_error(viewer.command("add", a=1), "forbidden")
         acks = []
         for i in range(100):

@@ -30,7 +30,10 @@ def test_device_prints_url_and_hello_describes_the_device(mb):
     assert dev.request("url", "url") == dev.url.url  # mon.wait_url() agrees with the printed line
     with mb.connected(dev.url) as c:
         hello = c.hello
-        assert hello["protocol"] == 3
+        assert hello["protocol"] == 4 and hello["multi"] is False
+        # one device: the top level describes it, as its entry in ``devices`` does
+        assert hello["devices"] == [{"name": dev.name, "device": hello["device"], "channels": hello["channels"],
+                                     "commands": hello["commands"]}]
         assert hello["sid"] == c.sid
         assert hello["role"] == "operator"
         assert hello["device"]["name"] == dev.name
@@ -47,7 +50,7 @@ def test_device_prints_url_and_hello_describes_the_device(mb):
         assert commands["add"]["doc"] == "Add two integers."
         assert "client" not in [p["name"] for p in commands["whoami"]["params"]]
         # the shared state comes right after hello, in full
-        assert c.wait_event("state") == {"full": True, "values": {"mode": "idle", "speed": 0.0}}
+        assert c.wait_event("state") == {"device": dev.name, "full": True, "values": {"mode": "idle", "speed": 0.0}}
         assert [e for e, _, _ in c.events[:2]] == ["hello", "state"]
 
 
@@ -55,7 +58,7 @@ def test_records_arrive_as_binary_columns_with_exact_values_and_contiguous_seq(m
     dev = mb.device()
     with mb.connected(dev.url) as c:
         ack = c.subscribe("telemetry", rate=60)
-        assert ack == {"ok": True, "channels": ["telemetry"], "rate": 60, "max_points": None,
+        assert ack == {"ok": True, "device": dev.name, "channels": ["telemetry"], "rate": 60, "max_points": None,
                        "points_per_update": None, "in_flight": None}
         for _ in range(5):  # several publishes, so the batches usually span several ticks
             dev.request("pub 100", "published")
@@ -195,18 +198,19 @@ def test_state_changes_reach_clients_and_a_late_joiner_gets_the_full_state(mb):
         mark = early.mark()
         dev.request('state {"mode": "run", "n": 1}', "stated")
         changed = early.wait_event("state", since=mark)
-        assert changed == {"full": False, "values": {"mode": "run", "n": 1}}
+        assert changed == {"device": dev.name, "full": False, "values": {"mode": "run", "n": 1}}
         mark = early.mark()
         dev.request('state {"n": 2}', "stated")
-        assert early.wait_event("state", since=mark) == {"full": False, "values": {"n": 2}}
+        assert early.wait_event("state", since=mark) == {"device": dev.name, "full": False, "values": {"n": 2}}
         with mb.connected(dev.url) as late:
-            assert late.wait_event("state") == {"full": True, "values": {"mode": "run", "n": 2, "speed": 0.0}}
+            assert late.wait_event("state") == {"device": dev.name, "full": True,
+                                                "values": {"mode": "run", "n": 2, "speed": 0.0}}
             # a command's state change is pushed to every client
             marks = early.mark(), late.mark()
             assert early.command("set_speed", value=3.5) == {"ok": True, "result": 3.5}
             for client, since in zip((early, late), marks):
                 assert client.wait_event("state", lambda d: "speed" in d["values"], since=since) == \
-                    {"full": False, "values": {"speed": 3.5}}
+                    {"device": dev.name, "full": False, "values": {"speed": 3.5}}
 
 
 def test_ping_echoes_and_bad_requests_get_error_acks(mb):
@@ -245,7 +249,8 @@ def test_unsubscribe_stops_data(mb):
         witness.subscribe("telemetry")
         dev.request("pub 10", "published")
         a.wait_for(lambda: (m := a.records("telemetry")) and m[-1]["seq"][1] == 9, what="seq 9")
-        assert a.call("unsubscribe", {"channels": ["telemetry"]}) == {"ok": True, "channels": ["telemetry"]}
+        assert a.call("unsubscribe", {"channels": ["telemetry"]}) == {"ok": True, "device": dev.name,
+                                                                     "channels": ["telemetry"]}
         mark = a.mark()
         dev.request("pub 10", "published")
         witness.wait_for(lambda: (m := witness.records("telemetry")) and m[-1]["seq"][1] == 19, what="seq 19")

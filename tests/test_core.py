@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from bridge.core import OUTBOX_LIMIT, BridgeCore, CoreSettings, Message
+from bridge.core import DEVICE_TAGGED, OUTBOX_LIMIT, BridgeCore, CoreSettings, Message
 from bridge.device_link import DeviceLink
 from memory_device import MemoryDevice
 
@@ -53,7 +53,15 @@ class Harness:
         return ack
 
     def to(self, sid: str, event: str | None = None, since: int = 0) -> list:
-        return [m.data for m in self.sent[since:] if sid in m.to and (event is None or m.event == event)]
+        """What ``sid`` got (of ``event``), each per-device payload checked to name this device
+        and shown without that ``device`` key."""
+        return [self._untagged(m) for m in self.sent[since:] if sid in m.to and (event is None or m.event == event)]
+
+    def _untagged(self, m: Message):
+        if m.event not in DEVICE_TAGGED:
+            return m.data
+        assert m.data["device"] == self.dev.name, (m.event, m.data)
+        return {k: v for k, v in m.data.items() if k != "device"}
 
     def mark(self) -> int:
         return len(self.sent)
@@ -87,7 +95,7 @@ def test_a_client_gets_hello_and_state_then_data_it_subscribed_to_at_its_rate(h)
     h.tick()
     h.connect("a")
     hello = h.to("a", "hello")[0]
-    assert [c["name"] for c in hello["channels"]] == ["temps"] and hello["protocol"] == 3
+    assert [c["name"] for c in hello["channels"]] == ["temps"] and hello["protocol"] == 4
     assert h.to("a", "state") == [{"full": True, "values": {"mode": "idle"}}]
     ack = h.event("a", "subscribe", {"channels": ["temps"], "rate": 10})
     assert ack["ok"] and ack["rate"] == 10

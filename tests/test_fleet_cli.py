@@ -9,7 +9,7 @@ import json
 import socket
 
 from bridge.cli import build_parser, check_serve_args
-from bridge.server import Options, _fleet_problem
+from bridge.server import Options, _attach_problem
 
 
 def options(**kw: object) -> Options:
@@ -38,18 +38,18 @@ def test_a_url_from_the_environment_is_checked_too(monkeypatch):
 
 
 def test_publish_and_edge_together_are_refused():
-    problem = _fleet_problem(options(attach="arm", publish="redis://a:1", edge="redis://b:2"))
+    problem = _attach_problem(options(attach="arm", publish="redis://a:1", edge="redis://b:2"))
     assert problem is not None and "--publish and --edge together" in problem
 
 
 def test_neither_is_no_problem_and_a_named_device_is_kept():
-    assert _fleet_problem(options()) is None
+    assert _attach_problem(options()) is None
     named = options(attach="arm", edge="redis://127.0.0.1:1")
-    assert _fleet_problem(named) is None and named.attach == "arm"
+    assert _attach_problem(named) is None and named.attach == "arm"
 
 
 def test_an_edge_with_attach_auto_and_no_redis_says_so():
-    problem = _fleet_problem(options(edge=f"redis://127.0.0.1:{closed_port()}"))
+    problem = _attach_problem(options(edge=f"redis://127.0.0.1:{closed_port()}"))
     assert problem is not None and "cannot reach Redis" in problem and "--attach NAME" in problem
 
 
@@ -57,9 +57,9 @@ def test_without_redis_py_the_message_says_what_to_install(run_python):
     done = run_python("""
         import json, sys
         sys.modules["redis"] = None          # as if redis-py were not installed
-        from bridge.server import Options, _fleet_problem
-        print(json.dumps([_fleet_problem(Options(attach="arm", publish="redis://127.0.0.1:6379")),
-                          _fleet_problem(Options(attach="arm", edge="redis://127.0.0.1:6379"))]))
+        from bridge.server import Options, _attach_problem
+        print(json.dumps([_attach_problem(Options(attach="arm", publish="redis://127.0.0.1:6379")),
+                          _attach_problem(Options(attach="arm", edge="redis://127.0.0.1:6379"))]))
     """)
     assert done.returncode == 0, done.stderr
     publish, edge = json.loads(done.stdout)
