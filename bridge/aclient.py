@@ -1,6 +1,6 @@
 """AsyncClient: the asyncio Python client of a monbridge bridge (docs/client.md).
 
-    client = await AsyncClient.connect("http://127.0.0.1:8050/?token=...")
+    client = await AsyncClient.connect("http://127.0.0.1:8050/?token=...")   # device="arm1": one of several
     async for msg in client.subscribe("joints", rate=30): ...
     await client.command("set_speed", value=1.5)
 
@@ -33,6 +33,7 @@ from .client_messages import (
     ClientError,
     CommandFailed,
     ConnectionFailed,
+    DeviceError,
     Message,
     ProtocolError,
     Refused,
@@ -40,11 +41,13 @@ from .client_messages import (
     Stream,
     Timeout,
     check_ack,
+    check_device_name,
     command_payload,
     command_result,
     consumed_payload,
     split_url,
     subscribe_payload,
+    unsubscribe_payload,
 )
 
 log = logging.getLogger("monbridge.client")
@@ -147,22 +150,26 @@ class AsyncSubscription:
 
 
 class AsyncClient:
-    """A connection to a bridge, kept up across bridge restarts (``reconnect``).
+    """A connection to a bridge, kept up across bridge restarts (``reconnect``), following one
+    of its devices.
 
-    Use ``await AsyncClient.connect(url, token=None, timeout=10.0, reconnect=True)``, or
-    ``async with AsyncClient(url) as client``. ``url`` is the URL the bridge printed; its
+    Use ``await AsyncClient.connect(url, token=None, device=None, timeout=10.0, reconnect=True)``,
+    or ``async with AsyncClient(url) as client``. ``url`` is the URL the bridge printed; its
     ``?token=`` is used unless ``token`` is given. Without a token a loopback bridge lets you
-    in as a viewer (watch only: commands fail with ``forbidden``).
+    in as a viewer (watch only: commands fail with ``forbidden``). ``device`` names the device
+    to follow; None means the bridge's only one (DeviceError at connect if it serves several).
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, reconnect: bool = True,
-                 _subscription: Callable[[AsyncClient, Stream], Any] = AsyncSubscription) -> None:
+    def __init__(self, url: str, token: str | None = None, *, device: str | None = None, timeout: float = 10.0,
+                 reconnect: bool = True, _subscription: Callable[[AsyncClient, Stream], Any] = AsyncSubscription,
+                 _check_device: bool = True) -> None:
         if not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError(f"'timeout' must be a positive number of seconds, got {timeout!r}")
         self.url = url
         self.timeout = float(timeout)
         self._origin, self._path, self._token = split_url(url, token)
-        self._session = Session()
+        self._session = Session(want=check_device_name(device))
+        self._check_device = _check_device   # False: list_devices, which follows no device
         self._subs: dict[str, Any] = {}         # channel -> its open subscription
         self._new_subscription = _subscription
         self._commands: dict[int, tuple[asyncio.Future[Any], str]] = {}  # command id -> (answer, name)
@@ -180,22 +187,35 @@ class AsyncClient:
             websocket_extra_options={"max_msg_size": 0})   # a frame message can be many MiB
         handlers: dict[str, Callable[..., None]] = {
             "hello": self._on_hello, "state": self._on_state, "device": self._on_device,
-            "channels": self._on_channels, "views": self._on_views, "data": self._on_data,
+            "channels": self._on_channels, "devices": self._on_devices, "views": self._on_views, "data": self._on_data,
             "event": self._on_data_event, "result": self._on_result, "error": self._on_error,
             "connect": self._on_connect, "disconnect": self._on_disconnect, "connect_error": self._on_connect_error}
         for event, handler in handlers.items():
             self._sio.on(event, _guarded(event, handler))
 
     @classmethod
-    async def connect(cls, url: str, token: str | None = None, *, timeout: float = 10.0,
+    async def connect(cls, url: str, token: str | None = None, *, device: str | None = None, timeout: float = 10.0,
                       reconnect: bool = True) -> AsyncClient:
-        """Connect; Refused (token), ConnectionFailed (unreachable) or Timeout if it cannot."""
-        client = cls(url, token, timeout=timeout, reconnect=reconnect)
+        """Connect; Refused (token), ConnectionFailed (unreachable), Timeout, or DeviceError (the
+        bridge does not serve ``device``, or serves several and ``device`` is None) if it cannot."""
+        client = cls(url, token, device=device, timeout=timeout, reconnect=reconnect)
         await client.open()
         return client
 
+    @classmethod
+    async def list_devices(cls, url: str, token: str | None = None, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The devices the bridge serves, as ``devices`` lists them: connects, reads ``hello``
+        and disconnects. For a script that does not know which device to ask for."""
+        client = cls(url, token, timeout=timeout, reconnect=False, _check_device=False)
+        await client.open()
+        try:
+            return client.devices
+        finally:
+            await client.close()
+
     async def open(self) -> None:
-        """Connect (``connect`` does it for you); hello and the full state have arrived on return."""
+        """Connect (``connect`` does it for you); hello and the full state have arrived on return.
+        DeviceError (and no connection) if this bridge does not serve the device asked for."""
         auth = {"token": self._token} if self._token else None
         try:
             await asyncio.wait_for(
@@ -213,6 +233,15 @@ class AsyncClient:
             raise ConnectionFailed(f"cannot connect to the bridge at {self._origin}: {exc}; is it running, and "
                                    "is this the URL it printed?") from None
         self._connected.set()
+        try:   # the bridge sends hello before it completes the connection: this does not wait
+            await self.wait_for(lambda c: c.hello, what="the bridge's hello")
+        except Timeout:
+            await self._abandon()
+            raise
+        problem = self._session.device_problem() if self._check_device else None
+        if problem is not None:
+            await self._abandon()
+            raise problem
 
     async def _abandon(self) -> None:
         try:
@@ -233,8 +262,13 @@ class AsyncClient:
 
     @property
     def device(self) -> dict[str, Any]:
-        """``{"name", "status": "online" | "offline", "pid", "heartbeat_age"}``."""
+        """The device followed: ``{"name", "status": "online" | "offline", "pid", "heartbeat_age"}``."""
         return self._session.device
+
+    @property
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device the bridge serves, in its order, each as ``device`` is; kept current."""
+        return self._session.statuses()
 
     @property
     def channels(self) -> list[dict[str, Any]]:
@@ -275,7 +309,7 @@ class AsyncClient:
     async def wait_for(self, predicate: Callable[[AsyncClient], C], timeout: float | None = None,
                        what: str | None = None) -> C:
         """Return ``predicate(client)``'s first truthy value, re-checked whenever the state,
-        device, channels or connection change; Timeout after ``timeout`` seconds."""
+        devices, channels or connection change; Timeout after ``timeout`` seconds."""
         timeout = self.timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -320,10 +354,11 @@ class AsyncClient:
         command_id = next(self._ids)
         payload = command_payload(command_id, name, args)
         await self._wait_connected(deadline, f"command {name!r}")
+        await self._wait_listed(deadline, f"command {name!r}")
         answer: asyncio.Future[Any] = loop.create_future()
         self._commands[command_id] = (answer, name)
         try:
-            await self._sio.emit("command", payload)
+            await self._sio.emit("command", self._session.with_device(payload))
             result = await asyncio.wait_for(answer, max(0.0, deadline - loop.time()))
         except asyncio.TimeoutError:
             raise Timeout(f"no answer to command {name!r} within {timeout:g} s") from None
@@ -353,12 +388,16 @@ class AsyncClient:
         if self._subs.get(stream.channel) not in (None, sub):
             raise ClientError(f"already subscribed to {stream.channel!r}: close the other subscription first")
         self._subs[stream.channel] = sub
-        self._session.streams[stream.channel] = stream
-        if not self._sio.connected:
-            return  # sent when the connection is back
-        stream.active = True
         try:
-            stream.ack = check_ack(await self._call("subscribe", stream.payload), f"subscribe {stream.channel!r}")
+            if self._sio.connected:   # a device that may start later (--attach all): wait for it
+                deadline = asyncio.get_running_loop().time() + self.timeout
+                await self._wait_listed(deadline, f"subscribe {stream.channel!r}")
+            self._session.streams[stream.channel] = stream
+            if not self._sio.connected:
+                return  # sent when the connection is back
+            stream.active = True
+            stream.ack = check_ack(await self._call("subscribe", self._session.with_device(stream.payload)),
+                                   f"subscribe {stream.channel!r}")
         except BaseException:
             self._forget(sub)
             raise
@@ -370,7 +409,7 @@ class AsyncClient:
         self._forget(sub)
         if active and self._sio.connected:
             try:
-                await self._call("unsubscribe", {"channels": [sub.channel]})
+                await self._call("unsubscribe", self._session.with_device(unsubscribe_payload(sub.channel)))
             except ClientError as exc:   # the subscription is gone here either way
                 log.debug("unsubscribe %r: %s", sub.channel, exc)
 
@@ -384,7 +423,7 @@ class AsyncClient:
         """The user took ``msg``: confirm it so the bridge may send the next (fire and forget)."""
         payload = consumed_payload(msg)
         if payload is not None and msg.channel in self._subs and self._sio.connected:
-            self._spawn(self._emit_quietly("consumed", payload))
+            self._spawn(self._emit_quietly("consumed", self._session.with_device(payload)))
 
     async def _emit_quietly(self, event: str, payload: Any) -> None:
         try:
@@ -394,10 +433,11 @@ class AsyncClient:
 
     async def _resubscribe(self) -> None:
         """Send every open subscription the bridge does not have on this connection (after a
-        reconnect, or when the device declares a channel we wait for)."""
+        reconnect, when the device declares a channel we wait for, or when it is back)."""
         for stream in self._session.to_subscribe():
             try:
-                stream.ack = check_ack(await self._call("subscribe", stream.payload), f"subscribe {stream.channel!r}")
+                stream.ack = check_ack(await self._call("subscribe", self._session.with_device(stream.payload)),
+                                       f"subscribe {stream.channel!r}")
             except ClientError as exc:
                 self._session.subscribe_failed(stream)   # retried at the next channels event
                 log.warning("monbridge client: cannot subscribe to %r again: %s", stream.channel, exc)
@@ -410,6 +450,18 @@ class AsyncClient:
             raise Timeout(f"no answer to {event!r} within {self.timeout:g} s") from None
         except socketio.exceptions.BadNamespaceError:
             raise ConnectionFailed(f"not connected to the bridge at {self._origin} (reconnecting)") from None
+
+    async def _wait_listed(self, deadline: float, what: str) -> None:
+        """Wait until the bridge serves the device followed (it may start later under ``--attach
+        all``); DeviceError at ``deadline``."""
+        loop = asyncio.get_running_loop()
+        if self._session.listed:
+            return
+        started = loop.time()
+        try:
+            await self.wait_for(lambda c: c._session.listed, max(0.0, deadline - started), what)
+        except Timeout:
+            raise self._session.missing_device(what, loop.time() - started) from None
 
     async def _wait_connected(self, deadline: float, what: str) -> None:
         loop = asyncio.get_running_loop()
@@ -450,14 +502,27 @@ class AsyncClient:
     # -- the bridge's events (on the loop, in arrival order) ---------------------------
 
     def _on_hello(self, hello: Any) -> None:
+        again = bool(self._session.hello)
         self._session.on_hello(hello)
         if hello.get("protocol") != PROTOCOL_VERSION:
             log.warning("monbridge client: written for protocol %d, the bridge speaks %r", PROTOCOL_VERSION,
                         hello.get("protocol"))
+        problem = self._session.device_problem() if self._check_device and again else None
+        if problem is not None:   # at the first hello, open() raises it
+            log.warning("monbridge client: reconnected to %s, but %s", self._origin, problem.message)
+        self._notify()
+
+    def _on_devices(self, msg: Any) -> None:
+        self._session.on_devices(msg)
+        if self._sio.connected:
+            self._spawn(self._resubscribe())   # the device followed may be (back) among them
         self._notify()
 
     def _on_state(self, msg: Any) -> None:
-        changes, full = self._session.on_state(msg)
+        got = self._session.on_state(msg)
+        if got is None:
+            return   # another device's
+        changes, full = got
         for callback in list(self._state_callbacks):
             try:
                 result = callback(changes, full)
@@ -474,8 +539,7 @@ class AsyncClient:
         self._notify()
 
     def _on_channels(self, msg: Any) -> None:
-        self._session.on_channels(msg)
-        if self._sio.connected:
+        if self._session.on_channels(msg) and self._sio.connected:
             self._spawn(self._resubscribe())
         self._notify()
 
@@ -502,6 +566,8 @@ class AsyncClient:
             self._subs[got[0].channel]._deliver(got[1])
 
     def _on_result(self, answer: Any) -> None:
+        # matched by id: only this client's commands are answered to it, and a refusal before
+        # a device was known carries "device": null
         pending = self._commands.pop(answer.get("id"), None) if isinstance(answer, dict) else None
         if pending is not None and not pending[0].done():
             pending[0].set_result({k: v for k, v in answer.items() if k != "id"})
@@ -599,4 +665,4 @@ def _name_of(fn: Any) -> str:
 
 
 __all__ = ["AsyncClient", "AsyncSubscription", "BridgeError", "ClientError", "CommandFailed", "ConnectionFailed",
-           "ProtocolError", "Refused", "Timeout"]
+           "DeviceError", "ProtocolError", "Refused", "Timeout"]

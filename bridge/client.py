@@ -2,7 +2,7 @@
 hardware-in-the-loop tests (docs/client.md).
 
     from bridge.client import Client
-    with Client("http://127.0.0.1:8050/?token=...") as client:
+    with Client("http://127.0.0.1:8050/?token=...") as client:   # device="arm1": one of several
         with client.subscribe("joints", rate=30) as joints:
             for msg in joints: ...          # Records / Frame / Events, with an exact ``missed``
         client.command("set_speed", value=1.5)
@@ -32,6 +32,7 @@ from .client_messages import (
     ClientError,
     CommandFailed,
     ConnectionFailed,
+    DeviceError,
     Events,
     Frame,
     Message,
@@ -131,19 +132,23 @@ class Subscription:
 
 
 class Client:
-    """A blocking connection to a bridge; connects in the constructor.
+    """A blocking connection to a bridge, following one of its devices; connects in the
+    constructor.
 
     ``url`` is the URL the bridge printed (``http://127.0.0.1:8050/?token=...``); its token is
     used unless ``token`` is given. Without a token a loopback bridge lets you in as a viewer
-    (commands fail with ``forbidden``). ``timeout`` is the default for connecting, commands
-    and waits. With ``reconnect`` a lost connection is retried for as long as it takes; open
-    subscriptions are sent again and the state resynchronised when it is back.
+    (commands fail with ``forbidden``). ``device`` names the device to follow; None means the
+    bridge's only one. ``timeout`` is the default for connecting, commands and waits. With
+    ``reconnect`` a lost connection is retried for as long as it takes; open subscriptions
+    are sent again and the state resynchronised when it is back.
 
-    Raises Refused (missing or wrong token), ConnectionFailed (nothing to connect to) or
-    Timeout.
+    Raises Refused (missing or wrong token), ConnectionFailed (nothing to connect to),
+    Timeout, or DeviceError (the bridge does not serve ``device``, or serves several and
+    ``device`` is None: the message lists them).
     """
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 10.0, reconnect: bool = True) -> None:
+    def __init__(self, url: str, token: str | None = None, *, device: str | None = None, timeout: float = 10.0,
+                 reconnect: bool = True, _check_device: bool = True) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="monbridge-client", daemon=True)
         self._thread.start()
@@ -152,8 +157,9 @@ class Client:
         self._changes = 0
 
         async def make() -> AsyncClient:
-            return AsyncClient(url, token, timeout=timeout, reconnect=reconnect,
-                               _subscription=lambda _, stream: Subscription(self, stream))
+            return AsyncClient(url, token, device=device, timeout=timeout, reconnect=reconnect,
+                               _subscription=lambda _, stream: Subscription(self, stream),
+                               _check_device=_check_device)
 
         try:
             self._async = self._run(make())
@@ -162,6 +168,13 @@ class Client:
         except BaseException:
             self._stop_loop()
             raise
+
+    @staticmethod
+    def list_devices(url: str, token: str | None = None, *, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """The devices the bridge serves, as ``devices`` lists them: connects, reads ``hello``
+        and disconnects. For a script that does not know which device to ask for."""
+        with Client(url, token, timeout=timeout, reconnect=False, _check_device=False) as client:
+            return client.devices
 
     # -- what the client knows (see AsyncClient) ----------------------------------------
 
@@ -184,8 +197,13 @@ class Client:
 
     @property
     def device(self) -> dict[str, Any]:
-        """``{"name", "status": "online" | "offline", "pid", "heartbeat_age"}``."""
+        """The device followed: ``{"name", "status": "online" | "offline", "pid", "heartbeat_age"}``."""
         return self._async.device
+
+    @property
+    def devices(self) -> list[dict[str, Any]]:
+        """Every device the bridge serves, in its order, each as ``device`` is; kept current."""
+        return self._async.devices
 
     @property
     def channels(self) -> list[dict[str, Any]]:
@@ -223,7 +241,7 @@ class Client:
 
     def wait_for(self, predicate: Callable[[Client], C], timeout: float | None = None, what: str | None = None) -> C:
         """Return ``predicate(client)``'s first truthy value, re-checked whenever the state,
-        device, channels or connection change; Timeout after ``timeout`` seconds."""
+        devices, channels or connection change; Timeout after ``timeout`` seconds."""
         self._not_on_loop("wait_for")
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -333,4 +351,5 @@ class Client:
 
 
 __all__ = ["AsyncClient", "AsyncSubscription", "BridgeError", "Client", "ClientError", "CommandFailed",
-           "ConnectionFailed", "Events", "Frame", "ProtocolError", "Records", "Refused", "Subscription", "Timeout"]
+           "ConnectionFailed", "DeviceError", "Events", "Frame", "ProtocolError", "Records", "Refused", "Subscription",
+           "Timeout"]

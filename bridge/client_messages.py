@@ -4,7 +4,8 @@ Sans-I/O: no sockets, no threads, no asyncio. ``bridge.aclient`` (asyncio) and
 ``bridge.client`` (blocking) feed it what the bridge sends and send what it builds; everything
 they have in common lives here, and is tested on hand-built messages (tests/test_client_messages.py).
 It imports numpy and the standard library only: never flask, eventlet, socketio or
-bridge.server. The wire format it reads is docs/protocol.md (protocol version 3).
+bridge.server. The wire format it reads is docs/protocol.md (protocol version 4: a bridge
+may serve several devices; a client follows one of them, see ``Session``).
 
 Exceptions::
 
@@ -14,20 +15,23 @@ Exceptions::
     ├── Timeout (TimeoutError)       no connection / answer / condition in time
     ├── ProtocolError                a message from the bridge this client cannot read
     └── BridgeError(code, message)   the bridge answered a request with an error
-        └── CommandFailed            ... the request was a command
+        ├── CommandFailed            ... the request was a command
+        └── DeviceError              the device asked for is not served (or several are, none asked for)
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Mapping, Union
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-PROTOCOL_VERSION = 3   # hello.protocol this client was written for
+PROTOCOL_VERSION = 4   # hello.protocol this client was written for
 MAX_IN_FLIGHT = 64     # subscribe's in_flight range is 1..64 (docs/protocol.md §3)
+DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")   # what the bridge accepts as a device name
 
 
 # -- exceptions --------------------------------------------------------------------------
@@ -65,6 +69,12 @@ class BridgeError(ClientError):
 class CommandFailed(BridgeError):
     """A command's error answer: from the bridge (``forbidden``, ``unknown_command``,
     ``invalid_args``, ``offline``, ``timeout``...) or the device (``handler_error``...)."""
+
+
+class DeviceError(BridgeError):
+    """The client cannot follow the device asked for: ``code`` ``"unknown_device"`` (the bridge
+    does not serve it; the message lists the devices it does) or ``"bad_request"`` (the bridge
+    serves several devices and none was named)."""
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -245,13 +255,20 @@ def subscribe_payload(channel: str, rate: float | None = 30, max_points: int | N
     return payload
 
 
+def unsubscribe_payload(channel: str) -> dict[str, Any]:
+    """The ``unsubscribe`` payload for one channel (§3)."""
+    return {"channels": [channel]}
+
+
 def check_ack(ack: Any, what: str) -> dict[str, Any]:
-    """An acknowledgement ``{"ok": true, ...}``, or BridgeError for an error answer."""
+    """An acknowledgement ``{"ok": true, ...}``, or BridgeError for an error answer
+    (DeviceError for ``unknown_device``)."""
     if not isinstance(ack, dict) or "ok" not in ack:
         raise ProtocolError(f"{what}: the bridge answered {ack!r}, not {{ok, ...}}")
     if not ack["ok"]:
         err = ack.get("error") or {}
-        raise BridgeError(str(err.get("code", "unknown")), str(err.get("message", "")))
+        code, message = str(err.get("code", "unknown")), str(err.get("message", ""))
+        raise (DeviceError if code == "unknown_device" else BridgeError)(code, message)
     return ack
 
 
@@ -298,12 +315,28 @@ def split_url(url: str, token: str | None = None) -> tuple[str, str, str | None]
 
 # -- the session -------------------------------------------------------------------------
 
+def check_device_name(device: Any) -> str | None:
+    """``device`` as given to a client: None (the bridge's only device) or a device name."""
+    if device is not None and not (isinstance(device, str) and DEVICE_NAME.fullmatch(device)):
+        raise ValueError(f"'device' must be a device name (letters, digits, '_' or '-', at most 48) or None, "
+                         f"got {device!r}")
+    return device
+
+
+def _status(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A DEVICE_ENTRY's status (``{"name", "status", "pid", "heartbeat_age"}``)."""
+    status = entry.get("device")
+    if isinstance(status, Mapping):
+        return dict(status)
+    return {"name": entry.get("name"), "status": "offline", "pid": None, "heartbeat_age": None}
+
+
 @dataclass
 class Stream:
     """One open subscription's bookkeeping (one per channel and client: the bridge keeps one)."""
 
     channel: str
-    payload: dict[str, Any]        # what subscribe sends
+    payload: dict[str, Any]        # what subscribe sends (less the device, added when sent)
     active: bool = False           # subscribed (or being subscribed) on the current connection
     ack: dict[str, Any] | None = None
     resubscribed: bool = False     # the next message is the first after a re-subscribe
@@ -314,9 +347,17 @@ class Stream:
 @dataclass
 class Session:
     """What the client knows, updated from the bridge's messages (§4). Every attribute is
-    replaced, never changed in place, so another thread may read it at any time."""
+    replaced, never changed in place, so another thread may read it at any time.
 
+    The client follows one device: ``want``, or with ``want`` None the bridge's only device
+    (single mode; in multi mode ``device_problem`` says to name one). ``device``, ``channels``,
+    ``commands`` and ``state`` are that device's; per-device messages of other devices are
+    ignored, except that ``devices`` (every DEVICE_ENTRY the bridge serves) is kept current."""
+
+    want: str | None = None
     hello: dict[str, Any] = field(default_factory=dict)
+    multi: bool = False
+    devices: list[dict[str, Any]] = field(default_factory=list)
     device: dict[str, Any] = field(default_factory=dict)
     channels: list[dict[str, Any]] = field(default_factory=list)
     commands: list[dict[str, Any]] = field(default_factory=list)
@@ -324,39 +365,166 @@ class Session:
     state: dict[str, Any] = field(default_factory=dict)
     streams: dict[str, Stream] = field(default_factory=dict)   # channel -> its open subscription
 
+    # -- which device
+
+    @property
+    def name(self) -> str | None:
+        """The name of the device followed, as requests carry it; None while unknown (single
+        mode with ``--attach auto`` before a device attaches: requests then omit it)."""
+        if self.want is not None:
+            return self.want
+        if self.multi:
+            return None
+        first = self.devices[0].get("name") if self.devices else None
+        return self.device.get("name") or first
+
+    @property
+    def listed(self) -> bool:
+        """Whether the bridge serves the device followed (now)."""
+        return self._entry() is not None
+
+    def device_names(self) -> list[str]:
+        return [e["name"] for e in self.devices if isinstance(e.get("name"), str)]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every device's status (``{"name", "status", "pid", "heartbeat_age"}``), in the bridge's order."""
+        return [_status(e) for e in self.devices]
+
+    def device_problem(self) -> DeviceError | None:
+        """Why this client cannot follow its device on this bridge, checked after ``hello``; None
+        if it can. A named device missing in multi mode is no problem: under ``--attach all``
+        it may start later (``missing_device`` then tells an operation that waited for it)."""
+        listing = ", ".join(self.device_names()) or "none yet"
+        if self.want is None:
+            if self.multi:
+                return DeviceError("bad_request", f"this bridge serves several devices ({listing}): pass "
+                                                  "device=... to follow one of them")
+            return None
+        if self.listed or self.multi:
+            return None
+        return DeviceError("unknown_device", f"this bridge serves device {listing}, not {self.want!r}: pass "
+                                             "device=None or the name of a device it serves")
+
+    def missing_device(self, what: str, waited: float) -> DeviceError:
+        listing = ", ".join(self.device_names()) or "none"
+        return DeviceError("unknown_device", f"{what}: the bridge does not serve device {self.want!r} (devices: "
+                                             f"{listing}); waited {waited:g} s for it to appear")
+
+    def with_device(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """``payload`` with ``"device"`` when the device's name is known (§3)."""
+        name = self.name
+        return {**payload, "device": name} if name is not None else dict(payload)
+
+    def ours(self, msg: Mapping[str, Any]) -> bool:
+        """Whether a per-device message (``state``, ``data``, ``event``, ``device``,
+        ``channels``) is about the device followed. Without a ``device`` key (protocol 3) it is."""
+        if "device" not in msg:
+            return True
+        name = msg["device"]
+        if self.multi:
+            return self.want is not None and name == self.want
+        return self.want is None or name is None or name == self.want
+
+    def _entry(self) -> dict[str, Any] | None:
+        """Our DEVICE_ENTRY in ``devices``, if the bridge serves the device followed."""
+        if self.want is None:
+            return self.devices[0] if self.devices and not self.multi else None
+        for e in self.devices:
+            if e.get("name") == self.want:
+                return e
+        if not self.multi and len(self.devices) == 1 and self.devices[0].get("name") is None:
+            return self.devices[0]   # single mode, --attach auto, nothing attached yet
+        return None
+
+    def _named(self, name: Any) -> dict[str, Any] | None:
+        return next((e for e in self.devices if e.get("name") == name), None) if name is not None else None
+
+    def _replace_entry(self, old: dict[str, Any], new: dict[str, Any]) -> None:
+        self.devices = [new if e is old else e for e in self.devices]
+
+    def _follow(self, entry: Mapping[str, Any] | None) -> None:
+        """Take the device followed from its entry; None: the bridge does not serve it (now)."""
+        if entry is None:
+            self.device = {**(self.device or {"name": self.want, "pid": None, "heartbeat_age": None}),
+                           "status": "offline"}
+            self.channels, self.commands = [], []
+        else:
+            self.device = _status(entry)
+            self.channels = list(entry.get("channels") or [])
+            self.commands = list(entry.get("commands") or [])
+
+    # -- the bridge's messages
+
     def on_hello(self, hello: Any) -> None:
         """A new connection (first or after a reconnect): the bridge has no subscriptions of ours."""
         if not isinstance(hello, Mapping):
             raise ProtocolError(f"hello is {hello!r}, not a map")
         self.hello = dict(hello)
-        self.device = dict(hello.get("device") or {})
-        self.channels = list(hello.get("channels") or [])
-        self.commands = list(hello.get("commands") or [])
+        self.multi = bool(hello.get("multi"))
+        entries = hello.get("devices")
+        if not isinstance(entries, list):   # a protocol 3 bridge: its one device at the top level
+            status = dict(hello.get("device") or {})
+            entries = [{"name": status.get("name"), "device": status, "channels": hello.get("channels"),
+                        "commands": hello.get("commands")}]
+        self.devices = [dict(e) for e in entries if isinstance(e, Mapping)]
         self.views = list(hello.get("views") or [])
+        self._follow(self._entry())
         self.disconnected()
 
     def disconnected(self) -> None:
         for s in self.streams.values():
             s.active = False
 
-    def on_state(self, msg: Any) -> tuple[dict[str, Any], bool]:
-        """Merge a ``state`` message; return (changes, full) for the callbacks."""
+    def on_devices(self, msg: Any) -> None:
+        """A ``devices`` event (the set of devices changed). If the device followed left, the
+        bridge dropped its subscriptions: they are sent again (``to_subscribe``) when it is back."""
+        if not isinstance(msg, Mapping) or not isinstance(msg.get("devices"), list):
+            raise ProtocolError(f"devices event {msg!r} lacks its 'devices' list")
+        was = self.listed
+        self.devices = [dict(e) for e in msg["devices"] if isinstance(e, Mapping)]
+        entry = self._entry()
+        if entry is None and was:
+            self.disconnected()
+        self._follow(entry)
+
+    def on_state(self, msg: Any) -> tuple[dict[str, Any], bool] | None:
+        """Merge a ``state`` message; return (changes, full) for the callbacks, or None if it is
+        another device's."""
+        if isinstance(msg, Mapping) and not self.ours(msg):
+            return None
         self.state, changes, full = merge_state(self.state, msg)
         return changes, full
 
     def on_device(self, device: Any) -> bool:
-        """A ``device`` event; True if it is a new device process (sequence numbers restart)."""
+        """A ``device`` event; True if it is a new process of the device followed (its sequence
+        numbers restart). Another device's status only updates ``devices``."""
         if not isinstance(device, Mapping):
             raise ProtocolError(f"device event is {device!r}, not a map")
+        status = {k: v for k, v in device.items() if k != "device"}   # as in hello: name, status, pid...
+        ours = self.ours(device)
+        entry = self._entry() if ours else self._named(status.get("name"))
+        if entry is not None:
+            self._replace_entry(entry, {**entry, "name": status.get("name") or entry.get("name"), "device": status})
+        if not ours:
+            return False
         old = self.device.get("pid")
-        self.device = dict(device)
-        return device.get("pid") is not None and old is not None and device.get("pid") != old
+        self.device = status
+        return status.get("pid") is not None and old is not None and status.get("pid") != old
 
-    def on_channels(self, msg: Any) -> None:
+    def on_channels(self, msg: Any) -> bool:
+        """A ``channels`` event; True if it is the device followed's (its channels may now
+        include ones we wait for)."""
         if not isinstance(msg, Mapping):
             raise ProtocolError(f"channels event is {msg!r}, not a map")
-        self.channels = list(msg.get("channels") or [])
-        self.commands = list(msg.get("commands") or [])
+        channels, commands = list(msg.get("channels") or []), list(msg.get("commands") or [])
+        ours = self.ours(msg)
+        entry = self._entry() if ours else self._named(msg.get("device"))
+        if entry is not None:
+            name = msg.get("device") or entry.get("name")
+            self._replace_entry(entry, {**entry, "name": name, "channels": channels, "commands": commands})
+        if ours:
+            self.channels, self.commands = channels, commands
+        return ours
 
     def on_views(self, msg: Any) -> None:
         if isinstance(msg, Mapping):
@@ -384,13 +552,16 @@ class Session:
         stream.active = False
 
     def receive(self, event: str, msg: Any) -> tuple[Stream, Message] | None:
-        """A ``data`` or ``event`` message: (its stream, the decoded message), or None if no
-        subscription of ours is open for its channel (a message in flight when it closed).
+        """A ``data`` or ``event`` message: (its stream, the decoded message), or None if it is
+        another device's or no subscription of ours is open for its channel (a message in
+        flight when it closed).
 
         ``missed`` stays exact across a re-subscribe (after a reconnect): the bridge counts
         from the new subscription, so a records or frame message that follows one under the
         same device process counts the gap since the last message it got."""
-        stream = self.streams.get(msg.get("channel")) if isinstance(msg, Mapping) else None
+        if not isinstance(msg, Mapping) or not self.ours(msg):
+            return None
+        stream = self.streams.get(msg.get("channel"))
         if stream is None:
             return None
         decoded = decode(event, msg, self.channel(stream.channel))

@@ -1,7 +1,8 @@
 """bridge.client (Client, blocking) and bridge.aclient (AsyncClient) against a real device and
 bridge: data of every kind with the published dtypes, an exact ``missed`` for a slow consumer
 (flow control), state and its callbacks, commands and their errors, refusals, reconnecting to a
-restarted bridge, and the asyncio client inside an already running event loop.
+restarted bridge, the asyncio client inside an already running event loop, and a client
+following one device of a bridge that serves two (protocol 4).
 
 The device is bridge_support's DEVICE (channels telemetry / img / log, commands add, nap,
 set_speed...) or RICH below; each waits for our lines on stdin, so a test publishes exactly
@@ -27,6 +28,7 @@ from bridge.client import (
     ClientError,
     CommandFailed,
     ConnectionFailed,
+    DeviceError,
     Events,
     Frame,
     Records,
@@ -44,7 +46,7 @@ from bridge_support import (  # noqa: F401  (mb: fixture)
     wait_attached,
     wait_stderr,
 )
-from conftest import TIMEOUT, wait_for
+from conftest import START_TIMEOUT, TIMEOUT, wait_for
 
 
 def run_in_fresh_loop(coro: Any) -> Any:
@@ -486,3 +488,71 @@ def test_blocking_calls_from_a_callback_say_why_they_cannot(mb):
         assert "cannot be called from an on_state callback" in errors[0]
         assert json.dumps(client.state)   # still a plain dict
     dev.proc.stop(check_stderr=False)
+
+
+# -- a bridge of several devices ---------------------------------------------------------------
+
+def test_a_client_follows_one_device_of_a_bridge_serving_two(mb):
+    """--attach A,B: Client(url, device=B) gets B's status, state, records and commands only,
+    though both devices have the same channels; Client(url) says to choose."""
+    a, b = mb.new_name(), mb.new_name()
+    bridge = mb.serve_devices(f"{a},{b}")
+    dev_a = mb.device(a, mon="bridge=0")
+    dev_b = mb.device(b, mon="bridge=0")
+
+    with pytest.raises(DeviceError) as several:
+        Client(bridge.url.url)
+    assert several.value.code == "bad_request"
+    assert f"this bridge serves several devices ({a}, {b}): pass device=" in str(several.value)
+    assert [d["name"] for d in Client.list_devices(bridge.url.url)] == [a, b]
+
+    with Client(bridge.url.url, device=b) as client, Client(bridge.url.url, device=a) as other:
+        assert client.hello["multi"] and [d["name"] for d in client.devices] == [a, b]
+        client.wait_for(lambda c: c.device["pid"] == dev_b.pid and c.device["status"] == "online" and c.channels,
+                        timeout=START_TIMEOUT, what=f"{b} to attach")
+        client.wait_for(lambda c: all(d["status"] == "online" for d in c.devices), timeout=START_TIMEOUT,
+                        what="both devices online")
+        assert client.device["name"] == b and {d["pid"] for d in client.devices} == {dev_a.pid, dev_b.pid}
+        other.wait_for(lambda c: c.device["pid"] == dev_a.pid and c.channels, timeout=START_TIMEOUT)
+
+        with client.subscribe("telemetry", rate=60) as sub:
+            assert sub.ack["ok"] and sub.ack["device"] == b
+            dev_a.request("pub 50", "published")      # A's records 0..49: none of them may arrive
+            dev_b.request("pub 3", "published")
+            dev_b.request("pub 2", "published")
+            msgs = take_until(sub, 4)
+            check_contiguous(msgs)
+            np.testing.assert_array_equal(np.concatenate([m.data["seq"] for m in msgs]), np.arange(5))
+            with other.subscribe("telemetry") as from_a:   # A's own client gets A's
+                dev_a.request("pub 1", "published")
+                assert take_until(from_a, 50)[-1].seq[1] == 50
+
+        assert client.command("set_speed", value=2.5) == 2.5
+        assert client.wait_for_state("speed", 2.5) == 2.5
+        assert client.command("add", a=2, b=3) == 5
+        assert client.command("queue_log") == ["set_speed", "add", "queue_log"]
+        assert other.command("queue_log") == ["queue_log"]        # A took none of B's commands
+        assert other.state["speed"] == 0.0
+        dev_a.request('state {"mode": "from-a"}', "stated")
+        assert other.wait_for_state("mode", "from-a") == "from-a"
+        dev_b.request('state {"mode": "from-b"}', "stated")
+        assert client.wait_for_state("mode", "from-b") == "from-b"
+        assert other.state["mode"] == "from-a"
+
+    async def with_asyncio() -> int:
+        with pytest.raises(DeviceError, match="several devices"):
+            await AsyncClient.connect(bridge.url.url)
+        assert [d["name"] for d in await AsyncClient.list_devices(bridge.url.url)] == [a, b]
+        async with await AsyncClient.connect(bridge.url.url, device=a) as aclient:
+            return await aclient.command("add", a=40, b=2)
+
+    assert run_in_fresh_loop(with_asyncio()) == 42
+
+    with Client(bridge.url.url, device="nonesuch", timeout=1) as waiting:   # may start later: no error yet
+        assert waiting.device == {"name": "nonesuch", "status": "offline", "pid": None, "heartbeat_age": None}
+        with pytest.raises(DeviceError, match=rf"the bridge does not serve device 'nonesuch' \(devices: {a}, {b}\)"):
+            waiting.subscribe("telemetry")
+        with pytest.raises(DeviceError, match="waited 1"):
+            waiting.command("add", a=1)
+    dev_a.proc.stop(check_stderr=False)
+    dev_b.proc.stop(check_stderr=False)

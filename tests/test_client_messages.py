@@ -1,7 +1,8 @@
 """bridge.client_messages, the client's sans-I/O core, on hand-built messages: decoding of
 records / frame / events (docs/protocol.md §4.3–4.5), the state merge, subscribe payloads,
-acks and command answers, the session's bookkeeping (reconnects, exact ``missed``), and that
-it imports nothing of the web stack."""
+acks and command answers, the session's bookkeeping (reconnects, exact ``missed``), the
+device it follows on a bridge of one device or several (protocol 4: hello.devices, the
+``devices`` event, routing by ``device``), and that it imports nothing of the web stack."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from bridge.client_messages import (
     ClientError,
     CommandFailed,
     ConnectionFailed,
+    DeviceError,
     Events,
     Frame,
     ProtocolError,
@@ -27,6 +29,7 @@ from bridge.client_messages import (
     Stream,
     Timeout,
     check_ack,
+    check_device_name,
     command_payload,
     command_result,
     consumed_payload,
@@ -35,6 +38,7 @@ from bridge.client_messages import (
     published_dtype,
     split_url,
     subscribe_payload,
+    unsubscribe_payload,
 )
 from conftest import REPO
 
@@ -195,6 +199,11 @@ def test_acks_and_command_answers():
     assert str(info.value) == "unknown_channel: no 'x'"
     with pytest.raises(ProtocolError):
         check_ack(None, "subscribe")
+    with pytest.raises(DeviceError) as unknown:
+        check_ack({"ok": False, "error": {"code": "unknown_device", "message": "subscribe: unknown device 'x' "
+                                                                             "(devices: arm1, cam2)"}}, "subscribe")
+    assert unknown.value.code == "unknown_device" and "arm1, cam2" in unknown.value.message
+    assert unsubscribe_payload("temps") == {"channels": ["temps"]}
     assert command_payload(7, "set_speed", {"value": 1.5}) == {"id": 7, "name": "set_speed", "args": {"value": 1.5}}
     assert command_payload(8, "home", None)["args"] == {}
     assert command_result({"ok": True, "result": [1, 2]}, "x") == [1, 2]
@@ -210,6 +219,7 @@ def test_the_exception_tree():
     assert issubclass(ConnectionFailed, ConnectionError)
     assert issubclass(Timeout, TimeoutError) and issubclass(Timeout, ClientError)
     assert issubclass(CommandFailed, ClientError) and issubclass(ProtocolError, ClientError)
+    assert issubclass(DeviceError, BridgeError) and not issubclass(DeviceError, CommandFailed)
 
 
 def test_split_url():
@@ -224,9 +234,31 @@ def test_split_url():
 
 # -- the session -------------------------------------------------------------------------
 
+def status(name: str | None, pid: int | None = 10, online: bool = True) -> dict:
+    return {"name": name, "status": "online" if online else "offline", "pid": pid,
+            "heartbeat_age": 0.01 if pid is not None else None}
+
+
+def entry(name: str | None, pid: int | None = 10, channels: list | None = None, commands: list | None = None,
+          online: bool = True) -> dict:
+    """A DEVICE_ENTRY of hello.devices and the devices event."""
+    return {"name": name, "device": status(name, pid, online), "channels": channels or [], "commands": commands or []}
+
+
 def hello(pid: int = 10, channels: list | None = None) -> dict:
-    return {"protocol": 3, "sid": "abc", "role": "operator", "device": {"name": "d", "status": "online", "pid": pid},
-            "channels": [TEMPS, CAMERA, LOG] if channels is None else channels, "commands": [], "views": []}
+    """A single-mode hello (protocol 4): device 'd', also at the top level."""
+    only = entry("d", pid, [TEMPS, CAMERA, LOG] if channels is None else channels)
+    return {"protocol": 4, "sid": "abc", "role": "operator", "multi": False, "devices": [only],
+            "device": only["device"], "channels": only["channels"], "commands": [], "views": []}
+
+
+def multi_hello(*entries: dict) -> dict:
+    return {"protocol": 4, "sid": "abc", "role": "operator", "multi": True, "devices": list(entries),
+            "device": None, "channels": [], "commands": [], "views": []}
+
+
+ARM = entry("arm1", 10, [TEMPS, LOG], [{"name": "home", "params": []}])
+CAM = entry("cam2", 20, [CAMERA, TEMPS], [{"name": "snap", "params": []}])
 
 
 def test_session_resubscribes_after_a_new_hello_and_waits_for_unknown_channels():
@@ -283,12 +315,155 @@ def test_session_frames_after_a_resubscribe_count_skipped_frames():
 def test_session_device_restart_and_state():
     s = Session()
     s.on_hello(hello(pid=10))
-    assert not s.on_device({"name": "d", "status": "online", "pid": 10})
-    assert s.on_device({"name": "d", "status": "online", "pid": 12})
-    assert s.device["pid"] == 12 and s.role == "operator"
-    assert s.on_state({"full": True, "values": {"a": 1}}) == ({"a": 1}, True)
-    assert s.on_state({"full": False, "values": {"b": 2}}) == ({"b": 2}, False)
+    assert not s.on_device({"device": "d", "name": "d", "status": "online", "pid": 10})
+    assert s.on_device({"device": "d", "name": "d", "status": "online", "pid": 12})
+    assert s.device == {"name": "d", "status": "online", "pid": 12} and s.role == "operator"
+    assert s.statuses() == [s.device]
+    assert s.on_state({"device": "d", "full": True, "values": {"a": 1}}) == ({"a": 1}, True)
+    assert s.on_state({"device": "d", "full": False, "values": {"b": 2}}) == ({"b": 2}, False)
     assert s.state == {"a": 1, "b": 2}
+
+
+# -- which device: protocol 4 ------------------------------------------------------------
+
+def test_single_mode_follows_the_only_device_and_names_it_in_requests():
+    s = Session()
+    s.on_hello(hello())
+    assert not s.multi and s.listed and s.device_problem() is None
+    assert s.name == "d" and s.device["name"] == "d" and [c["name"] for c in s.channels] == ["temps", "camera", "log"]
+    assert s.with_device(subscribe_payload("temps")) == {"channels": ["temps"], "in_flight": 4, "rate": 30,
+                                                           "device": "d"}
+    assert s.with_device({"id": 1, "name": "x", "args": {}})["device"] == "d"
+    assert s.statuses() == [status("d")]
+    named = Session(want="d")
+    named.on_hello(hello())
+    assert named.device_problem() is None and named.name == "d"
+    other = Session(want="arm1")    # single mode: the bridge's device is 'd'
+    other.on_hello(hello())
+    problem = other.device_problem()
+    assert isinstance(problem, DeviceError) and problem.code == "unknown_device"
+    assert str(problem) == ("unknown_device: this bridge serves device d, not 'arm1': pass device=None or the name "
+                            "of a device it serves")
+
+
+def test_a_protocol_3_hello_is_one_device_at_the_top_level():
+    s = Session()
+    s.on_hello({"protocol": 3, "sid": "abc", "role": "viewer", "device": status("d"), "channels": [TEMPS],
+                "commands": [], "views": []})
+    assert s.listed and s.name == "d" and s.channel("temps") == TEMPS and s.role == "viewer"
+    assert s.ours({"channel": "temps"})            # no 'device' key: protocol 3
+    assert s.statuses() == [status("d")]
+
+
+def test_multi_mode_needs_a_device_name():
+    s = Session()
+    s.on_hello(multi_hello(ARM, CAM))
+    assert s.multi and not s.listed and s.name is None
+    problem = s.device_problem()
+    assert isinstance(problem, DeviceError) and problem.code == "bad_request"
+    assert problem.message == "this bridge serves several devices (arm1, cam2): pass device=... to follow one of them"
+    assert [d["name"] for d in s.statuses()] == ["arm1", "cam2"]   # what list_devices reports
+    s = Session()
+    s.on_hello(multi_hello())            # --attach all, nothing running yet
+    assert "several devices (none yet)" in s.device_problem().message
+
+
+def test_multi_mode_follows_the_named_device():
+    s = Session(want="cam2")
+    s.on_hello(multi_hello(ARM, CAM))
+    assert s.listed and s.device_problem() is None and s.name == "cam2"
+    assert s.device == status("cam2", 20) and s.channels == [CAMERA, TEMPS] and s.commands == CAM["commands"]
+    assert s.with_device(consumed_payload(decode("data", records_message(temps_rows(1), first=0), TEMPS))) == \
+        {"channel": "temps", "seq": 0, "device": "cam2"}
+    assert s.with_device(unsubscribe_payload("temps")) == {"channels": ["temps"], "device": "cam2"}
+
+
+def test_multi_mode_routes_messages_by_device():
+    """Both devices have a 'temps' channel: only cam2's reach a client that follows cam2."""
+    s = Session(want="cam2")
+    s.on_hello(multi_hello(ARM, CAM))
+    assert s.on_state({"device": "arm1", "full": True, "values": {"speed": 1}}) is None
+    assert s.on_state({"device": "cam2", "full": True, "values": {"zoom": 2}}) == ({"zoom": 2}, True)
+    assert s.state == {"zoom": 2}
+    s.streams["temps"] = Stream("temps", subscribe_payload("temps"))
+    assert [x.channel for x in s.to_subscribe()] == ["temps"]
+    assert s.receive("data", {**records_message(temps_rows(3), first=0), "device": "arm1"}) is None
+    stream, msg = s.receive("data", {**records_message(temps_rows(2), first=0), "device": "cam2"})
+    assert stream is s.streams["temps"] and msg.seq == (0, 1)
+    event = {"device": "arm1", "channel": "log", "kind": "events", "seq": [0, 0], "missed": 0, "t": 1.0, "events": []}
+    assert s.receive("event", event) is None
+
+    # another device's status and channels update the list, not the device followed
+    assert not s.on_device({"device": "arm1", "name": "arm1", "status": "offline", "pid": 11})
+    assert s.device == status("cam2", 20)
+    assert s.statuses()[0] == {"name": "arm1", "status": "offline", "pid": 11}
+    assert not s.on_channels({"device": "arm1", "channels": [LOG], "commands": []})
+    assert s.channels == [CAMERA, TEMPS] and s.devices[0]["channels"] == [LOG]
+    assert s.on_channels({"device": "cam2", "channels": [CAMERA], "commands": []})
+    assert s.channels == [CAMERA] and s.devices[1]["channels"] == [CAMERA]
+    assert s.on_device({"device": "cam2", "name": "cam2", "status": "online", "pid": 21})   # a restart
+    assert s.device["pid"] == 21 and s.statuses()[1]["pid"] == 21
+
+
+def test_single_mode_auto_before_the_device_attaches():
+    """--attach auto: the only device has no name until one attaches; requests omit it."""
+    empty = entry(None, pid=None, online=False)
+    s = Session()
+    s.on_hello({**hello(), "devices": [empty], "device": empty["device"], "channels": []})
+    assert s.listed and s.device_problem() is None and s.name is None
+    assert s.device == {"name": None, "status": "offline", "pid": None, "heartbeat_age": None}
+    assert s.with_device(subscribe_payload("temps", rate=None)) == {"channels": ["temps"], "in_flight": 4}
+    assert s.ours({"device": None, "full": True, "values": {}})
+    s.streams["temps"] = Stream("temps", subscribe_payload("temps"))
+    assert s.to_subscribe() == []                      # no channels yet
+    assert not s.on_device({"device": "arm1", "name": "arm1", "status": "online", "pid": 30})   # attached
+    assert s.name == "arm1" and s.device["status"] == "online"
+    assert s.statuses() == [{"name": "arm1", "status": "online", "pid": 30}]
+    assert s.on_channels({"device": "arm1", "channels": [TEMPS], "commands": []})
+    assert [x.channel for x in s.to_subscribe()] == ["temps"]
+    assert s.with_device({"channels": ["temps"]}) == {"channels": ["temps"], "device": "arm1"}
+    named = Session(want="arm1")        # asked for by name: accepted, it may be the one that attaches
+    named.on_hello({**hello(), "devices": [empty], "device": empty["device"], "channels": []})
+    assert named.listed and named.device_problem() is None and named.name == "arm1"
+
+
+def test_a_device_that_starts_later_and_the_devices_event():
+    """--attach all: the device asked for is not running yet; it appears in a devices event,
+    leaves when it closes, and comes back as a new process."""
+    s = Session(want="cam3")
+    s.on_hello(multi_hello(ARM, CAM))
+    assert s.device_problem() is None and not s.listed      # not an error: it may start later
+    assert s.device == {"name": "cam3", "status": "offline", "pid": None, "heartbeat_age": None}
+    assert s.with_device({"id": 1})["device"] == "cam3"
+    waited = s.missing_device("subscribe 'temps'", 10)
+    assert waited.code == "unknown_device" and waited.message == (
+        "subscribe 'temps': the bridge does not serve device 'cam3' (devices: arm1, cam2); waited 10 s for it to appear")
+    s.streams["temps"] = Stream("temps", subscribe_payload("temps"))
+    assert s.to_subscribe() == []
+
+    s.on_devices({"devices": [ARM, CAM, entry("cam3", 40, [TEMPS])]})
+    assert s.listed and s.device["pid"] == 40 and [x.channel for x in s.to_subscribe()] == ["temps"]
+    _, msg = s.receive("data", {**records_message(temps_rows(3), first=0), "device": "cam3"})
+    assert msg.seq == (0, 2)
+
+    s.on_devices({"devices": [ARM, CAM]})                   # cam3 closed: no longer served
+    assert not s.listed and s.device["status"] == "offline" and s.device["pid"] == 40 and s.channels == []
+    assert not s.streams["temps"].active
+    assert [d["name"] for d in s.statuses()] == ["arm1", "cam2"]
+
+    s.on_devices({"devices": [ARM, CAM, entry("cam3", 41, [TEMPS])]})   # started again
+    assert [x.channel for x in s.to_subscribe()] == ["temps"]
+    _, msg = s.receive("data", {**records_message(temps_rows(2), first=0), "device": "cam3"})
+    assert msg.missed == 0                                  # a new process: numbering starts over
+    with pytest.raises(ProtocolError, match="'devices' list"):
+        s.on_devices({"devices": None})
+
+
+def test_device_names_are_checked():
+    assert check_device_name(None) is None and check_device_name("arm-1_B") == "arm-1_B"
+    for bad in ("", "arm/1", "a" * 49, 3):
+        with pytest.raises(ValueError, match="'device' must be a device name"):
+            check_device_name(bad)
 
 
 def test_client_modules_import_no_server_stack():
