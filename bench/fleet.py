@@ -8,8 +8,9 @@ Measures: stream latency through origin → Redis → edge against the origin di
 channels at 60 Hz to 20 clients each way, alternating windows); edge and direct CPU per
 delivery; origin + redis-server CPU with 10 and with 100 clients on the edge; delivered ratio
 and missed; edge CPU per 1 MB frame (30 Hz, nobody subscribed: the cost of following the
-stream); the ``echo`` command's round trip through the edge against directly. Reuses
-bench.relay's device, clients and windows. Figures and how: docs/performance.md, "Fleet".
+stream); the ``echo`` command's round trip through the edge against directly; failover: a
+client behind a TCP balancer (bench/balancer.py) in front of two edges, the time from SIGKILL
+of its edge to its next records. Reuses bench.relay's device, clients and windows. Figures and how: docs/performance.md, "Fleet".
 """
 
 from __future__ import annotations
@@ -36,11 +37,11 @@ TARGETS: dict[str, dict[str, float]] = {   # issue 15 §4
     "edge_cpu_per_delivery_ratio": {"max": 1.5}, "origin_redis_cpu_pct": {"max": 8.0},
     "origin_redis_cpu_100_vs_10": {"max": 1.25}, "edge_delivered_ratio": {"min": 0.999},
     "edge_ms_per_1mb_frame": {"max": 3.0}, "edge_command_added_p50_ms": {"max": 2.0},
-    "edge_command_p99_ms": {"max": 15.0},
+    "edge_command_p99_ms": {"max": 15.0}, "failover_max_s": {"max": 3.0},
 }
 MODES = {
-    "quick": dict(window_s=5.0, windows=2, warm_s=0.7, frames_s=4.0, rtt_calls=300, settle_s=3.0),
-    "full": dict(window_s=15.0, windows=3, warm_s=1.5, frames_s=10.0, rtt_calls=2000, settle_s=20.0),
+    "quick": dict(window_s=5.0, windows=2, warm_s=0.7, frames_s=4.0, rtt_calls=300, settle_s=3.0, failovers=2),
+    "full": dict(window_s=15.0, windows=3, warm_s=1.5, frames_s=10.0, rtt_calls=2000, settle_s=20.0, failovers=5),
 }
 log = logger("bench.fleet")
 
@@ -76,8 +77,8 @@ class FleetRig(Rig):
         self.device.recv(START_TIMEOUT)
         self.bridge = Child("origin", [sys.executable, "-m", "bridge", "serve", "--attach", self.name,
                                        "--port", str(self.port), "--publish", url, *common], env, json_io=False, log=log)
-        self.edge = Child("edge", [sys.executable, "-m", "bridge", "serve", "--edge", url, "--attach", self.name,
-                                   "--port", str(self.edge_port), *common], env, json_io=False, log=log)
+        self.redis_url, self.env, self.common = url, env, common
+        self.edge = self.start_edge(self.edge_port)
         self.clients = [spawn("clients", f"clients{i}", t, module="bench.clients") for i in range(CLIENT_PROCS)]
         for port in (self.port, self.edge_port):
             self.wait_online(port)
@@ -87,6 +88,10 @@ class FleetRig(Rig):
             broadcast(self.clients, START_TIMEOUT, op="connect", kind=kind, port=port, token=self.token, n=n)
         log(f"origin pid {self.bridge.pid} on port {self.port}, edge pid {self.edge.pid} on port {self.edge_port}; "
             f"{CLIENT_PROCS * 10} clients on each")
+
+    def start_edge(self, port: int) -> Child:
+        return Child("edge", [sys.executable, "-m", "bridge", "serve", "--edge", self.redis_url, "--attach", self.name,
+                              "--port", str(port), *self.common], self.env, json_io=False, log=log)
 
     def wait_online(self, port: int) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -109,7 +114,7 @@ class FleetRig(Rig):
                 log(f"stopping {child.label}: {exc}")
         if self.device is not None:
             self.device.stop(grace=10.0)
-        for child in (self.bridge, getattr(self, "edge", None)):   # serve until SIGTERM
+        for child in (self.bridge, getattr(self, "edge", None), *getattr(self, "spare_edges", [])):  # serve until SIGTERM
             if child is not None and child.proc.poll() is None:
                 child.proc.terminate()
                 child.proc.wait(10)
@@ -208,6 +213,45 @@ class FleetRig(Rig):
             f"{out['edge_command_p50_ms']:.2f} ms, p99 {out['edge_command_p99_ms']:.2f} ms")
         return out
 
+    def failovers(self) -> dict[str, Any]:
+        """A public client (bridge.client) behind a balancer in front of two edges: SIGKILL the
+        edge it is connected to, time until records published after the kill reach it (it
+        reconnects through the balancer to the other edge and subscribes again). Each trial
+        kills one edge and starts a fresh one beside the survivor."""
+        from bench.balancer import Balancer
+        from bridge.client import Client
+
+        self.spare_edges: list[Child] = []
+        live = [(self.edge, self.edge_port)]
+        took: list[float] = []
+        seconds = 8.0 * self.cfg["failovers"] + 10.0
+        t0 = time.time() + 0.3
+        self.device.send(op="run", channels=1, period=1 / STREAM_HZ, t0=t0, t1=t0 + seconds, stop_at=t0 + seconds)
+        for _ in range(self.cfg["failovers"]):
+            port = free_port()
+            self.spare_edges.append(self.start_edge(port))
+            self.wait_online(port)
+            live.append((self.spare_edges[-1], port))
+            balancer = Balancer([("127.0.0.1", p) for _, p in live])
+            try:
+                with Client(f"{balancer.url}/?token={self.token}", timeout=10) as client:
+                    sub = client.subscribe("s0", rate=30)
+                    sub.get(timeout=10)
+                    victim = next(e for e in live if e[1] == balancer.chosen[0][1])
+                    victim[0].proc.kill()
+                    killed_wall, killed = time.time(), time.monotonic()
+                    victim[0].proc.wait(10)
+                    while float(sub.get(timeout=15).data["t"].max()) <= killed_wall:
+                        pass     # sent by the dead edge before it died, or published before the kill
+                    took.append(time.monotonic() - killed)
+            finally:
+                balancer.close()
+            live.remove(victim)
+            log(f"  failover: records again {took[-1]:.2f} s after the edge was killed")
+        self.device.recv(seconds + CALL_TIMEOUT)
+        (self.edge, self.edge_port), = live
+        return {"failover_s": [round(t, 3) for t in took], "failover_max_s": max(took)}
+
 
 def run(mode: str, settle: bool = True) -> dict[str, Any]:
     clock = Clock()
@@ -229,6 +273,8 @@ def run(mode: str, settle: bool = True) -> dict[str, Any]:
         clock.lap("frames")
         figures.update(rig.commands())
         clock.lap("commands")
+        figures.update(rig.failovers())
+        clock.lap("failover")
     finally:
         rig.close()
         clock.lap("stop")
