@@ -27,7 +27,7 @@ _STATUS = {"bad_request": 400, "invalid_args": 400, "too_large": 413, "unauthori
            "handler_error": 500, "bad_result": 500, "internal": 500,
            # /api/record (docs/recording.md)
            "already_recording": 409, "not_recording": 409, "file_exists": 409, "record_failed": 500}
-_RECORD_KEYS = {"start": {"action", "device", "name", "channels", "token"}, "stop": {"action", "token"}}
+_RECORD_KEYS = {"start": {"action", "device", "name", "channels", "token"}, "stop": {"action", "device", "token"}}
 _RECORD_USAGE = ('send JSON: {"action": "start"} (optional "device": "arm1", "name": "run1", "channels": ["a", "b"])'
                  ' or {"action": "stop"}')
 

@@ -5,14 +5,17 @@
  * one binary websocket frame, binary payloads arrive as ArrayBuffers. Commands are answered
  * by a `result` event carrying the id we sent. The state the banner shows:
  *   "connecting"   – first attempt in progress
- *   "live"         – connected and the device is online
+ *   "live"         – connected and the device is online (the one selected in the picker)
  *   "offline"      – connected, but the device's heartbeat is stale (or no device yet)
  *   "disconnected" – lost the bridge; socket.io-client is reconnecting by itself
  *   "refused"      – the bridge refused the token; no retry (open the URL it printed)
  * After a reconnect the bridge treats us as a new client: listeners of "connect" re-subscribe.
+ * Per-device requests (`consumed`, `command`) name their device (protocol 4); main.js tells
+ * which device's status the banner shows (`setDevice`).
  */
 import { io } from "socket.io-client";
 import * as parser from "socket.io-msgpack-parser";
+import { withDevice } from "./devices.js";
 import { quantile } from "./util.js";
 
 const REQUEST_TIMEOUT_MS = 10000; // the bridge answers commands within --command-timeout (5 s)
@@ -65,11 +68,9 @@ export class Connection {
         this._setState("disconnected");
       }
     });
-    s.on("hello", (hello) => this.setDevice(hello.device));
-    s.on("device", (device) => this.setDevice(device));
   }
 
-  /** Track the device's status so the banner can say "device offline". */
+  /** The status of the device the page shows (main.js), so the banner can say "device offline". */
   setDevice(device) {
     this.deviceStatus = device && device.status === "online" ? "online" : "offline";
     if (this.socket.connected) this._setState(this.deviceStatus === "online" ? "live" : "offline");
@@ -118,16 +119,17 @@ export class Connection {
     });
   }
 
-  /** Confirm a data message (no acknowledgement asked: it is sent ~100 times a second). */
-  consumed(channel, seq) {
-    if (this.socket.connected) this.socket.emit("consumed", { channel, seq });
+  /** Confirm a data message of `device` (no acknowledgement asked: it is sent ~100 times a second). */
+  consumed(device, channel, seq) {
+    if (this.socket.connected) this.socket.emit("consumed", withDevice({ channel, seq }, device));
   }
 
   /**
-   * Send a command; resolves with its answer ({ok:true, result} or {ok:false, error}), which
-   * the bridge sends as a `result` event with our id. Never rejects.
+   * Send a command to `device` (null: the only device of a bridge that does not know its
+   * name yet); resolves with its answer ({ok:true, result} or {ok:false, error}), which the
+   * bridge sends as a `result` event with our id. Never rejects.
    */
-  command(name, args = {}, timeoutMs = REQUEST_TIMEOUT_MS) {
+  command(name, args = {}, device = null, timeoutMs = REQUEST_TIMEOUT_MS) {
     if (!this.socket.connected) {
       return Promise.resolve({ ok: false, error: { code: "disconnected", message: "not connected to the bridge" } });
     }
@@ -138,7 +140,7 @@ export class Connection {
         resolve({ ok: false, error: { code: "timeout", message: `no answer to '${name}' in ${timeoutMs / 1000} s` } });
       }, timeoutMs);
       this._commands.set(id, { resolve, timer });
-      this.socket.emit("command", { id, name, args });
+      this.socket.emit("command", withDevice({ id, name, args }, device));
     });
   }
 

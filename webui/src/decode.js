@@ -4,6 +4,7 @@
  * Pure functions, no DOM: records batches → row objects, frames → typed arrays.
  * All binary data is little-endian, which is what every browser's typed arrays use.
  */
+import { channelKey } from "./devices.js";
 
 const TYPED = {
   f8: Float64Array, f4: Float32Array,
@@ -155,14 +156,17 @@ export function frameRows(msg, limit = 100000) {
 }
 
 /**
- * One incoming data/event message, decoded lazily and at most once.
+ * One incoming data/event message of `device`, decoded lazily and at most once. `key` is its
+ * device and channel ("arm1/joints", devices.js), which views match their datasets with.
  * `rows()` gives the first caller the decoded objects and later callers shallow copies,
  * because Vega writes derived fields into the tuples it is given.
  */
 export class Batch {
-  constructor(msg) {
+  constructor(msg, device = null) {
     this.msg = msg;
+    this.device = device;
     this.channel = msg.channel;
+    this.key = channelKey(device, msg.channel);
     this.kind = msg.kind;
     this._rows = null;
     this._handedOut = 0;

@@ -11,11 +11,17 @@
  *                  times(): Vega-Lite: [oldest, newest] t of the rows in its datasets (a row without a
  *                           numeric t counts its arrival time); null when empty or cleared but not yet
  *                           redrawn (after a reset, until the next frame applies it); scenes: null,
- *                  pixels(): scenes: the canvas drawn afresh, as an ImageData (null otherwise)}},
+ *                  pixels(): scenes: the canvas drawn afresh, as an ImageData (null otherwise),
+ *                  column(field): Vega-Lite: {DATASET: [row[field] of every row in the view, oldest first]}
+ *                                 (DATASET as the spec names it: "joints", "arm1/joints"); null otherwise}},
  *     lastApplied: {CHANNEL: {t: device time (s) of the newest record/frame applied,
  *                             at: Date.now() in the animation frame that applied it}},
+ *                  also under "DEVICE/CHANNEL" once the device's name is known,
  *     frames: animation frames run so far,
- *     state: {...} the device state as this page knows it,
+ *     state: {...} the selected device's state as this page knows it,
+ *     device: the device selected in the picker (the only one in single mode; null while unknown),
+ *     devices: names of the devices the bridge serves, in its order,
+ *     multi: hello.multi (the bridge serves a list of devices, or all),
  *     latency(): {p50, p99, n} ping round trip in ms over the last ~10 s,
  *     activeTab: id of the visible tab ("status" for Status),
  *     hiddenViews: ids of the views left out because they are for another device (viewdata.js),
@@ -41,6 +47,15 @@ export function installHooks({ conn, store, tabs, timeline }) {
     frames: 0,
     get state() {
       return store.state;
+    },
+    get device() {
+      return store.selected;
+    },
+    get devices() {
+      return [...store.devices.keys()].filter((name) => name !== null);
+    },
+    get multi() {
+      return store.multi;
     },
     latency: () => conn.latency(),
     get activeTab() {
@@ -70,15 +85,23 @@ export function installHooks({ conn, store, tabs, timeline }) {
         get error() { return view()?.error ?? null; },
         times: () => view()?.times?.() ?? null,
         pixels: () => (view()?.kind === "scene" ? view().pixels() : null),
+        column: (field) => view()?.column?.(field) ?? null,
       };
     }
   };
 
-  /** Record that `channel` data with device time `t` reached the screen in this frame. */
-  hooks.applied = (channel, t) => {
-    const prev = hooks.lastApplied[channel];
+  /**
+   * Record that data of `channel` of `device` with device time `t` reached the screen in this
+   * frame. (`device` comes last: bench/browser_page.js wraps this as (channel, t).)
+   */
+  hooks.applied = (channel, t, device) => {
+    note(channel, t);
+    if (device !== null && device !== undefined) note(`${device}/${channel}`, t);
+  };
+  const note = (key, t) => {
+    const prev = hooks.lastApplied[key];
     if (prev && typeof t === "number" && typeof prev.t === "number" && t < prev.t && prev.at > Date.now() - 1000) return;
-    hooks.lastApplied[channel] = { t, at: Date.now() };
+    hooks.lastApplied[key] = { t, at: Date.now() };
   };
 
   // For debugging from the console only (not part of the test contract).

@@ -1,7 +1,8 @@
 /**
- * RecordCard: the Status tab's "Recording" card — what the bridge is recording (file, size,
+ * RecordCard: the Status tab's "Recording" card — what the bridge records of the device
+ * selected in the page's picker (file, size,
  * duration, records/s, missed per channel), the last recording that ended, and, for operators
- * only, a Record / Stop button that POSTs api/record with the page's token.
+ * only, a Record / Stop button that POSTs api/record (naming that device) with the page's token.
  *
  * The status comes from GET api/stats (its `recording` member, which StatusPanel polls once a
  * second while the tab is visible) and from each POST's answer. File names and messages come
@@ -9,6 +10,7 @@
  * row builders are pure (webui/test/recordpanel.test.mjs).
  */
 import { ackError, el, fmt, fmtSeconds } from "./util.js";
+import { withDevice } from "./devices.js";
 
 /** Bytes → "812 B", "45.2 kB", "12.3 MB", "1.20 GB" (decimal, as `monbridge record` prints). */
 export function fmtBytes(n) {
@@ -27,9 +29,13 @@ export function fmtMissed(missed) {
   return `${fmt(total)} (${lost.map(([c, n]) => `${c} ${fmt(n)}`).join(", ")})`;
 }
 
-/** [key, label, text] rows for a recording in progress (the `recording` status). */
-export function recordingRows(s) {
+/**
+ * [key, label, text] rows for a recording in progress (the `recording` status); `named`: with
+ * the device it records (a bridge serving several devices records one of them at a time).
+ */
+export function recordingRows(s, named = false) {
   return [
+    ...(named ? [["record-device", "device", String(s.device ?? "—")]] : []),
     ["record-file", "file", String(s.file ?? "—")],
     ["record-bytes", "size", fmtBytes(s.bytes)],
     ["record-seconds", "duration", fmtSeconds(s.seconds)],
@@ -49,12 +55,22 @@ export function lastRows(last) {
   ];
 }
 
+/**
+ * The body of POST api/record: start `device` (with the optional file name), or stop. The
+ * bridge records one device at a time, so a stop names none.
+ */
+export function recordBody(recording, name, device) {
+  if (recording) return { action: "stop" };
+  const trimmed = String(name ?? "").trim();
+  return withDevice(trimmed ? { action: "start", name: trimmed } : { action: "start" }, device);
+}
+
 function rowsList(rows) {
   return el("dl", { class: "mb-dl" }, rows.flatMap(([key, label, text]) => [el("dt", {}, label), el("dd", { "data-k": key }, text)]));
 }
 
 export class RecordCard {
-  /** @param {object} ctx {conn, store}: the page's token (conn.token) and role (store.role) */
+  /** @param {object} ctx {conn, store}: the page's token (conn.token), role (store.role) and device (store.selected) */
   constructor(ctx) {
     this.ctx = ctx;
     this.status = null;
@@ -80,12 +96,19 @@ export class RecordCard {
     this.render();
   }
 
+  /** Another device was chosen: forget the previous one's status and error. */
+  select() {
+    this.status = null;
+    this.error = "";
+    this.answeredAt = -Infinity;
+    this.render();
+  }
+
   /** Record when idle, Stop when recording: POST api/record; its answer is the new status. */
   async toggle() {
     const recording = !!(this.status && this.status.recording);
-    const body = { action: recording ? "stop" : "start" };
-    const name = this.name.value.trim();
-    if (!recording && name) body.name = name;
+    const device = this.ctx.store.selected;
+    const body = recordBody(recording, this.name.value, device);
     const token = this.ctx.conn.token;
     this.busy = true;
     this.error = "";
@@ -101,18 +124,23 @@ export class RecordCard {
       } catch {
         answer = null;
       }
-      if (answer && answer.ok === true) {
-        this.status = answer;
-        if (!recording) this.name.value = "";
-      } else {
-        this.error = answer ? ackError(answer) : `POST api/record: HTTP ${res.status}`;
-      }
+      // an answer for the device shown before is not this one's status
+      if (device === this.ctx.store.selected) this._answered(answer, res.status, recording);
     } catch (err) {
       this.error = `POST api/record: ${(err && err.message) || err}`;
     }
     this.busy = false;
     this.answeredAt = performance.now();
     this.render();
+  }
+
+  _answered(answer, httpStatus, wasRecording) {
+    if (answer && answer.ok === true) {
+      this.status = answer;
+      if (!wasRecording) this.name.value = "";
+    } else {
+      this.error = answer ? ackError(answer) : `POST api/record: HTTP ${httpStatus}`;
+    }
   }
 
   render() {
@@ -133,7 +161,7 @@ export class RecordCard {
     } else if (recording) {
       this.now.replaceChildren(
         el("p", { "data-k": "record-state" }, el("span", { class: "mb-dot mb-rec" }), s.stopping ? " stopping…" : " recording"),
-        rowsList(recordingRows(s)));
+        rowsList(recordingRows(s, this.ctx.store.multi)));
       this.now.title = String(s.path || "");
     } else {
       this.now.replaceChildren(el("p", { class: "mb-muted", "data-k": "record-state" }, `Not recording. Files go to ${s.dir || "the bridge's recordings directory"}.`));

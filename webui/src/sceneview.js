@@ -1,6 +1,10 @@
 /**
  * SceneView: one `*.scene.json` file as a three.js view (docs/scenes.md).
  *
+ * An object's `"channel": "arm1/pose"` reads pose of device arm1; `"pose"` reads the scene's
+ * `"device"`, or else the device selected in the page's picker (the view's binding,
+ * viewdata.js; the view is made anew when it changes).
+ *
  * Socket handlers only keep the newest batch per channel; the animation-frame loop copies
  * it into preallocated buffers (BufferGeometry attributes sized to the channel's declared
  * rows, drawn with setDrawRange; a DataTexture updated in place) and renders — only while
@@ -10,6 +14,8 @@ import * as THREE from "three";
 import { OrbitControls } from "three/examples/jsm/controls/OrbitControls.js";
 import { OBJECT_TYPES, vec3, colorOf, PointsObject, PoseObject, ImageObject, staticObject } from "./sceneobjects.js";
 import { el } from "./util.js";
+import { bindView } from "./viewdata.js";
+import { isName } from "./devices.js";
 
 let software = null;
 
@@ -39,7 +45,8 @@ export class SceneView {
   /**
    * @param {object} def the VIEW entry from the bridge
    * @param {HTMLElement} panel
-   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames(), channelInfo(name)}
+   * @param {object} ctx {conn, subs, store, applied(device, channel, t), channelNames(device),
+   *   channelInfo(device, channel)}
    */
   constructor(def, panel, ctx) {
     this.def = def;
@@ -49,8 +56,10 @@ export class SceneView {
     this.ctx = ctx;
     this.error = null;
     this.updates = 0;
-    this.live = []; // objects fed by channels
-    this.latest = new Map(); // channel -> newest Batch not yet drawn
+    this.binding = def.binding || bindView(def, ctx.store.selected);
+    this.sources = new Map(this.binding.sources.map((s) => [s.name, s])); // an object's channel -> {device, channel, key}
+    this.live = []; // objects fed by channels (each with its `source`)
+    this.latest = new Map(); // key ("device/channel") -> newest Batch not yet drawn
     this.dirty = true;
     this.destroyed = false;
     this.mounted = false;
@@ -70,12 +79,12 @@ export class SceneView {
     return this.live.reduce((n, o) => n + o.rows(), 0);
   }
 
-  showError(message) {
+  showError(message, hint = "See docs/scenes.md for the format; the tab updates when the file is saved.") {
     this.error = message;
     this.errorBox.replaceChildren(
       el("strong", {}, `${this.def.file}: this view cannot be shown`),
       el("pre", {}, message),
-      el("p", { class: "mb-hint" }, "See docs/scenes.md for the format; the tab updates when the file is saved."),
+      el("p", { class: "mb-hint" }, hint),
     );
     this.errorBox.hidden = false;
     this.holder.hidden = true;
@@ -83,7 +92,7 @@ export class SceneView {
 
   mount() {
     const def = this.def;
-    if (def.error) return this.showError(def.error);
+    if (def.error) return this.showError(def.error, def.errorHint);
     const spec = def.spec;
     try {
       this._build(spec);
@@ -105,12 +114,15 @@ export class SceneView {
     }
     const spec = this.def.spec;
     const rate = typeof spec.rate === "number" ? spec.rate : 30;
-    const channels = [...new Set(this.live.map((o) => o.channel))];
-    this.ctx.subs.setWants(this.id, channels.map((channel) => ({ channel, rate, seconds: null, maxPoints: null })));
+    const sources = [...new Set(this.live.map((o) => o.source))];
+    this.ctx.subs.setWants(this.id, sources.map(({ device, channel, key }) => ({ device, channel, key, rate, seconds: null, maxPoints: null })));
   }
 
   _build(spec) {
     const problems = [];
+    if (spec.device !== undefined && !isName(spec.device)) {
+      problems.push(`"device" must be a device name (letters, digits, _ and -), got ${JSON.stringify(spec.device)}; following the selected device`);
+    }
     const objects = spec.objects;
     objects.forEach((o, i) => {
       if (!o || typeof o !== "object" || !OBJECT_TYPES.includes(o.type)) {
@@ -159,8 +171,10 @@ export class SceneView {
         scene.add(obj);
         continue;
       }
-      const info = this.ctx.channelInfo(o.channel);
+      const source = this.sources.get(o.channel);
+      const info = this.ctx.channelInfo(source.device, source.channel);
       const live = o.type === "points" ? new PointsObject(o, info) : o.type === "pose" ? new PoseObject(o) : new ImageObject(o, info);
+      live.source = source;
       this.live.push(live);
       scene.add(live.object);
     }
@@ -182,10 +196,10 @@ export class SceneView {
 
   updateNotices() {
     const items = [...(this.problems || [])];
-    const channels = this.ctx.channelNames();
-    if (channels.length) {
-      for (const ch of new Set(this.live.map((o) => o.channel))) {
-        if (!channels.includes(ch)) items.push(`channel '${ch}' is not a channel of the device (channels: ${channels.join(", ")})`);
+    for (const { name, device, channel } of new Set(this.live.map((o) => o.source))) {
+      const channels = this.ctx.channelNames(device);
+      if (channels.length && !channels.includes(channel)) {
+        items.push(`channel '${name}' is not a channel of ${device === null ? "the device" : `device '${device}'`} (channels: ${channels.join(", ")})`);
       }
     }
     for (const o of this.live) if (o.problem) items.push(o.problem);
@@ -195,9 +209,9 @@ export class SceneView {
   /** Socket handler: keep only the newest batch per channel. */
   onBatch(batch) {
     if (this.error || !this.renderer) return;
-    if (!this.live.some((o) => o.channel === batch.channel)) return;
+    if (!this.live.some((o) => o.source.key === batch.key)) return;
     if (batch.kind === "records" && !batch.msg.count) return;
-    this.latest.set(batch.channel, batch);
+    this.latest.set(batch.key, batch);
   }
 
   onState() {}
@@ -219,8 +233,11 @@ export class SceneView {
     this.updateNotices();
   }
 
-  reset() {
-    this.latest.clear();
+  /** `device` restarted, or its replay's position jumped: drop what it sent (undefined: everything). */
+  reset(device) {
+    for (const batch of [...this.latest.values()]) {
+      if (device === undefined || batch.device === device) this.latest.delete(batch.key);
+    }
   }
 
   /** Animation frame: upload the newest data, render if anything changed; nothing while hidden. */
@@ -229,9 +246,9 @@ export class SceneView {
     if (!this._gpuIdle()) return; // the newest data waits in this.latest; nothing queues up
     if (this.latest.size) {
       let problemsChanged = false;
-      for (const [channel, batch] of this.latest) {
+      for (const [key, batch] of this.latest) {
         for (const o of this.live) {
-          if (o.channel !== channel) continue;
+          if (o.source.key !== key) continue;
           try {
             o.update(batch);
             if (o.problem) { o.problem = null; problemsChanged = true; }
@@ -239,7 +256,7 @@ export class SceneView {
             if (o.problem !== err.message) { o.problem = err.message; problemsChanged = true; }
           }
         }
-        this.ctx.applied(channel, batch.t);
+        this.ctx.applied(batch.device, batch.channel, batch.t);
       }
       this.latest.clear();
       this.updates++;

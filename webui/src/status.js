@@ -1,11 +1,13 @@
 /**
  * StatusPanel: the Status tab — device, connection latency, recording, channels, clients,
- * commands, state.
+ * commands, state — of the device selected in the page's picker.
  *
  * Device status comes from the `device` event (once a second); latency from our own pings
  * (Connection.latency()); channels, clients, command figures and the recording (RecordCard,
- * recordpanel.js) from GET api/stats, polled once a second while the tab is visible.
+ * recordpanel.js) from GET api/stats?device=NAME, polled once a second while the tab is
+ * visible. Choosing another device (`onSelect`) forgets the last answer and asks again.
  */
+import { channelKey } from "./devices.js";
 import { RecordCard } from "./recordpanel.js";
 import { el, fmt, fmtSeconds, shortJSON } from "./util.js";
 import { viewChannels } from "./viewdata.js";
@@ -17,6 +19,16 @@ function table(headers, rows, empty) {
   return el("table", { class: "mb-table" },
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", {}, h)))),
     el("tbody", {}, rows.map((r) => el("tr", { class: r.cls || null }, r.cells.map((c) => el("td", {}, c))))));
+}
+
+/** GET api/stats for `device` (null: the only device of a bridge that does not know its name yet). */
+export function statsURL(device) {
+  return device === null || device === undefined ? "api/stats" : `api/stats?device=${encodeURIComponent(device)}`;
+}
+
+// A client's subscription as the Status tab lists it: "arm1/joints" when the bridge serves several devices.
+function subscriptionName(sub, multi) {
+  return multi && typeof sub.device === "string" ? channelKey(sub.device, sub.channel) : sub.channel;
 }
 
 export class StatusPanel {
@@ -58,18 +70,36 @@ export class StatusPanel {
   }
 
   async poll() {
+    const { store } = this.ctx;
+    // nothing to ask before the hello (single or multi mode?), nor for no device of a multi-mode bridge
+    if (store.protocol === null || (store.multi && store.selected === null)) return;
     const token = this.ctx.conn.token;
+    const device = store.selected;
     const askedAt = performance.now();
+    const url = statsURL(device);
+    let stats = null;
+    let error = null;
     try {
-      const res = await fetch("api/stats", { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
-      if (!res.ok) throw new Error(`GET api/stats: HTTP ${res.status}`);
-      this.stats = await res.json();
-      this.statsError = null;
-      this.record.update(this.stats.recording, askedAt);
+      const res = await fetch(url, { cache: "no-store", headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (!res.ok) throw new Error(`GET ${url}: HTTP ${res.status}`);
+      stats = await res.json();
     } catch (err) {
-      this.statsError = err.message;
+      error = err.message;
     }
+    if (device !== this.ctx.store.selected) return; // answered for the device shown before
+    this.stats = stats ?? this.stats;
+    this.statsError = error;
+    if (stats) this.record.update(stats.recording, askedAt);
     this.render();
+  }
+
+  /** Another device was chosen in the picker: show nothing of the previous one. */
+  onSelect() {
+    this.stats = null;
+    this.statsError = null;
+    this.record.select();
+    this.render();
+    if (this.visible) this.poll();
   }
 
   /** Redraw everything (on poll); the device card also redraws on device events. */
@@ -113,7 +143,7 @@ export class StatusPanel {
     const s = this.stats;
     const err = this.statsError ? el("p", { class: "mb-error" }, this.statsError) : null;
     const chRows = ((s && s.channels) || []).map((c) => {
-      const ack = this.ctx.subs.acks.get(c.name);
+      const ack = this.ctx.subs.acks.get(channelKey(store.selected, c.name));
       const mine = ack && ack.ok ? `${fmt(ack.rate)} Hz${ack.points_per_update ? `, ≤${ack.points_per_update}/update` : ""}` : "—";
       return { cells: [c.name, c.kind || "—", fmt(c.publish_rate, 1), fmt(c.delivered_rate, 1), fmt(c.delivered), fmt(c.skipped), fmt(c.missed), fmtSeconds(c.lag), mine] };
     });
@@ -128,7 +158,7 @@ export class StatusPanel {
       cls: c.id === store.sid ? "mb-me" : null,
       cells: [c.id === store.sid ? `${c.id} (this page)` : c.id, c.address, c.role,
         fmtSeconds(now - c.connected_at),
-        (c.subscriptions || []).map((x) => `${x.channel}@${fmt(x.rate)} (${fmt(x.sent)} sent, ${fmt(x.skipped)} skipped)`).join(", ") || "—",
+        (c.subscriptions || []).map((x) => `${subscriptionName(x, store.multi)}@${fmt(x.rate)} (${fmt(x.sent)} sent, ${fmt(x.skipped)} skipped)`).join(", ") || "—",
         fmt(c.queued), el("span", { class: "mb-ua", title: c.user_agent }, c.user_agent || "")],
     }));
     this.clients.replaceChildren(el("h3", {}, "Clients"),

@@ -1,20 +1,24 @@
 /**
- * SubscriptionManager: one bridge subscription per channel, merged from what every view wants.
+ * SubscriptionManager: one bridge subscription per device and channel, merged from what every
+ * view wants.
  *
- * The bridge keeps one subscription per client and channel (a new subscribe replaces the
- * old one), so when two views show the same channel their wishes are merged: the highest
- * rate, the longest window, and a point budget per second that satisfies the hungriest
- * view. Only channels the device has are subscribed; the rest wait for a `channels` event.
- * After a reconnect (a new client for the bridge) `resubscribeAll()` sends everything again;
- * after a replay's jump `renew()` does, and the batches still on their way are `stale()`.
+ * The bridge keeps one subscription per client, device and channel (a new subscribe replaces
+ * the old one), so when two views show the same channel of the same device their wishes are
+ * merged: the highest rate, the longest window, and a point budget per second that satisfies
+ * the hungriest view. Everything is keyed by device and channel ("arm1/joints", devices.js),
+ * so the same channel name of two devices never mixes. Only channels a device has are
+ * subscribed; the rest wait for a `channels` or `devices` event. After a reconnect (a new
+ * client for the bridge) `resubscribeAll()` sends everything again; after a replay's jump
+ * `renew(device)` does for that device, and the batches still on their way are `stale()`.
  *
- * A want: {channel, rate (Hz), seconds (window or null), maxPoints (or null)}.
+ * A want: {device, channel, key, rate (Hz), seconds (window or null), maxPoints (or null)}.
  *
  * Flow control: every subscription asks for `in_flight: IN_FLIGHT`, and the page confirms
  * each data message with `consumed` once its views have taken it (see main.js). The bridge
  * then never has more than that many messages per channel on the way to this page, so a
  * page that draws slowly gets fresh frames at its own pace instead of a growing backlog.
  */
+import { channelKey, withDevice } from "./devices.js";
 
 export const IN_FLIGHT = 1;
 const LIMITS = { rate: [0.1, 1000], window: [0.01, 86400], max_points: [2, 1000000] };
@@ -35,15 +39,37 @@ export function mergeWants(wants) {
   return { rate, window, max_points: Math.round(clamp(Math.ceil(perSecond * window), LIMITS.max_points)) };
 }
 
+/** The subscribe payload for one channel of one device (`device` left out while it is not known). */
+export function subscribePayload(device, channel, merged) {
+  return withDevice({ channels: [channel], ...merged, in_flight: IN_FLIGHT }, device);
+}
+
+/**
+ * Every owner's wants grouped by key, keeping only channels in `known` (keys):
+ * Map key → {device, channel, wants}.
+ */
+export function groupWants(owners, known) {
+  const byKey = new Map();
+  for (const wants of owners) {
+    for (const w of wants) {
+      const key = w.key ?? channelKey(w.device, w.channel);
+      if (!known.has(key)) continue;
+      if (!byKey.has(key)) byKey.set(key, { device: w.device ?? null, channel: w.channel, wants: [] });
+      byKey.get(key).wants.push(w);
+    }
+  }
+  return byKey;
+}
+
 export class SubscriptionManager {
   /** @param {import("./connection.js").Connection} conn */
   constructor(conn) {
     this.conn = conn;
     this.owners = new Map(); // owner id (view id) -> [want]
-    this.known = new Set(); // channel names the device has
-    this.current = new Map(); // channel -> JSON of the payload the bridge acknowledged (or is acking)
-    this.acks = new Map(); // channel -> last ack (for the Status tab)
-    this.renewing = new Map(); // channel -> number of the renew() whose subscribe is unanswered
+    this.known = new Set(); // keys of the channels the devices have
+    this.current = new Map(); // key -> {device, channel, json}: the payload the bridge acknowledged (or is acking)
+    this.acks = new Map(); // key -> last ack (for the Status tab)
+    this.renewing = new Map(); // key -> number of the renew() whose subscribe is unanswered
     this._renewals = 0;
     this._scheduled = false;
   }
@@ -58,8 +84,9 @@ export class SubscriptionManager {
     this._schedule();
   }
 
-  setKnown(names) {
-    this.known = new Set(names);
+  /** The keys ("device/channel") of every channel the bridge's devices have. */
+  setKnown(keys) {
+    this.known = new Set(keys);
     this._schedule();
   }
 
@@ -71,25 +98,27 @@ export class SubscriptionManager {
   }
 
   /**
-   * Subscribe again to every channel (a replay's position jumped). The bridge starts the new
-   * subscription at the newest data, so what was published before this call never comes after
-   * the answer; until it comes, `stale(channel)` is true: batches then are from the old
-   * subscription (the bridge sends them before the answer), to be dropped.
+   * Subscribe again to every channel of `device` (a replay's position jumped; undefined: of
+   * every device). The bridge starts the new subscription at the newest data, so what was
+   * published before this call never comes after the answer; until it comes, `stale(key)` is
+   * true: batches then are from the old subscription (the bridge sends them before the
+   * answer), to be dropped.
    */
-  renew() {
+  renew(device) {
     const renewal = ++this._renewals;
-    for (const [channel, key] of this.current) {
-      this.renewing.set(channel, renewal);
-      this.conn.request("subscribe", { channels: [channel], ...JSON.parse(key), in_flight: IN_FLIGHT }).then((ack) => {
-        if (this.renewing.get(channel) === renewal) this.renewing.delete(channel);
-        if (ack.ok) this.acks.set(channel, ack);
+    for (const [key, sub] of this.current) {
+      if (device !== undefined && sub.device !== device) continue;
+      this.renewing.set(key, renewal);
+      this.conn.request("subscribe", subscribePayload(sub.device, sub.channel, JSON.parse(sub.json))).then((ack) => {
+        if (this.renewing.get(key) === renewal) this.renewing.delete(key);
+        if (ack.ok) this.acks.set(key, ack);
       });
     }
   }
 
-  /** True while batches of `channel` are from before the last renew() (see there). */
-  stale(channel) {
-    return this.renewing.has(channel);
+  /** True while batches of `key` are from before the last renew() (see there). */
+  stale(key) {
+    return this.renewing.has(key);
   }
 
   _schedule() {
@@ -101,41 +130,37 @@ export class SubscriptionManager {
     });
   }
 
-  /** The merged payload per channel that views want and the device has. */
+  /** The merged payload per key that views want and the devices have: Map key → {device, channel, payload}. */
   desired() {
-    const byChannel = new Map();
-    for (const wants of this.owners.values()) {
-      for (const w of wants) {
-        if (!this.known.has(w.channel)) continue;
-        if (!byChannel.has(w.channel)) byChannel.set(w.channel, []);
-        byChannel.get(w.channel).push(w);
-      }
-    }
     const out = new Map();
-    for (const [channel, wants] of byChannel) out.set(channel, mergeWants(wants));
+    for (const [key, g] of groupWants(this.owners.values(), this.known)) {
+      out.set(key, { device: g.device, channel: g.channel, payload: mergeWants(g.wants) });
+    }
     return out;
   }
 
   sync() {
     if (!this.conn.socket.connected) return;
     const desired = this.desired();
-    for (const [channel, payload] of desired) {
-      const key = JSON.stringify(payload);
-      if (this.current.get(channel) === key) continue;
-      this.current.set(channel, key);
-      this.conn.request("subscribe", { channels: [channel], ...payload, in_flight: IN_FLIGHT }).then((ack) => {
-        this.acks.set(channel, ack);
+    for (const [key, { device, channel, payload }] of desired) {
+      const json = JSON.stringify(payload);
+      if (this.current.get(key)?.json === json) continue;
+      const sub = { device, channel, json };
+      this.current.set(key, sub);
+      this.conn.request("subscribe", subscribePayload(device, channel, payload)).then((ack) => {
+        this.acks.set(key, ack);
         if (!ack.ok) {
-          console.warn(`monbridge: subscribe ${channel}:`, ack.error);
-          if (this.current.get(channel) === key) this.current.delete(channel); // retry on the next sync
+          console.warn(`monbridge: subscribe ${key}:`, ack.error);
+          if (this.current.get(key) === sub) this.current.delete(key); // retry on the next sync
         }
       });
     }
-    for (const channel of [...this.current.keys()]) {
-      if (desired.has(channel)) continue;
-      this.current.delete(channel);
-      this.acks.delete(channel);
-      if (this.known.has(channel)) this.conn.request("unsubscribe", { channels: [channel] });
+    for (const [key, sub] of [...this.current]) {
+      if (desired.has(key)) continue;
+      this.current.delete(key);
+      this.acks.delete(key);
+      // a channel (or device) that is gone has no subscription left at the bridge
+      if (this.known.has(key)) this.conn.request("unsubscribe", withDevice({ channels: [sub.channel] }, sub.device));
     }
   }
 }

@@ -1,7 +1,7 @@
 /**
  * TabManager: one tab per VIEW (in the order the bridge sends), then Status; `#/ID` routing.
  *
- * `sync(views)` adds new views, rebuilds changed ones (spec, error, kind or file differ)
+ * `sync(views)` adds new views, rebuilds changed ones (spec, error, kind, file or binding differ)
  * and removes deleted ones, without touching the others. A deep link to a view that does
  * not exist (yet) keeps its hash: the tab opens if the file appears later.
  */
@@ -9,8 +9,10 @@ import { el } from "./util.js";
 
 export const STATUS_ID = "status";
 
+// A view is made anew when this changes: its file, or the devices its data come from
+// (`binding`, viewdata.js: the picker moved and the view follows it).
 function viewKey(def) {
-  return JSON.stringify([def.kind, def.file, def.error, def.spec]);
+  return JSON.stringify([def.kind, def.file, def.error, def.spec, def.binding ?? null]);
 }
 
 export class TabManager {

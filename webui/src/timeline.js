@@ -1,6 +1,7 @@
 /**
- * TimelineBar: the replay controls at the bottom of the page, shown while the device is a
- * recording played back by `monbridge replay` (its state has `replay_duration`; the commands
+ * TimelineBar: the replay controls at the bottom of the page, shown while the device selected
+ * in the page's picker is a recording played back by `monbridge replay` (its state has
+ * `replay_duration`; the commands
  * and state keys are in docs/recording.md, "Commands and state keys").
  *
  * It shows the file name, the position and duration (m:ss.s), a slider to seek, play/pause,
@@ -15,8 +16,9 @@
  * down, or moved and not yet let go), nor until SETTLE_MS after the seek's answer, so the
  * position the device reports before it took the seek never yanks the handle back (SeekControl).
  *
- * `update(state)` says when `replay_epoch` changed — the position jumped — and main.js clears
- * the charts (and subscribes again, so no row from before the jump comes after it). The pure
+ * When `replay_epoch` changes — the position jumped — main.js clears that device's data in the
+ * charts (and subscribes again, so no row from before the jump comes after it), for every
+ * device, shown or not (`replayJumped`). The pure
  * parts (formatting, the jump, LatestOnly, SeekControl) have unit tests in
  * webui/test/timeline.test.mjs. Everything from the device is inserted as text.
  */
@@ -151,7 +153,7 @@ export class SeekControl {
 export class TimelineBar {
   /**
    * @param {HTMLElement} node the bar's (empty) element; hidden until the device is a replay
-   * @param {(name: string, args: object) => Promise<object>} send Connection.command
+   * @param {(name: string, args: object) => Promise<object>} send Connection.command to the selected device
    */
   constructor(node, send) {
     this.node = node;
@@ -214,6 +216,13 @@ export class TimelineBar {
     this.node.hidden = false;
     this.render();
     return jumped;
+  }
+
+  /** Another device was chosen: show its state (`state`), nothing of the previous one's replay. */
+  select(state) {
+    this.epoch = undefined;
+    this.error.textContent = "";
+    this.update(state);
   }
 
   /** A viewer may not send commands: disable the controls and say why. */

@@ -2,7 +2,10 @@
  * VegaLiteView: one `*.vl.json` file as a live chart (docs/specs.md).
  *
  * Every named dataset (`"data": {"name": N}` anywhere in the spec; `data: [{name}]` in a
- * plain Vega spec) whose N is a channel streams that channel. Socket handlers only decode
+ * plain Vega spec) whose N is a channel streams that channel: "arm1/joints" of device arm1,
+ * "joints" of the spec's `usermeta.device` or else of the device selected in the page's picker
+ * (the view's binding, viewdata.js; the view is made anew when it changes). Its controls and
+ * buttons command, and follow the state of, that same device. Socket handlers only decode
  * and buffer rows (StreamDataset); once per animation frame, and only while the tab is
  * visible, each changed dataset gets a single `view.change(N, changeset().insert().remove())`
  * followed by one `view.runAsync()` for the view. Updates never re-embed the view; but once it
@@ -21,7 +24,8 @@
 import embed from "vega-embed";
 import { changeset, loader as vegaLoader } from "vega";
 import { StreamDataset } from "./datasets.js";
-import { namedDatasets } from "./viewdata.js";
+import { bindView } from "./viewdata.js";
+import { isName } from "./devices.js";
 import { ControlBinding, ButtonBar } from "./controls.js";
 import { reportingLoader, reportingLogger } from "./dataurl.js";
 import { TOOLTIP_OPTIONS } from "./tooltip.js";
@@ -31,7 +35,7 @@ export const DEFAULTS = { seconds: 10, rate: 30, maxPoints: 5000 };
 const RESIZE_EVERY_MS = 500;
 const REBUILD_AFTER_ROWS = 10000; // rows inserted before the view is embedded anew (a Relay table: ~0.3 MB)
 const CLEAN_THRESHOLD = 64; // removed items Vega may keep before tidying its maps (its default: 10,000)
-const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons"];
+const USERMETA_KEYS = ["title", "order", "window", "rate", "max_points", "controls", "buttons", "device"];
 const CONSOLE_LOG_LEVEL = 1; // vega.Error: Vega's and Vega-Lite's warnings stay out of the console
 const FIX_HINT = "Fix the file in the specs directory; the tab updates when it is saved.";
 const DATA_HINT = "The chart needs this dataset. Check the URL in this browser: a relative URL is resolved "
@@ -70,6 +74,9 @@ export function parseUsermeta(meta) {
     else problems.push(`usermeta.max_points must be a number ≥ 2, got ${JSON.stringify(meta.max_points)}`);
   }
   if (out.maxPoints === null && out.window.seconds) out.maxPoints = DEFAULTS.maxPoints;
+  if (meta.device !== undefined && !isName(meta.device)) {
+    problems.push(`usermeta.device must be a device name (letters, digits, _ and -), got ${JSON.stringify(meta.device)}; following the selected device`);
+  }
   if (meta.controls !== undefined) {
     if (meta.controls && typeof meta.controls === "object" && !Array.isArray(meta.controls)) {
       for (const [param, cfg] of Object.entries(meta.controls)) {
@@ -93,7 +100,8 @@ export class VegaLiteView {
   /**
    * @param {object} def the VIEW entry from the bridge
    * @param {HTMLElement} panel where to draw
-   * @param {object} ctx {conn, subs, store, applied(channel, t), channelNames(), rebuildRows}
+   * @param {object} ctx {conn, subs, store, applied(device, channel, t), channelNames(device),
+   *   deviceState(device), rebuildRows}
    */
   constructor(def, panel, ctx) {
     this.def = def;
@@ -103,7 +111,11 @@ export class VegaLiteView {
     this.ctx = ctx;
     this.error = null;
     this.updates = 0;
-    this.datasets = new Map(); // dataset (= channel) name -> StreamDataset
+    this.binding = def.binding || bindView(def, ctx.store.selected);
+    this.device = this.binding.device; // whose commands and state the controls use
+    this.datasets = new Map(); // dataset name -> StreamDataset
+    this.sources = new Map(); // dataset name -> its source {device, channel, key}
+    this.byKey = new Map(); // "device/channel" -> [StreamDataset] (two names may read one channel)
     this.controls = [];
     this.result = null; // vega-embed result {view, finalize}
     this.running = false;
@@ -141,16 +153,22 @@ export class VegaLiteView {
 
   async mount() {
     const def = this.def;
-    if (def.error) return this.showError(def.error);
+    if (def.error) return this.showError(def.error, def.errorHint);
     const spec = def.spec;
     if (!spec || typeof spec !== "object") return this.showError("the bridge sent no spec for this view");
     const opts = parseUsermeta(spec.usermeta);
     this.opts = opts;
-    const names = namedDatasets(spec);
-    for (const name of names) this.datasets.set(name, new StreamDataset(name, opts.window));
-    const perDataset = opts.maxPoints ? Math.max(2, Math.floor(opts.maxPoints / Math.max(1, names.length))) : null;
-    this.ctx.subs.setWants(this.id, names.map((channel) => ({
-      channel, rate: opts.rate, seconds: opts.window.seconds || null, maxPoints: perDataset,
+    const sources = this.binding.sources;
+    for (const source of sources) {
+      const ds = new StreamDataset(source.name, opts.window);
+      this.datasets.set(source.name, ds);
+      this.sources.set(source.name, source);
+      if (!this.byKey.has(source.key)) this.byKey.set(source.key, []);
+      this.byKey.get(source.key).push(ds);
+    }
+    const perDataset = opts.maxPoints ? Math.max(2, Math.floor(opts.maxPoints / Math.max(1, sources.length))) : null;
+    this.ctx.subs.setWants(this.id, sources.map(({ device, channel, key }) => ({
+      device, channel, key, rate: opts.rate, seconds: opts.window.seconds || null, maxPoints: perDataset,
     })));
     this.problems = opts.problems;
     this.updateNotices();
@@ -200,7 +218,7 @@ export class VegaLiteView {
     // Vega keeps an empty entry for every removed item until 10,000 pile up; a streaming
     // chart removes thousands a second, so tidy up far sooner (a flat heap, small pauses).
     view.cleanThreshold = CLEAN_THRESHOLD;
-    const send = (name, args) => this.ctx.conn.command(name, args);
+    const send = (name, args) => this.ctx.conn.command(name, args, this.device);
     const problems = [];
     for (const [param, cfg] of Object.entries(opts.controls)) {
       try {
@@ -216,7 +234,7 @@ export class VegaLiteView {
     if (opts.buttons.length) this.toolbar.append(new ButtonBar(opts.buttons, send).node);
     this.problems = [...opts.problems, ...problems];
     this.updateNotices();
-    const state = this.ctx.store.state;
+    const state = this.ctx.deviceState(this.device);
     for (const c of this.controls) c.onState(state);
     return true;
   }
@@ -277,10 +295,10 @@ export class VegaLiteView {
   /** Warnings that do not stop the view: usermeta problems, datasets that match no channel. */
   updateNotices() {
     const items = [...(this.problems || [])];
-    const channels = this.ctx.channelNames();
-    if (channels.length) {
-      for (const name of this.datasets.keys()) {
-        if (!channels.includes(name)) items.push(`dataset '${name}' matches no channel of the device (channels: ${channels.join(", ")})`);
+    for (const { name, device, channel } of this.sources.values()) {
+      const channels = this.ctx.channelNames(device);
+      if (channels.length && !channels.includes(channel)) {
+        items.push(`dataset '${name}' matches no channel of ${device === null ? "the device" : `device '${device}'`} (channels: ${channels.join(", ")})`);
       }
     }
     if (this.frameProblem) items.push(this.frameProblem);
@@ -289,8 +307,8 @@ export class VegaLiteView {
 
   /** A decoded-on-demand batch (records, events or frame) for one of our channels. */
   onBatch(batch) {
-    const ds = this.datasets.get(batch.channel);
-    if (!ds || this.error) return;
+    const targets = this.byKey.get(batch.key);
+    if (!targets || this.error) return;
     let rows;
     try {
       rows = batch.rows();
@@ -301,11 +319,16 @@ export class VegaLiteView {
       }
       return;
     }
-    if (batch.kind === "frame") ds.replace(rows, batch.t);
-    else ds.push(rows);
+    targets.forEach((ds, i) => {
+      const own = i === 0 ? rows : batch.rows(); // copies: Vega writes into the rows it is given
+      if (batch.kind === "frame") ds.replace(own, batch.t);
+      else ds.push(own);
+    });
   }
 
-  onState(values) {
+  /** New state values of `device` (full or changed keys). */
+  onState(values, device) {
+    if (device !== this.device) return;
     for (const c of this.controls) c.onState(values);
   }
 
@@ -313,9 +336,16 @@ export class VegaLiteView {
     this.updateNotices();
   }
 
-  /** The device restarted, or a replay's position jumped: clear every dataset. */
-  reset() {
-    for (const ds of this.datasets.values()) ds.reset();
+  /** `device` restarted, or its replay's position jumped: clear its datasets (undefined: all). */
+  reset(device) {
+    for (const [name, ds] of this.datasets) {
+      if (device === undefined || this.sources.get(name).device === device) ds.reset();
+    }
+  }
+
+  /** {dataset: [row[field] of each row the view holds]} (for tests: which device's values it shows). */
+  column(field) {
+    return Object.fromEntries([...this.datasets].map(([name, ds]) => [name, ds.retained.map((row) => row[field])]));
   }
 
   /** [oldest, newest] t of the rows in the view's datasets (null when empty or just cleared; for tests). */
@@ -376,7 +406,10 @@ export class VegaLiteView {
       this.updates++;
       this.rowsSinceEmbed += insert.length;
       changed = true;
-      if (insert.length) this.ctx.applied(ds.name, newestT);
+      if (insert.length) {
+        const { device, channel } = this.sources.get(ds.name);
+        this.ctx.applied(device, channel, newestT);
+      }
     }
     return changed;
   }

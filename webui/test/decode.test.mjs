@@ -54,3 +54,8 @@ test("records: a message without rows (it only carries a missed count) decodes t
   const msg = { channel: "temps", kind: "records", seq: [860, 859], missed: 40, count: 0, t: null, fields, data };
   assert.deepEqual(decodeRecords(msg), []);
 });
+
+test("a batch is keyed by its device and channel", () => {
+  assert.equal(new Batch({ channel: "joints", kind: "events", events: [] }, "arm1").key, "arm1/joints");
+  assert.equal(new Batch({ channel: "joints", kind: "events", events: [] }).key, "joints");
+});

@@ -1,7 +1,8 @@
 // The Status tab's Recording card, its pure parts (webui/src/recordpanel.js): `npm test`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { fmtBytes, fmtMissed, lastRows, recordingRows } from "../src/recordpanel.js";
+import { fmtBytes, fmtMissed, lastRows, recordBody, recordingRows } from "../src/recordpanel.js";
+import { statsURL } from "../src/status.js";
 
 test("sizes read as the recorder prints them", () => {
   assert.equal(fmtBytes(812), "812 B");
@@ -33,4 +34,21 @@ test("the last recording says how it ended, or that it failed", () => {
   assert.deepEqual(failed.map(([key, label, text]) => [key, label, text]), [
     ["last-file", "file", "b.mcap.part"], ["last-bytes", "size", "—"], ["last-seconds", "duration", "—"],
     ["last-missed", "missed", "1 (a 1)"], ["last-reason", "failed", "disk full"]]);
+});
+
+test("POST api/record names the device shown", () => {
+  assert.deepEqual(recordBody(false, " run1 ", "arm1"), { device: "arm1", action: "start", name: "run1" });
+  assert.deepEqual(recordBody(true, "ignored", "arm1"), { action: "stop" }); // one recording per bridge
+  assert.deepEqual(recordBody(false, "", null), { action: "start" });
+});
+
+test("GET api/stats asks for the device shown", () => {
+  assert.equal(statsURL("arm-1"), "api/stats?device=arm-1");
+  assert.equal(statsURL(null), "api/stats");
+});
+
+test("a bridge serving several devices says which one it records", () => {
+  const rows = recordingRows({ recording: true, device: "arm1", file: "a.mcap" }, true);
+  assert.deepEqual(rows[0], ["record-device", "device", "arm1"]);
+  assert.equal(recordingRows({ recording: true, device: "arm1" })[0][0], "record-file");
 });
