@@ -226,7 +226,8 @@ class FleetRig(Rig):
         took: list[float] = []
         seconds = 8.0 * self.cfg["failovers"] + 10.0
         t0 = time.time() + 0.3
-        self.device.send(op="run", channels=1, period=1 / STREAM_HZ, t0=t0, t1=t0 + seconds, stop_at=t0 + seconds)
+        self.device.send(op="run", channels=1, period=1 / STREAM_HZ, t0=t0, t1=t0 + seconds,
+                         stop_at=t0 + seconds + 0.1)
         for _ in range(self.cfg["failovers"]):
             port = free_port()
             self.spare_edges.append(self.start_edge(port))

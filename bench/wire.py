@@ -3,7 +3,7 @@ place: how a raw websocket client encodes and decodes Socket.IO packets, how the
 a python-socketio client, and the command round trip. A new protocol version changes this
 file only.
 
-PROTOCOL_VERSION 3 (docs/protocol.md §1): Engine.IO v4 over a websocket; its control packets
+PROTOCOL_VERSION 4 (docs/protocol.md §1): Engine.IO v4 over a websocket; its control packets
 (open, ping, pong) are text frames; every Socket.IO packet is one binary frame holding one
 msgpack map {"type", "nsp", "data", "id"?}; commands carry an ``id`` and are answered by a
 ``result`` event.
@@ -106,7 +106,7 @@ def async_client(**options: Any) -> Any:
     def _result(answer: Any) -> None:
         future = pending.pop(answer.get("id"), None) if isinstance(answer, dict) else None
         if future is not None and not future.done():
-            future.set_result({k: v for k, v in answer.items() if k != "id"})
+            future.set_result({k: v for k, v in answer.items() if k not in ("id", "device")})   # as the HTTP API answers
 
     return sio
 

@@ -5,6 +5,8 @@ that tell them apart (around 100 and around 200) and declare the same command (`
 started by hand serves both (``monbridge serve --attach NAME1,NAME2``). The page shows the
 picker; a view naming `level` follows it, a view naming `NAME1/level` stays on device 1, a view
 naming a device the bridge does not serve says so. A single-device bridge shows no picker.
+The same picker on an edge (issue 15): each device has an origin publishing into a real Redis,
+and one edge (``serve --edge redis://... --attach all``) serves them both to the page.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bridge_support import Device, http, mb, parse_url  # noqa: F401  (mb: fixture)
+from bridge_support import BridgeURL, Device, http, mb, parse_url, wait_devices  # noqa: F401  (mb: fixture)
 from browser_support import (  # noqa: F401  (chromium, dashboards, devices, specs_dir: fixtures)
     Dashboard,
     Dashboards,
@@ -27,7 +29,9 @@ from browser_support import (  # noqa: F401  (chromium, dashboards, devices, spe
     specs_dir,
     write_spec,
 )
-from conftest import START_TIMEOUT
+from conftest import START_TIMEOUT, wait_for
+from redis_support import RedisServer, redis_server  # noqa: F401  (redis_server: fixture)
+from test_fleet_bridges import wait_published
 
 # Records channel `level` (t, value = BASE + (k % 10) / 100) at ~50 Hz; command mark(tag)
 # puts the tag in the state and prints "marked TAG". Arguments: name, BASE.
@@ -108,17 +112,28 @@ def picker(dash: Dashboard) -> dict[str, Any]:
                    " options: [...p.options].map((o) => o.value)}; }")
 
 
-@pytest.mark.timeout(180)
-def test_the_picker_switches_views_commands_and_the_url(mb, launch, dashboards: Dashboards, tmp_path: Path):
-    name1, name2 = mb.new_name(), mb.new_name()
-    for name, base in ((name1, "100"), (name2, "200")):
+def level_devices(mb, launch, names: list[str]) -> list[Device]:
+    """Two LEVEL_DEVICEs named ``names`` (values ~100 and ~200) without a bridge of their own
+    (launch's MON=bridge=0)."""
+    for name, base in zip(names, ("100", "200")):
         mb.devices.append(Device(launch(LEVEL_DEVICE, name, base), name, None))  # stopped by mb's teardown
+    return mb.devices[-2:]
+
+
+def level_specs(tmp_path: Path, name1: str) -> Path:
+    """A specs dir: `level` (follows the picker) and `pinned` (names NAME1/level)."""
     specs = tmp_path / "specs"
     specs.mkdir()
     write_spec(specs, "level.vl.json", level_spec("level", "Level", 1))
     write_spec(specs, "pinned.vl.json", level_spec(f"{name1}/level", "Device 1", 2))
-    bridge, url = serve_devices(mb, [name1, name2], specs)
+    return specs
 
+
+def pick_device_2(dashboards: Dashboards, url: BridgeURL, dev1: Device, dev2: Device) -> Dashboard:
+    """The page at ``url``: the picker lists both devices; picking device 2 shows its values and
+    its URL, the Mark button commands device 2 only, the pinned view keeps device 1's values
+    and its button commands device 1. Returns the page (the pinned tab open)."""
+    name1, name2 = dev1.name, dev2.name
     dash = dashboards.open(url, "#/level")
     dash.wait("(n) => window.monbridge.devices.length === n", 2, what="both devices in the page")
     assert picker(dash) == {"hidden": False, "visible": True, "value": name1, "options": [name1, name2]}
@@ -139,10 +154,9 @@ def test_the_picker_switches_views_commands_and_the_url(mb, launch, dashboards: 
     result = dash.wait("() => { const r = document.querySelector('.mb-panel[data-id=\"level\"] .mb-btn-result');"
                        " return r && r.textContent.startsWith('✓') ? r.textContent : false; }", what="the Mark button's answer")
     assert f"{name2}:clicked" in result, result
-    [dev1, dev2] = mb.devices
     assert dev2.proc.expect("marked", START_TIMEOUT) == "clicked"
-    _, _, state = http(url, "/api/state")
-    assert state["devices"][name2].get("mark") == "clicked", state
+    state = wait_for(lambda: (s := http(url, "/api/state")[2])["devices"][name2].get("mark") == "clicked" and s,
+                     START_TIMEOUT, f"the mark in {name2}'s state at {url.base}")
     assert "mark" not in state["devices"][name1], state
     assert not any(line.startswith("marked") for line in dev1.proc.stdout), dev1.proc.stdout
 
@@ -152,6 +166,16 @@ def test_the_picker_switches_views_commands_and_the_url(mb, launch, dashboards: 
     wait_values(dash, "pinned", f"{name1}/level", 100, 101, f"device 1 values in the pinned view while {name2} is selected")
     dash.page.locator('.mb-panel[data-id="pinned"] .mb-buttons button').click()
     assert dev1.proc.expect("marked", START_TIMEOUT) == "clicked"
+    return dash
+
+
+@pytest.mark.timeout(180)
+def test_the_picker_switches_views_commands_and_the_url(mb, launch, dashboards: Dashboards, tmp_path: Path):
+    dev1, dev2 = level_devices(mb, launch, [mb.new_name(), mb.new_name()])
+    name1, name2 = dev1.name, dev2.name
+    specs = level_specs(tmp_path, name1)
+    bridge, url = serve_devices(mb, [name1, name2], specs)
+    dash = pick_device_2(dashboards, url, dev1, dev2)
 
     # the Status tab shows device 2: its status, and its channels from GET api/stats?device=NAME2
     asked: list[str] = []
@@ -186,6 +210,32 @@ def test_the_picker_switches_views_commands_and_the_url(mb, launch, dashboards: 
     assert "Traceback" not in "".join(bridge.stderr), bridge.describe()
     for dev in (dev1, dev2):
         dev.proc.stop(START_TIMEOUT)
+
+
+EDGE_TOKEN = "edge-browser-token-0123456789"
+
+
+@pytest.mark.timeout(180)
+def test_the_picker_on_an_edge_serving_every_published_device(mb, launch, redis_server: RedisServer,
+                                                               dashboards: Dashboards, tmp_path: Path):
+    # device 1 is the one whose name sorts first ("t1-10-..." before "t1-9-..."): see the edge below
+    dev1, dev2 = level_devices(mb, launch, sorted([mb.new_name(), mb.new_name()]))
+    specs = level_specs(tmp_path, dev1.name)
+    origins = [mb.serve(d.name, "--publish", redis_server.url, expect_url=False) for d in (dev1, dev2)]
+    for origin, dev in zip(origins, (dev1, dev2)):   # the harness stops them (and the edge)
+        origin.expect("monbridge: serving", START_TIMEOUT)
+        wait_published(redis_server.url, dev.name)
+    # both published before the edge first looks: it serves them in name order, not in the order
+    # the origins happened to reach Redis
+    edge = mb.serve_devices("all", "--edge", redis_server.url, "--specs", str(specs), "--token", EDGE_TOKEN)
+    assert edge.url.token == EDGE_TOKEN, edge.url
+    wait_devices(edge.url, {dev1.name: dev1.pid, dev2.name: dev2.pid})
+    dash = pick_device_2(dashboards, edge.url, dev1, dev2)
+    assert not dash.page_errors, dash.page_errors
+
+    # an orderly end: the edge exits 0 on SIGTERM, without a traceback
+    assert edge.terminate(START_TIMEOUT) == 0, edge.proc.describe()
+    assert "Traceback" not in "".join(edge.proc.stderr), edge.proc.describe()
 
 
 def test_a_single_device_bridge_shows_no_picker(devices: Devices, specs_dir, dashboards: Dashboards):
