@@ -19,6 +19,7 @@ Tasks (``socketio.start_background_task``, so eventlet and threading both work):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -41,6 +42,7 @@ from .core import BridgeCore, CoreSettings
 from .device_link import DeviceLink
 from .hub import ALL, Hub, attach_names
 from .packets import MALFORMED, SafePacket
+from .protocol import error
 from .record_control import RecordControl
 from .views import ViewCatalog
 
@@ -112,8 +114,10 @@ class Bridge:
         self.views = ViewCatalog(options.specs)
         self.views.scan()
         self.hub.views = self.views.views()
-        # an edge serves copies of devices kept up to date from Redis (bridge/fleet/edge.py), one each
+        # an edge serves copies of devices kept up to date from Redis (bridge/fleet/edge.py), one each;
+        # an origin also publishes each device into Redis for edges (bridge/fleet/origin.py)
         self.edges: dict[str, Any] = {}
+        self.origins: dict[str, tuple[Any, Any]] = {}   # key -> (OriginTap, OriginSender)
         for key in ([options.attach] if names is None else names):
             self.open_device(key, time.time())
         self._next_views_scan = 0.0
@@ -123,15 +127,6 @@ class Bridge:
         # the recorder process of POST /api/record; waits through socketio.sleep, never blocking
         self.recording = RecordControl(options.record_dir, options.specs, sleep=self.socketio.sleep,
                                        start_task=self.socketio.start_background_task)
-        # an origin also publishes the device into Redis for edges (bridge/fleet/origin.py)
-        self.origin_tap = self.origin_sender = None
-        if options.publish:  # one device (serve() refuses --publish with several)
-            from .fleet.origin import OriginSender, OriginTap
-
-            self.origin_tap = OriginTap(options.attach, rate=options.rate, origin_label=netio.hostname())
-            self.origin_sender = OriginSender(options.publish, options.attach, submit=self._remote_command,
-                                              on_reconnect=self._origin_resync,
-                                              start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
         self._register_handlers()
         from .http_api import api
 
@@ -152,6 +147,14 @@ class Bridge:
             link = DeviceLink(key, offline_after=opts.offline_after, open_segment=edge.open_segment)
         else:
             link = DeviceLink(key, offline_after=opts.offline_after)
+        if opts.publish:
+            from .fleet.origin import OriginSender, OriginTap
+
+            tap = OriginTap(key, rate=opts.rate, origin_label=netio.hostname())
+            sender = OriginSender(opts.publish, key, submit=functools.partial(self._remote_command, key),
+                                  on_reconnect=functools.partial(self._origin_resync, key),
+                                  start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
+            self.origins[key] = (tap, sender)
         return self.hub.add_device(key, link, wall)
 
     def close_device(self, key: str) -> None:
@@ -159,6 +162,9 @@ class Bridge:
         edge = self.edges.pop(key, None)
         if edge is not None:
             edge.stop()
+        origin = self.origins.pop(key, None)
+        if origin is not None:
+            origin[1].stop()
 
     @property
     def core(self) -> BridgeCore | None:
@@ -265,24 +271,29 @@ class Bridge:
             self._flush()
         return core.broker.wait(ticket) if isinstance(ticket, Ticket) else ticket
 
-    def _remote_command(self, command: Any, on_done: Callable[[dict[str, Any]], None]) -> None:
-        """A command an edge validated and passed on through Redis (origin): validated again
-        here, queued for the device in the order Redis holds them; ``on_done(answer)``."""
+    def _remote_command(self, key: str, command: Any, on_done: Callable[[dict[str, Any]], None]) -> None:
+        """A command for device ``key`` an edge validated and passed on through Redis (origin):
+        validated again here, queued for the device in the order Redis holds them; ``on_done(answer)``."""
         client = {**command.client, "edge": command.edge}
         payload = {"name": command.name, "args": command.args}
         with self.lock:
-            answer = self.core.broker.submit(f"{command.edge}/{client.get('id', '')}", client, payload,
-                                             now=time.monotonic(), on_done=on_done)
+            core = self.hub.cores.get(key)
+            if core is None:   # --attach all: the device closed meanwhile
+                answer: Any = error("offline", f"device {key!r} closed before taking this command")
+            else:
+                answer = core.broker.submit(f"{command.edge}/{client.get('id', '')}", client, payload,
+                                            now=time.monotonic(), on_done=on_done)
             self._flush()
         if not isinstance(answer, Ticket):
             on_done(answer)
 
-    def _origin_resync(self, newest: dict[str, Any]) -> None:
-        """Redis reached (again): the tap reads again from what Redis holds; what was queued
-        meanwhile is dropped in the same step, so nothing goes out twice or out of order."""
+    def _origin_resync(self, key: str, newest: dict[str, Any]) -> None:
+        """Redis reached (again): device ``key``'s tap reads again from what Redis holds; what was
+        queued meanwhile is dropped in the same step, so nothing goes out twice or out of order."""
         with self.lock:
-            self.origin_sender.drop_pending()
-            self.origin_tap.resync(newest)
+            tap, sender = self.origins[key]
+            sender.drop_pending()
+            tap.resync(newest)
 
     def state_snapshot(self) -> dict[str, dict[str, Any]]:
         """Each device's state, by name (the caller holds the lock)."""
@@ -296,16 +307,17 @@ class Bridge:
         doorbell; ``Waker`` in device_agent/channels.py), and when a client's ``consumed`` lets
         a subscription that had all its messages in flight send again (the handler rings the
         same doorbell). Scans the specs directory every VIEWS_PERIOD."""
-        hub, tap, link = self.hub, self.origin_tap, self.link
+        hub = self.hub
         while not self._stop_requested:
             started = time.monotonic()
             try:
                 with self.lock:
                     result = hub.tick(started, time.time())
                     self._flush()
-                    if tap is not None:
-                        self.origin_sender.queue(tap.tick(link.device, link.online, link.status(),
-                                                          started, time.time()))
+                    for key, (tap, sender) in self.origins.items():
+                        if key in hub.cores:   # else dropped this tick (--attach all): closed below
+                            link = hub.cores[key].link
+                            sender.queue(tap.tick(link.device, link.online, link.status(), started, time.time()))
                 for key in result.dropped:
                     self.close_device(key)
                 for note in result.notes:
@@ -324,7 +336,7 @@ class Bridge:
             for core in hub.cores.values():
                 core.tick_seconds = elapsed
             deadline = hub.next_deadline(started + VIEWS_PERIOD)
-            if tap is not None and not tap.waiting_for_data:
+            for tap, _ in self.origins.values():
                 deadline = min(deadline, tap.next_due)  # the origin's next read into Redis
             delay = deadline - time.monotonic()
             if delay <= 0:
@@ -332,15 +344,15 @@ class Bridge:
                 continue
             # the data doorbell also rings when a client's confirmation lets a subscription
             # send again, so wait on it in either case
-            waiting = hub.waiting_cores()
-            if tap is not None and tap.waiting_for_data and link.device is not None:
-                waiting.append(None)   # the origin's tap waits on the one device too
             news = False
-            for core in waiting:
-                dev = link.device if core is None else core.link.device
-                dev.want_wake()
-                # published before the request: nothing will ring
-                news = news or (tap.news(dev) if core is None else core.news())
+            for core in hub.waiting_cores():
+                core.link.device.want_wake()
+                news = news or core.news()   # published before the request: nothing will ring
+            for key, (tap, _) in self.origins.items():
+                dev = hub.cores[key].link.device if key in hub.cores else None
+                if tap.waiting_for_data and dev is not None:
+                    dev.want_wake()
+                    news = news or tap.news(dev)
             if news:
                 self.socketio.sleep(0)
                 continue
@@ -378,9 +390,7 @@ class Bridge:
             self._stopper()
 
     def close(self) -> None:
-        if self.origin_sender is not None:
-            self.origin_sender.stop()
-        for key in list(self.edges):
+        for key in set(self.edges) | set(self.origins):
             self.close_device(key)
         self.recording.close()  # a recording in progress is finished and renamed first
         for core in self.hub.cores.values():
@@ -402,9 +412,6 @@ def _attach_problem(options: Any) -> str | None:
         return "--exit-with-device serves one device: give --attach one NAME"
     if not (options.publish or options.edge):
         return None
-    if several and options.publish:
-        return ("--publish serves one device: run one origin per device (--attach NAME --publish URL); "
-                "an edge can serve them all (--edge URL --attach all)")
     if options.publish and options.edge:
         return ("--publish and --edge together: an edge serves from Redis what an origin publishes; "
                 "run an origin beside the device and edges elsewhere")

@@ -413,12 +413,17 @@ def test_origin_reaching_redis_late_publishes_every_record_it_read(redis_server:
 
 # -- 7. several devices through one edge ---------------------------------------------------------
 
-def test_one_edge_serves_every_published_device_each_named(redis_server: RedisServer, mb: BridgeHarness) -> None:
+@pytest.mark.parametrize("origins", ["one per device", "one for both"])
+def test_one_edge_serves_every_published_device_each_named(redis_server: RedisServer, mb: BridgeHarness,
+                                                           origins: str) -> None:
     url = redis_server.url
     a, b = mb.device(mon="bridge=0"), mb.device(mon="bridge=0")
-    origins = [_bridge(mb.serve(d.name, "--publish", url, expect_url=False), d.name) for d in (a, b)]
-    for origin, d in zip(origins, (a, b)):
-        wait_attached(origin.url, d.pid)
+    if origins == "one per device":
+        for d in (a, b):
+            wait_attached(_bridge(mb.serve(d.name, "--publish", url, expect_url=False), d.name).url, d.pid)
+    else:   # one origin bridge serving and publishing both
+        wait_devices(mb.serve_devices(f"{a.name},{b.name}", "--publish", url).url, {a.name: a.pid, b.name: b.pid})
+    for d in (a, b):
         wait_published(url, d.name)
     edge = mb.serve_devices("all", "--edge", url)
     wait_devices(edge.url, {a.name: a.pid, b.name: b.pid})

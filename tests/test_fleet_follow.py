@@ -343,8 +343,8 @@ def test_origin_tap_writes_only_what_changed():
     assert origin.tap.waiting_for_data and not origin.tap.news(origin.att)
     origin.temps.publish(t=1.0, v=2.0, pos=(1, 2, 3), n=4)
     assert origin.tap.news(origin.att)
-    assert keys(origin.tick()) == [TEMPS] and not origin.tap.waiting_for_data
-    assert not origin.tap.news(origin.att)
+    assert keys(origin.tick()) == [TEMPS]
+    assert not origin.tap.news(origin.att)      # temps was read; cam and log wait for a publish
     assert keys(origin.tick()) == [] and origin.tap.waiting_for_data
 
     origin.dev.set_state({"mode": "idle"})
@@ -368,6 +368,24 @@ def test_origin_tap_writes_only_what_changed():
     origin.tap.resync(newest)
     assert keys(origin.tick()) == [MANIFEST, STATE]
     assert keys(origin.tick()) == []
+
+
+def test_origin_tap_reads_each_channel_at_its_publish_not_a_tick_later():
+    """Channels published a moment apart are each read when they are published: the tap paces
+    each channel on its own, as the relay paces each subscription (issue 15's added latency)."""
+    origin = Origin()
+    origin.tick()
+    origin.temps.publish(t=1.0, v=2.0, pos=(1, 2, 3), n=4)
+    assert keys(origin.tick()) == [TEMPS]
+    origin.cam.publish(np.ones((4, 3), "f4"))        # 1 ms later
+    assert origin.tap.news(origin.att)
+    assert keys(origin.tick(dt=0.001)) == [streams.channel_key(NAME, "cam")]
+    origin.temps.publish(t=2.0, v=2.0, pos=(1, 2, 3), n=5)
+    # temps is not due again before 0.75 / rate after its last read, and waits for no publish
+    assert not origin.tap.news(origin.att) and keys(origin.tick(dt=0.001)) == []
+    assert origin.tap.next_due == pytest.approx(origin.now - 0.002 + 0.75 / 60)
+    origin.now = origin.tap.next_due - 1 / 30
+    assert keys(origin.tick()) == [TEMPS]
 
 
 def test_origin_tap_sets_the_heartbeat_at_most_once_a_second():

@@ -4,7 +4,7 @@
 times a second) it reads every channel of the attached device after cursors of its own and
 makes the Redis writes of that tick — one ``XADD`` per channel with something new, the
 manifest and state when they change, the heartbeat once a second. ``OriginSender`` (a thread)
-sends each tick's writes in one pipeline, so a slow or absent Redis never holds up the relay
+sends the queued ticks' writes in one pipeline, so a slow or absent Redis never holds up the relay
 or the local browsers; it also reads the edges' commands and writes back their answers.
 What reaches Redis grows with channels × rate, never with the number of viewers.
 
@@ -64,6 +64,8 @@ class _Cursor:
     next: int = 0          # records/events: the next sequence number; frame: the last frame sent
     rate: float = 60.0     # entries a second, for MAXLEN (the tick rate: at most one per tick)
     floor: int = 0         # records/events: where this tap began reading this device process
+    due: float = 0.0       # monotonic: read again from then on
+    waiting: bool = False  # due, and the last read found nothing new: read at the next publish
 
 
 @dataclass
@@ -74,8 +76,8 @@ class OriginTap:
     rate: float = 60.0
     retention: Retention = field(default_factory=Retention)
     origin_label: str = ""
-    next_due: float = 0.0            # monotonic: the next tick may read from then on
-    waiting_for_data: bool = False   # due, and the last read found nothing new: wake on a publish
+    next_due: float = 0.0            # monotonic: a channel is due then (inf: none until a publish)
+    waiting_for_data: bool = False   # a due channel had nothing new: wake on a publish
     _dev: Any = None
     _run: str = ""
     _cursors: dict[str, _Cursor] = field(default_factory=dict)
@@ -163,28 +165,31 @@ class OriginTap:
             version, values = dev.state()
             self._state_sent = version
             writes.append(Write("xadd", streams.state_key(name), streams.state_entry(self._run, version, values), 64))
-        if now < self.next_due or not online:
+        if not online:
             return writes
-        found = 0
+        # each channel on its own schedule, as each subscription in the relay: one published a
+        # moment after another is read at its publish, not a tick later
         for channel, cursor in self._cursors.items():
+            if now < cursor.due:
+                continue
             reader = dev.channels.get(channel)
             entry = self._read(reader, cursor) if reader is not None else None
+            cursor.waiting = entry is None
             if entry is not None:
                 size = streams.entry_bytes(entry)
                 maxlen = streams.maxlen(cursor.kind, cursor.rate, size, self.retention)
                 writes.append(Write("xadd", streams.channel_key(name, channel), entry, maxlen))
-                found += 1
-        if found:
-            self.next_due = now + TICK_FRACTION / self.rate
-            self.waiting_for_data = False
-        else:
-            self.waiting_for_data = True
+                cursor.due = now + TICK_FRACTION / self.rate
+        self.waiting_for_data = any(c.waiting for c in self._cursors.values())
+        self.next_due = min((c.due for c in self._cursors.values() if not c.waiting), default=float("inf"))
         return writes
 
     def news(self, dev: DeviceAttachment) -> bool:
-        """Something was published after this tap's cursors (checked after asking the device
-        to ring: a publish in between would ring nobody)."""
+        """Something was published after the cursor of a channel that waits for it (checked
+        after asking the device to ring: a publish in between would ring nobody)."""
         for channel, cursor in self._cursors.items():
+            if not cursor.waiting:
+                continue
             reader = dev.channels.get(channel)
             if isinstance(reader, FrameReader):
                 if reader.latest > cursor.next:
@@ -249,7 +254,6 @@ class OriginSender:
         self._stop = False
         self.connected = False
         self.dropped_ticks = 0
-        self.sent_entries = 0
         self._down_since: float | None = None
         start_task(self._send_loop)
         start_task(self._commands_loop)
@@ -328,31 +332,32 @@ class OriginSender:
 
 
     def _flush(self) -> None:
-        """Send what is queued: replies and small writes first, in one pipeline (one round
-        trip), then the frames, in another, so a big frame never delays a record or an answer."""
+        """Send what is queued in one pipeline (one round trip): replies and small writes
+        first, frames last, so Redis has every record and answer before a big frame's bytes."""
         while self._ticks or self._replies:
-            small, frames = self._redis.pipeline(transaction=False), self._redis.pipeline(transaction=False)
+            pipe = self._redis.pipeline(transaction=False)
+            frames: list[Write] = []
             n = 0
             while self._replies and n < 256:
                 edge, request, answer = self._replies.popleft()
                 key = streams.replies_key(self.device_name, edge)
-                small.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
-                small.pexpire(key, streams.REPLIES_TTL_MS)
+                pipe.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
+                pipe.pexpire(key, streams.REPLIES_TTL_MS)
                 n += 1
             while self._ticks and n < 256:
                 for w in self._ticks.popleft():
-                    if w.op == "xadd":
-                        pipe = frames if w.value.get("kind") == b"frame" else small
+                    if w.op == "xadd" and w.value.get("kind") == b"frame":
+                        frames.append(w)
+                    elif w.op == "xadd":
                         pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
-                        self.sent_entries += 1
                     elif w.op == "set":
-                        small.set(w.key, w.value, px=w.arg)
+                        pipe.set(w.key, w.value, px=w.arg)
                     else:
-                        small.sadd(w.key, w.value)
+                        pipe.sadd(w.key, w.value)
                     n += 1
-            for pipe in (small, frames):
-                if len(pipe):
-                    pipe.execute()
+            for w in frames:
+                pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
+            pipe.execute()
 
     # -- the commands thread ----------------------------------------------------------
 
