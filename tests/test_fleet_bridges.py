@@ -479,3 +479,29 @@ def test_an_edge_killed_its_client_is_served_by_another_behind_a_balancer(redis_
             assert took < 2 * FAILOVER_WITHIN, f"records again {took:.2f} s after the edge was killed"
     finally:
         balancer.close()
+
+
+# -- 9. junk in the commands stream ---------------------------------------------------------------
+
+def test_junk_in_the_commands_stream_is_skipped_with_one_warning_and_commands_still_work(
+        redis_server: RedisServer, mb: BridgeHarness) -> None:
+    """Anyone who can write the commands stream (an ACL mistake, a bug in another client) must
+    not stop the origin or flood its log: each bad entry is skipped, one warning per 10 s says
+    so, and the edges' commands that follow are answered."""
+    dev, origin, (edge,) = fleet(mb, redis_server.url, 1)
+    c = mb.client(edge.url)
+    assert c.command("echo", value="before") == {"ok": True, "result": "before"}
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        key = streams.commands_key(dev.name)
+        junk = [{"nonsense": b"1"}, {"args": b"{not json", "client": b"{}", "deadline": b"1"},
+                {"args": b"[]", "client": b"{}", "deadline": b"9e99"}] * 20
+        for fields in junk:
+            r.xadd(key, fields)
+    finally:
+        r.close()
+    assert c.command("echo", value="after") == {"ok": True, "result": "after"}
+    warned = wait_for(lambda: [ln for ln in origin.proc.stderr if "malformed command entry" in ln], 10,
+                      "the origin's warning")
+    assert len(warned) == 1, warned          # 60 bad entries, one line (the log's rate limit)
+    assert origin.proc.proc.poll() is None and "Traceback" not in "".join(origin.proc.stderr)
