@@ -114,14 +114,6 @@ class Hub:
         if sids:
             self._outbox.append(Message(event, data, tuple(sids)))
 
-    def next_deadline(self, idle: float) -> float:
-        """The earliest core deadline; ``idle`` when there is no device yet."""
-        return min((c.next_deadline() for c in self.cores.values()), default=idle)
-
-    def waiting_cores(self) -> list[BridgeCore]:
-        """The cores with a due subscriber that has had everything (wake at the device's next publish)."""
-        return [c for c in self.cores.values() if c.waiting_for_data and c.link.device is not None]
-
     def take_wake(self) -> bool:
         return any([c.take_wake() for c in self.cores.values()])  # a list: clear every core's flag
 

@@ -172,11 +172,6 @@ class Bridge:
         cores = self.hub.cores
         return next(iter(cores.values())) if len(cores) == 1 and not self.hub.multi else None
 
-    @property
-    def link(self) -> DeviceLink | None:
-        core = self.core
-        return core.link if core is not None else None
-
     def discover_loop(self) -> None:
         """``--attach all``: serve each device that starts (on an edge: that an origin publishes)."""
         while not self._stop_requested:
@@ -333,10 +328,12 @@ class Bridge:
             except Exception:
                 log.error("relay tick failed", exc_info=True)
             elapsed = time.monotonic() - started
-            for core in hub.cores.values():
+            # snapshots: with --attach all, discover_loop adds devices (a thread in threading mode)
+            cores, origins = list(hub.cores.items()), list(self.origins.items())
+            for _, core in cores:
                 core.tick_seconds = elapsed
-            deadline = hub.next_deadline(started + VIEWS_PERIOD)
-            for tap, _ in self.origins.values():
+            deadline = min([started + VIEWS_PERIOD] + [c.next_deadline() for _, c in cores])
+            for _, (tap, _sender) in origins:
                 deadline = min(deadline, tap.next_due)  # the origin's next read into Redis
             delay = deadline - time.monotonic()
             if delay <= 0:
@@ -345,11 +342,13 @@ class Bridge:
             # the data doorbell also rings when a client's confirmation lets a subscription
             # send again, so wait on it in either case
             news = False
-            for core in hub.waiting_cores():
-                core.link.device.want_wake()
-                news = news or core.news()   # published before the request: nothing will ring
-            for key, (tap, _) in self.origins.items():
-                dev = hub.cores[key].link.device if key in hub.cores else None
+            for _, core in cores:
+                if core.waiting_for_data and core.link.device is not None:
+                    core.link.device.want_wake()
+                    news = news or core.news()   # published before the request: nothing will ring
+            devices = {key: core.link.device for key, core in cores}
+            for key, (tap, _sender) in origins:
+                dev = devices.get(key)
                 if tap.waiting_for_data and dev is not None:
                     dev.want_wake()
                     news = news or tap.news(dev)
