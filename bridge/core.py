@@ -1,8 +1,9 @@
-"""BridgeCore: everything the bridge decides, with no I/O of its own.
+"""BridgeCore: everything the bridge decides about one device, with no I/O of its own.
 
-It owns the device link, the relay, the command broker, the clients table and the state
-relay. It reads the device's shared memory (through ``link``, which a test can lay out in
-plain ``bytearray``s) but never emits, never reads the clock and never touches a socket:
+The Hub (hub.py) holds one per device served and routes clients' events to them. A core owns
+the device link, the relay, the command broker, the clients table and the state relay. It
+reads the device's shared memory (through ``link``, which a test can lay out in plain
+``bytearray``s) but never emits, never reads the clock and never touches a socket:
 
 * inputs: ``connect`` / ``disconnect`` / ``on_event`` (a client sent an event), ``tick``
   (time has passed: ``now`` and ``wall`` are given), ``route_replies`` (the device may have

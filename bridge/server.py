@@ -143,7 +143,7 @@ class Bridge:
 
             self.edges[key] = edge = EdgeFollower(opts.edge, key, opts.command_timeout,
                                                   start_task=self.socketio.start_background_task,
-                                                  sleep=self.socketio.sleep)
+                                                  sleep=self.socketio.sleep, on_replies=self._route_replies)
             link = DeviceLink(key, offline_after=opts.offline_after, open_segment=edge.open_segment)
         else:
             link = DeviceLink(key, offline_after=opts.offline_after)
@@ -358,6 +358,12 @@ class Bridge:
             if netio.wait_readable(self.data_doorbell.fileno(), delay):
                 self.data_doorbell.drain()
         self._shutdown()
+
+    def _route_replies(self) -> None:
+        """Route the devices' replies now (an edge's follower just put answers in its copy)."""
+        with self.lock:
+            self.hub.route_replies(time.monotonic())
+            self._flush()
 
     def reply_loop(self) -> None:
         """Route the device's replies when it rings; meanwhile time out late commands and

@@ -56,7 +56,10 @@ def published_devices(url: str) -> list[str]:
 
 class EdgeFollower:
     def __init__(self, url: str, device: str, command_timeout: float,
-                 start_task: Callable[..., Any], sleep: Callable[[float], None], edge_id: str | None = None) -> None:
+                 start_task: Callable[..., Any], sleep: Callable[[float], None], edge_id: str | None = None,
+                 on_replies: Callable[[], None] | None = None) -> None:
+        """``on_replies``: called after answers were put in the copy's replies queue, to route
+        them at once (the bridge's reply task would wake for them too, one wake-up later)."""
         import redis   # the [fleet] extra
 
         self.url = url
@@ -67,6 +70,7 @@ class EdgeFollower:
         self._replies_redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
         self._errors = (redis.RedisError, OSError)
         self._sleep = sleep
+        self._on_replies = on_replies
         self.doorbell = Doorbell(f"{device}.edge")
         self.follower = Follower(device, self.doorbell)
         self._run_id: str | None = None
@@ -204,6 +208,11 @@ class EdgeFollower:
                         continue
                     if self.follower.mirror is not None:
                         self.follower.mirror.put_reply({"id": request, **answer})
+            if got and self._on_replies is not None:
+                try:
+                    self._on_replies()
+                except Exception:   # the bridge's reply task routes them anyway
+                    log.error("routing replies failed", exc_info=True)
 
     # -- status ------------------------------------------------------------------------
 
