@@ -258,3 +258,27 @@ def test_without_the_record_extra_the_recorders_message_is_the_answer(mb: Any, t
     assert "pip install 'monbridge[record]'" in answer["error"]["message"], answer
     assert record_status(bridge.url)["recording"] is False
     assert bridge.terminate() == 0
+
+
+def test_a_bridge_of_several_devices_records_the_one_named(mb: Any, tmp_path: Path) -> None:
+    """``--attach a,b``: POST /api/record must name the device; the file is that device's."""
+    from bridge_support import wait_devices
+
+    a, b = mb.device(mon="bridge=0"), mb.device(mon="bridge=0")
+    rec_dir = tmp_path / "runs"
+    bridge = mb.serve_devices(f"{a.name},{b.name}", "--record-dir", str(rec_dir))
+    wait_devices(bridge.url, {a.name: a.pid, b.name: b.pid})
+    status, answer = record(bridge.url, {"action": "start"})
+    assert status == 400 and answer["error"]["code"] == "bad_request" and b.name in answer["error"]["message"]
+    status, answer = record(bridge.url, {"action": "start", "device": "nope"})
+    assert status == 404 and answer["error"]["code"] == "unknown_device", answer
+    assert not rec_dir.exists()
+
+    status, started = record(bridge.url, {"action": "start", "device": b.name, "name": "run-b"})
+    assert status == 200 and started["device"] == b.name and started["file"] == "run-b.mcap", started
+    b.request("pub 50", "published")
+    wait_for(lambda: record_status(bridge.url)["messages"], TIMEOUT, "the recorder to write b's records")
+    status, stopped = record(bridge.url, {"action": "stop", "device": b.name})
+    assert status == 200 and stopped["last"]["ok"] is True, stopped
+    _topics, meta = read_mcap(rec_dir / "run-b.mcap")
+    assert meta["monbridge.recording"]["device"] == b.name
