@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -247,3 +248,38 @@ def test_a_single_device_bridge_shows_no_picker(devices: Devices, specs_dir, das
     assert dash.js("() => document.getElementById('mb-device').textContent") == dev.name
     assert "device=" not in dash.js("() => location.search")
     assert not dash.page_errors, dash.page_errors
+
+
+@pytest.mark.timeout(180)
+def test_a_page_behind_a_balancer_is_served_by_another_edge_when_its_edge_dies(
+        mb, launch, redis_server: RedisServer, dashboards: Dashboards, tmp_path: Path):
+    """Issue 15's failover, in chromium: the page is loaded through a TCP balancer in front of
+    two edges (bench/balancer.py, as nginx in docs/scaling.md); its edge is SIGKILLed; the same
+    page shows records published after the kill, through the other edge, with no reload."""
+    from bench.balancer import Balancer
+
+    dev = level_devices(mb, launch, [mb.new_name()])[-1]   # values around 100
+    specs = level_specs(tmp_path, dev.name)
+    origin = mb.serve(dev.name, "--publish", redis_server.url, expect_url=False)
+    origin.expect("monbridge: serving", START_TIMEOUT)
+    wait_published(redis_server.url, dev.name)
+    edges = [mb.serve_devices(dev.name, "--edge", redis_server.url, "--specs", str(specs), "--token", EDGE_TOKEN)
+             for _ in range(2)]
+    for edge in edges:
+        wait_devices(edge.url, {dev.name: dev.pid})
+    balancer = Balancer([("127.0.0.1", e.url.port) for e in edges])
+    try:
+        dash = dashboards.open(parse_url(f"{balancer.url}/?token={EDGE_TOKEN}"), "#/level")
+        wait_values(dash, "level", "level", 100, 101, "the device's values through the first edge")
+        victim = next(e for e in edges if e.url.port == balancer.chosen[0][1])
+        victim.proc.kill_group()      # SIGKILL: the page's socket closes at once
+        victim.proc.wait_gone()
+        killed = time.time()
+        dash.wait("(t) => { const a = window.monbridge.lastApplied['level']; return a && a.t > t; }", killed,
+                  what="records published after the kill, through the other edge")
+        took = time.time() - killed
+        assert balancer.chosen[-1] != balancer.chosen[0], balancer.chosen
+        assert took < 6.0, f"the page showed new records {took:.2f} s after its edge was killed"  # target 3 s: bench.fleet
+        assert not dash.page_errors, dash.page_errors
+    finally:
+        balancer.close()
