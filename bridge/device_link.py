@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_agent import layout
-from device_agent.attach import DeviceAttachment, OpenSegment, running_devices
+from device_agent.attach import DeviceAttachment, OpenSegment, live_devices
 from device_agent.errors import LayoutError
-from device_agent.shm import attach_segment, close_segment, segment_owner
+from device_agent.shm import attach_segment, close_segment
 
 log = logging.getLogger("bridge")
 
@@ -118,7 +118,7 @@ class DeviceLink:
             return self.name
         if self.device is not None:
             return self.device.device
-        live = [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
+        live = live_devices()
         if len(live) > 1:
             if not self._warned_several:
                 log.warning("several devices are running (%s); choose one with --attach NAME, or serve them "

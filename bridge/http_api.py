@@ -23,8 +23,8 @@ from .record_control import RecordError
 api = Blueprint("api", __name__)
 
 _STATUS = {"bad_request": 400, "invalid_args": 400, "too_large": 413, "unauthorized": 401, "forbidden": 403,
-           "unknown_command": 404, "unknown_device": 404, "rate_limited": 429, "queue_full": 503, "offline": 503, "timeout": 504,
-           "handler_error": 500, "bad_result": 500, "internal": 500,
+           "unknown_command": 404, "unknown_device": 404, "rate_limited": 429, "queue_full": 503, "offline": 503,
+           "timeout": 504, "handler_error": 500, "bad_result": 500, "internal": 500,
            # /api/record (docs/recording.md)
            "already_recording": 409, "not_recording": 409, "file_exists": 409, "record_failed": 500}
 _RECORD_KEYS = {"start": {"action", "device", "name", "channels", "token"}, "stop": {"action", "device", "token"}}
@@ -99,9 +99,8 @@ def channels() -> Any:
 def state() -> Any:
     b = _bridge()
     with b.lock:
-        states = b.state_snapshot()
-        only = b.core
-        return jsonify({"devices": states, "values": dict(only.state.values) if only else {}})
+        states, only = b.state_snapshot(), b.core
+        return jsonify({"devices": states, "values": states.get(only.link.device_name, {}) if only else {}})
 
 
 @api.get("/api/clients")

@@ -96,9 +96,7 @@ class Hub:
     def core_for(self, event: str, payload: Any) -> BridgeCore:
         """The core of the device ``payload`` names (or the only one); raises ProtocolError."""
         name = parse_device(event, payload, self.names(), self.multi)
-        if name is None:
-            if len(self.cores) != 1:   # single mode always has one core
-                raise ProtocolError("bad_request", f"{event}: name the device")
+        if name is None:   # single mode: its one device (multi mode refused a missing name)
             return next(iter(self.cores.values()))
         return next(c for c in self.cores.values() if c.link.device_name == name)
 

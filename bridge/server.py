@@ -28,8 +28,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote
 
-from device_agent import layout
-from device_agent.attach import running_devices
+from device_agent.attach import live_devices
 from device_agent.doorbell import Doorbell, Ringer
 from device_agent.settings import Use, is_loopback, make_settings_class, settings_for
 from flask import Flask, request
@@ -192,9 +191,7 @@ class Bridge:
             from .fleet.edge import published_devices
 
             return published_devices(self.options.edge)
-        from device_agent.shm import segment_owner
-
-        return [n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None]
+        return live_devices()
 
     # -- calling the hub -----------------------------------------------------------------
 
@@ -435,9 +432,7 @@ def _attach_problem(options: Any) -> str | None:
             return f"--edge: cannot reach Redis to list its devices ({exc}); name one with --attach NAME"
         where = "published in that Redis"
     else:
-        from device_agent.attach import running_devices
-
-        names, where = running_devices(), "running on this machine"
+        names, where = live_devices(), "running on this machine"
     if len(names) != 1:
         listed = f" ({', '.join(sorted(names))})" if names else ""
         return (f"{len(names) or 'no'} device{'s' if len(names) != 1 else ''} {where}{listed}: choose one with "

@@ -30,7 +30,7 @@ from .frames import FrameSlots
 from .layout import HEADER_SIZE, SegmentKind, control_segment_name
 from .payloads import EVENT_META, EVENT_TO_CLIENT, dtype_from_json
 from .records import RecordRing
-from .shm import attach_segment, close_segment, list_segments
+from .shm import attach_segment, close_segment, list_segments, segment_owner
 
 log = logging.getLogger("device_agent")
 
@@ -367,3 +367,8 @@ def running_devices() -> list[str]:
         if len(parts) == 2 and parts[1] == "ctl":
             names.append(parts[0])
     return names
+
+
+def live_devices() -> list[str]:
+    """Names of running devices whose process is alive (a killed one leaves its segments)."""
+    return [n for n in running_devices() if segment_owner(control_segment_name(n)) is not None]

@@ -118,13 +118,12 @@ def read_specs(directory: str) -> dict[str, str]:
 def open_device(name: str) -> Any:
     """A DeviceAttachment for a running device, or a SystemExit-style (code, message)."""
     from device_agent import layout
-    from device_agent.attach import DeviceAttachment, running_devices
+    from device_agent.attach import DeviceAttachment, live_devices
     from device_agent.errors import ChannelError, LayoutError
-    from device_agent.shm import segment_owner
 
     from .recorder import OFFLINE_AFTER
 
-    live = sorted(n for n in running_devices() if segment_owner(layout.control_segment_name(n)) is not None)
+    live = sorted(live_devices())
     if name == "auto":
         if len(live) != 1:
             return (EXIT_NO_DEVICE, "no device is running; start one (MON=1 python my_device.py) or name it with --attach"
