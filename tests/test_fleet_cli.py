@@ -72,3 +72,13 @@ def test_a_url_is_shown_without_its_user_and_password():
 
     assert shown_url("redis://edge:S3CRET@redis.lab:6379/0") == "redis://redis.lab:6379/0"
     assert shown_url("rediss://redis.lab:6380") == "rediss://redis.lab:6380"
+
+
+def test_an_attach_that_is_not_names_or_several_devices_with_exit_with_device_are_refused():
+    problem = _attach_problem(options(attach="arm1,arm 2"))
+    assert problem is not None and "--attach 'arm1,arm 2'" in problem and "separated by commas" in problem
+    problem = _attach_problem(options(attach="a/b"))
+    assert problem is not None and "1-48 letters" in problem
+    problem = _attach_problem(options(attach="all", exit_with_device=True))
+    assert problem is not None and "--exit-with-device serves one device" in problem
+    assert _attach_problem(options(attach="arm1,cam2")) is None and _attach_problem(options(attach="all")) is None
