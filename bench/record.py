@@ -47,7 +47,7 @@ DEMO = REPO / "examples" / "robot_arm.py"
 RECORD = [sys.executable, "-m", "bridge", "record"]
 REPLAY = [sys.executable, "-m", "bridge", "replay"]
 JOINTS = {"t": "f8", **{f"{k}{i}": "f4" for k in ("j", "i", "temp") for i in (1, 2, 3)}}   # the demo's 10 fields
-POLL = 0.005                 # s: the bare reader's period, as the recorder's (bridge/record/cli.py)
+POLL = 0.02                  # s: the bare reader's period, the recorder's on the demo (MAX_POLL in bridge/record/recorder.py)
 FLOOD_RATE = 1_000_000       # records/s offered: the recorder takes them all (3 M/s: ~1.4 M/s, the rest missed)
 FLOOD_BATCH = 5000
 FLOOD_CAPACITY = 1 << 18
@@ -190,9 +190,10 @@ def role_reader(args: dict[str, Any]) -> None:
     def work(stop: threading.Event) -> dict[str, Any]:
         while not stop.is_set():
             for name, r in dev.channels.items():
-                if kinds[name] == "frame":
-                    got = r.read_latest(after=cursors[name], out=frames[name])
-                    cursors[name] = cursors[name] if got is None else got.seq
+                if kinds[name] == "frame":   # every frame still held, as the recorder
+                    for seq in range(max(cursors[name] + 1, r.latest - r.slots + 1), r.latest + 1):
+                        got = r.read_frame(seq, out=frames[name])
+                        cursors[name] = cursors[name] if got is None else got.seq
                 elif kinds[name] == "records":
                     cursors[name] = r.read(cursors[name]).next_cursor
             time.sleep(POLL)

@@ -140,7 +140,17 @@ class FrameReader(_Reader):
     def read_latest(self, after: int = 0, out: np.ndarray | None = None) -> Frame | None:
         """The newest frame after sequence ``after``, or None. ``out``: a reusable uint8
         buffer of at least the frame's bytes (the frame's array is then a view of it)."""
-        got = self._core.read_latest(after, out=out)
+        return self._frame(self._core.read_latest(after, out=out))
+
+    @property
+    def slots(self) -> int:
+        return self._core.nslots
+
+    def read_frame(self, seq: int, out: np.ndarray | None = None) -> Frame | None:
+        """Frame ``seq`` if still held (the newest and at least the one before it), else None."""
+        return self._frame(self._core.read_frame(seq, out=out))
+
+    def _frame(self, got: Any) -> Frame | None:
         if got is None:
             return None
         return Frame(got.seq, got.t, got.data.view(self.dtype).reshape((got.rows, *self.shape[1:])))

@@ -33,6 +33,11 @@ Reader:          k := latest; fence; s := latest_slot; pin := s+1; fence;
                  s1 := stamp(s); require s1 == 2k+2; fence; copy; fence; s2 := stamp(s);
                  valid iff s2 == s1, else retry with the new latest; pin := 0.
                  (latest and latest_slot from different frames fail the stamp check.)
+Reader of frame j (read_frame, a frame older than the newest): find the slot whose stamp
+                 is 2j+2; pin it; fence; require its stamp still 2j+2; copy; fence; valid
+                 iff the stamp is still 2j+2. The newest frame and, outside pins, the
+                 nslots-2 before it are held: a reader polling less often than every frame
+                 still gets each one.
 """
 
 from __future__ import annotations
@@ -193,6 +198,36 @@ class FrameSlots:
             return self._read_pinned(after, attempts, out)
         finally:
             words[self._my_pin] = 0
+
+    def read_frame(self, seq: int, out: np.ndarray | None = None) -> FrameRead | None:
+        """Copy out frame ``seq`` if a slot still holds it complete, else None (not published
+        yet, or overwritten since). ``out`` as in read_latest."""
+        words = self._words
+        if seq <= 0 or seq > words[self._latest]:
+            return None
+        want = 2 * seq + 2
+        for slot in range(self.nslots):
+            slot_off = self._slots0 + slot * self.slot_size
+            if words[slot_off // 8] != want:
+                continue
+            try:
+                words[self._my_pin] = slot + 1
+                fence()
+                if words[slot_off // 8] != want:
+                    return None   # the writer took the slot before it saw the pin
+                fence()
+                t, nbytes, rows = _SLOT_META.unpack_from(self._mv, slot_off + 8)
+                if nbytes > self.frame_nbytes:
+                    return None
+                src = self._bytes[slot_off + SLOT_HEADER : slot_off + SLOT_HEADER + nbytes]
+                data = src.copy() if out is None else out[:nbytes]
+                if out is not None:
+                    data[...] = src
+                fence()
+                return FrameRead(seq, t, rows, data) if words[slot_off // 8] == want else None
+            finally:
+                words[self._my_pin] = 0
+        return None
 
     def _read_pinned(self, after: int, attempts: int, out: np.ndarray | None) -> FrameRead | None:
         words = self._words

@@ -412,3 +412,56 @@ def test_reads_always_match_the_last_frame_written(nslots, ops):
                 size = written[-1]
                 assert (got.seq, got.t, got.rows) == (latest, latest / 8, size // 8)
                 assert got.data.tobytes() == frame_bytes(latest, size)
+
+
+# -- read_frame: a frame older than the newest, while a slot still holds it ------------------
+# read_frame fences (1) after the pin, (2) after re-checking the stamp, (3) after the copy.
+
+def test_read_frame_returns_each_frame_the_slots_still_hold():
+    buf, slots = make_slots(4, 32)
+    for k in range(1, 10):
+        slots.write(frame_bytes(k, 32), t=float(k), rows=2)
+    reader = FrameSlots(buf, BASE)
+    for k in (6, 7, 8, 9):             # 4 slots: frames 6-9
+        got = reader.read_frame(k)
+        assert (got.seq, got.t, got.rows) == (k, float(k), 2)
+        assert got.data.tobytes() == frame_bytes(k, 32)
+    assert reader.read_frame(5) is None          # overwritten
+    assert reader.read_frame(10) is None         # not published yet
+    assert reader.read_frame(0) is None
+    assert [U64.unpack_from(buf, BASE + 40 + 8 * i)[0] for i in range(3)] == [0, 0, 0]  # pins released
+
+
+def test_read_frame_holds_the_newest_and_the_one_before_it_during_a_write():
+    buf, slots = make_slots(3, 16)
+    for k in range(1, 10):
+        slots.write(frame_bytes(k, 16), t=float(k))
+    slots.begin_write()                          # frame 10 under way in a third slot
+    reader = FrameSlots(buf, BASE)
+    assert reader.read_frame(9).data.tobytes() == frame_bytes(9, 16)
+    assert reader.read_frame(8).data.tobytes() == frame_bytes(8, 16)
+    assert reader.read_frame(7) is None
+
+
+def test_read_frame_into_a_reused_buffer():
+    _, slots = make_slots(3, 48)
+    out = np.zeros(64, np.uint8)
+    slots.write(frame_bytes(1, 48)[:32], t=1.0, rows=4)
+    slots.write(frame_bytes(2, 48), t=2.0, rows=6)
+    got = slots.read_frame(1, out=out)
+    assert np.shares_memory(got.data, out) and got.data.tobytes() == frame_bytes(1, 48)[:32]
+
+
+@pytest.mark.parametrize("at", [1, 3])
+def test_read_frame_never_returns_a_slot_the_writer_took(at):
+    # at 1: the writer claimed the slot just before it saw the pin (stamp odd on the re-check);
+    # at 3: the stamp changed during the copy. Either way: None, never the torn bytes.
+    buf, slots = make_slots(3, 32)
+    for k in range(1, 5):
+        slots.write(frame_bytes(k, 32), t=float(k))
+    slot_of_3 = 3 % 3
+    hook = FenceHook(at, lambda: (set_stamp(buf, BASE, 32, slot_of_3, 2 * 6 + 1), scribble(buf, BASE, 32, slot_of_3)))
+    with mock.patch.object(frames, "fence", hook):
+        got = FrameSlots(buf, BASE).read_frame(3)
+    assert hook.fired
+    assert got is None

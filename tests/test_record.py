@@ -255,6 +255,42 @@ def test_sigterm_finishes_and_renames(launch, device_name, recorder, tmp_path):
     dev.stop()
 
 
+BURSTS_DEVICE = r"""
+import sys, time
+import numpy as np
+import device_agent
+
+mon = device_agent.start(sys.argv[1])
+fr = mon.frame("burst", shape=(4,), dtype="i8", slots=8)
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.startswith("bursts"):
+        for b in range(int(line.split()[1])):
+            for _ in range(5):             # five frames within microseconds, then a pause
+                fr.publish(np.full(4, fr.count + 1, "i8"))
+            time.sleep(0.05)
+        print("done", fr.count, flush=True)
+mon.close()
+"""
+
+
+def test_frames_published_faster_than_the_recorder_reads_are_all_recorded(launch, device_name, recorder, tmp_path):
+    """Frames come five at a time: a reader of only the newest frame would keep one in five;
+    the recorder reads back every frame the slots still hold."""
+    dev = launch(BURSTS_DEVICE, device_name, mon="bridge=0")
+    out = str(tmp_path / "bursts.mcap")
+    rec = recorder("--attach", device_name, "-o", out, "--progress", "0.5")
+    assert dev.request("bursts 40", "done") == "200"
+    rec.proc.send_signal(signal.SIGINT)
+    assert rec.wait_gone() == 0, rec.describe()
+    messages, meta, _ = read_all(out)
+    seqs = [m[3].sequence for m in by_topic(messages, "/burst")]
+    assert seqs == list(range(1, 201))
+    assert all((np.frombuffer(m[4].data, "<i8") == m[3].sequence).all() for m in by_topic(messages, "/burst"))
+    assert json.loads(meta["monbridge.summary"]["missed"]) == {"burst": 0}
+    dev.stop()
+
+
 def salvage(path: str) -> list[Message]:
     """The messages of a .part file, read in order until its truncated end; chunk CRCs checked."""
     got = []

@@ -33,7 +33,6 @@ import sys
 import time
 from typing import Any
 
-POLL_PERIOD = 0.005   # s between reads of the device's memory: well under a frame period
 STATUS_PERIOD = 0.5   # s between rewrites of --status-file
 RATE_WINDOW = 2.0     # s over which --status-file's records_per_s is measured
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NO_DEVICE, EXIT_DEVICE_LOST = 0, 1, 2, 3, 4
@@ -239,7 +238,7 @@ def _record(args: argparse.Namespace, dev: Any, channels: list[str] | None, Reco
                 say(f"{_megabytes(sink.bytes_written)}, {now - start:.1f} s, {rate:.0f} records/s, "
                     f"missed {sum(missed.values())}" + (f" ({', '.join(f'{k} {v}' for k, v in lost.items())})" if lost else ""))
                 last_line, last_messages = now, messages
-            time.sleep(POLL_PERIOD)
+            time.sleep(rec.poll_period)
         reason = rec.stopped or {"duration": "duration reached", "parent": "the process that started it exited"}.get(
             stop[0], f"stopped by {stop[0]}")
         summary = rec.end(reason)

@@ -16,11 +16,12 @@ Cursors start at what the device has published when ``begin()`` runs (records an
 and at its newest frame; every later record is written or counted in ``missed`` (the
 ring's exact count; for frames the gap in frame sequence numbers).
 
-What a poll costs is what the recorder costs: frames are looked at on every poll (a frame
-is gone when the next-but-one is published), records and events only every
-``READ_EVERY`` s or once their ring is a quarter full (a read has a fixed cost of ~20 µs;
-the ring holds what waits), and a batch of records goes to the sink as two arrays (stamps,
-CDR payloads), never as a Python object per record.
+What a poll costs is what the recorder costs, and each poll is a wake-up of the process, so
+``poll_period`` is as long as the device's rates allow (up to MAX_POLL): every frame still
+held in its slots is read on each poll (the newest and at least the one before it), records
+and events only every ``READ_EVERY`` s or once their ring is a quarter full (a read has a
+fixed cost of ~20 µs; the ring holds what waits), and a batch of records goes to the sink
+as two arrays (stamps, CDR payloads), never as a Python object per record.
 """
 
 from __future__ import annotations
@@ -48,6 +49,8 @@ OFFLINE_AFTER = 2.0      # s without a heartbeat: the device is gone
 MANIFEST_EVERY = 0.5     # s between manifest checks (new channels)
 READ_EVERY = 0.5         # s between reads of a records or events ring (sooner when a quarter full)
 READ_AT_FILL = 4         # ... "a quarter": read once capacity / READ_AT_FILL records wait
+MIN_POLL, MAX_POLL = 0.002, 0.02   # s: the range of poll_period
+FIRST_POLL = 0.005       # s: poll_period until the channels' rates are known
 FRAME_ID = "world"       # frame_id of images and clouds: one common frame, no transforms
 _LOG_SCHEMA = LOG.encode()
 
@@ -95,6 +98,24 @@ class Tap:
     buffers: FrameBuffers | None = None
     read_at: int = 1                # records/events: read once this many wait...
     due: float = 0.0                # ... or at this time.monotonic()
+    rate: float = 0.0               # records, events or frames a second, the highest lately
+    counted: tuple[float, int] | None = None   # (time.monotonic(), count) of the last rate sample
+
+    def count(self) -> int:
+        return self.reader.latest if self.kind == "frame" else self.reader.write_count
+
+    def safe_period(self) -> float:
+        """The longest poll period that loses nothing at ``rate``: half the time until the
+        slots no longer hold the oldest unread frame, or a quarter ring fills."""
+        if self.rate <= 0:
+            return MAX_POLL
+        backlog = (self.reader.slots - 1) if self.kind == "frame" else self.read_at
+        return 0.5 * backlog / self.rate
+
+
+def poll_period(taps: Any) -> float:
+    """The longest poll period that loses nothing on any of ``taps``, within [MIN_POLL, MAX_POLL]."""
+    return min(MAX_POLL, max(MIN_POLL, min((tap.safe_period() for tap in taps), default=MAX_POLL)))
 
 
 def _json(v: Any) -> str:
@@ -130,6 +151,7 @@ class Recorder:
         self._state_version = -1
         self._next_snapshot = 0.0
         self._next_manifest = 0.0
+        self.poll_period = FIRST_POLL   # s until the next poll() (the caller sleeps it)
         self.started_ns = 0
         self.stopped: str | None = None   # why the device side ended, once it has
 
@@ -236,6 +258,7 @@ class Recorder:
                     self._sync_channels()
             except (ValueError, OSError) as exc:
                 log.warning("cannot re-read the manifest of %r: %s", self.device.device, exc)
+            self._measure_rates(now)
         for tap in self.taps.values():
             if tap.kind == "frame":
                 written += self._poll_frame(tap)
@@ -246,6 +269,17 @@ class Recorder:
                 written += self._poll_records(tap) if tap.kind == "records" else self._poll_events(tap)
         written += self._poll_state()
         return written
+
+    def _measure_rates(self, now: float) -> None:
+        """Each tap's rate (a rise at once, a fall by half a sample at most) and from them poll_period."""
+        for tap in self.taps.values():
+            count = tap.count()
+            if tap.counted is not None and now > tap.counted[0]:
+                measured = max(0, count - tap.counted[1]) / (now - tap.counted[0])
+                tap.rate = max(measured, tap.rate / 2)
+            tap.counted = (now, count)
+        if any(tap.rate > 0 for tap in self.taps.values()):
+            self.poll_period = poll_period(self.taps.values())
 
     def _check_device(self) -> None:
         if self.stopped:
@@ -269,13 +303,22 @@ class Recorder:
         return n
 
     def _poll_frame(self, tap: Tap) -> int:
+        """Every frame after the cursor the slots still hold, oldest first, then the newest."""
+        latest = tap.reader.latest
+        if latest <= tap.cursor:
+            return 0
+        written = 0
+        for seq in range(max(tap.cursor + 1, latest - tap.reader.slots + 1), latest):
+            buffer = tap.buffers.take()
+            written += self._write_frame(tap, tap.reader.read_frame(seq, out=buffer), buffer)
         buffer = tap.buffers.take()
-        frame = tap.reader.read_latest(after=tap.cursor, out=buffer)
-        if frame is None:
+        return written + self._write_frame(tap, tap.reader.read_latest(after=tap.cursor, out=buffer), buffer)
+
+    def _write_frame(self, tap: Tap, frame: Any, buffer: np.ndarray) -> int:
+        if frame is None:   # overwritten before it could be read: counted from the next one's seq
             tap.buffers.give(buffer)
             return 0
-        if tap.messages or frame.seq > tap.cursor + 1:
-            tap.missed += frame.seq - tap.cursor - 1
+        tap.missed += frame.seq - tap.cursor - 1
         tap.cursor = frame.seq
         stamp = unix_ns(frame.t, self.clock_ns())
         self.sink.message(tap.topics["data"], stamp, tap.schema.encode_parts(frame.array, stamp, FRAME_ID), stamp,
