@@ -135,6 +135,10 @@ class Relay:
         for subs in self.subs.values():
             subs.pop(sid, None)
 
+    def subscribed_channels(self) -> frozenset[str]:
+        """The channels someone subscribes to now."""
+        return frozenset(name for name, subs in self.subs.items() if subs)
+
     def subscriptions_of(self, sid: str) -> list[dict[str, Any]]:
         return [{"channel": s.channel, "rate": s.rate, "sent": s.sent, "skipped": s.skipped,
                  "in_flight": s.in_flight, "unconfirmed": len(s.unconfirmed)}

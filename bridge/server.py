@@ -152,7 +152,8 @@ class Bridge:
             tap = OriginTap(key, rate=opts.rate, origin_label=netio.hostname())
             sender = OriginSender(opts.publish, key, submit=functools.partial(self._remote_command, key),
                                   on_reconnect=functools.partial(self._origin_resync, key),
-                                  start_task=self.socketio.start_background_task, sleep=self.socketio.sleep)
+                                  start_task=self.socketio.start_background_task, sleep=self.socketio.sleep,
+                                  on_wants=functools.partial(self._origin_wants, key))
             self.origins[key] = (tap, sender)
         return self.hub.add_device(key, link, wall)
 
@@ -287,6 +288,15 @@ class Bridge:
             sender.drop_pending()
             tap.resync(newest)
 
+    def _origin_wants(self, key: str, channels: frozenset[str]) -> None:
+        """What the edges' browsers subscribe to changed: device ``key``'s tap publishes those
+        frame channels (from the next tick: ring the relay loop awake)."""
+        with self.lock:
+            origin = self.origins.get(key)
+            if origin is not None:
+                origin[0].want(channels)
+        self._ringer.ring(self.data_doorbell.address)
+
     def state_snapshot(self) -> dict[str, dict[str, Any]]:
         """Each device's state, by name (the caller holds the lock)."""
         return {c.link.device_name: dict(c.state.values) for c in self.hub.cores.values() if c.link.device_name}
@@ -306,6 +316,9 @@ class Bridge:
                 with self.lock:
                     result = hub.tick(started, time.time())
                     self._flush()
+                    for key, follower in self.edges.items():   # edge: tell the origins what is watched here
+                        if key in hub.cores:
+                            follower.want(hub.cores[key].relay.subscribed_channels())
                     for key, (tap, sender) in self.origins.items():
                         if key in hub.cores:   # else dropped this tick (--attach all): closed below
                             link = hub.cores[key].link

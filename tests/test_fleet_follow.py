@@ -101,6 +101,7 @@ class Origin:
         self.dev.set_state({"mode": "run", "gen": pid})
         self.att = opened(DeviceAttachment(NAME, open_segment=self.dev.open_segment))
         self.tap = OriginTap(NAME, rate=60)
+        self.tap.want(frozenset({"cam"}))   # an edge's browser watches the frame channel
         self.now = 0.0
 
     def tick(self, dt: float = 1 / 30) -> list:
@@ -426,3 +427,23 @@ def test_a_malformed_manifest_or_state_entry_is_skipped_and_counted():
     assert follower.counts["bad_entries"] == 2
     assert follower.positions[MANIFEST].stream_id == "6-0" and follower.positions[STATE].stream_id == "8-0"
     assert json.loads(follower.mirror.ctl.state.read()[1]) == {"mode": "scan"}
+
+
+def test_origin_tap_publishes_a_frame_channel_only_while_an_edge_wants_it():
+    origin = Origin()
+    origin.tap.want(frozenset())
+    origin.tick()                                      # the manifest and state; cursors from now
+    origin.cam.publish(np.full((4, 3), 1, "f4"))
+    origin.temps.publish_many(rows(0, 2))
+    first = keys(origin.tick())
+    assert streams.channel_key(NAME, "temps") in first and streams.channel_key(NAME, "cam") not in first
+    origin.cam.publish(np.full((4, 3), 2, "f4"))
+    assert streams.channel_key(NAME, "cam") not in keys(origin.tick())
+    origin.tap.want(frozenset({"cam", "temps"}))       # a browser subscribes on an edge
+    assert origin.tap.next_due == 0.0                  # read at the next tick, whenever it was due
+    (entry,) = [streams.decode_entry(w.value) for w in xadds(origin.tick(dt=0.001))
+                if w.key == streams.channel_key(NAME, "cam")]
+    assert entry.first == 2                            # the newest frame, published before it was wanted
+    origin.tap.want(frozenset({"temps"}))
+    origin.cam.publish(np.full((4, 3), 3, "f4"))
+    assert streams.channel_key(NAME, "cam") not in keys(origin.tick())

@@ -401,3 +401,27 @@ def test_the_fleet_modules_import_without_redis(run_python, modules, allowed):
     """)
     assert done.returncode == 0, done.stderr
     assert [m for m in json.loads(done.stdout) if m.split(".")[0] not in allowed] == []
+
+
+# -- wants: what the edges' browsers subscribe to ------------------------------------------------
+
+def test_wants_entry_round_trip_and_errors():
+    fields = fs.wants_entry("edge-1", {"cam", "arm"})
+    assert fields == {"edge": b"edge-1", "channels": b'["arm","cam"]'}
+    assert fs.decode_wants(fields) == ("edge-1", frozenset({"arm", "cam"}))
+    with pytest.raises(fs.EntryError, match="'channels' must be a JSON list"):
+        fs.decode_wants({b"edge": b"e", b"channels": b'{"cam": 1}'})
+    with pytest.raises(fs.EntryError):
+        fs.decode_wants({b"edge": b"e"})
+
+
+def test_edge_wants_is_the_union_of_the_edges_heard_from_lately():
+    wants = fs.EdgeWants(ttl=3.0)
+    wants.update("a", frozenset({"cam"}), now=0.0)
+    wants.update("b", frozenset({"cam", "depth"}), now=1.0)
+    assert wants.channels(2.0) == {"cam", "depth"}
+    wants.update("b", frozenset(), now=2.5)            # b's browsers unsubscribed
+    assert wants.channels(2.5) == {"cam"}
+    assert wants.channels(3.5) == frozenset()          # a said nothing for 3 s: it is gone
+    wants.update("a", frozenset({"cam"}), now=4.0)     # ... until it speaks again
+    assert wants.channels(4.0) == {"cam"}

@@ -10,6 +10,9 @@ up to date from Redis, so the bridge serves it with its usual DeviceLink, relay 
 * commands: a thread waits on the copy's doorbell (rung by the bridge's broker), XADDs the
   commands the broker validated to the device's commands stream, in order; another reads
   this edge's replies stream and hands each answer back to the broker;
+* wants: the same thread XADDs the channels this edge's browsers subscribe to (``want()``,
+  from the relay loop) when they change and every WANTS_EVERY s: origins publish frame
+  channels only while some edge wants them;
 * Redis restarts (its ``run_id`` changes): every stream is read again from the start;
   sequence numbers keep what was delivered from coming twice.
 
@@ -25,7 +28,7 @@ import secrets
 import time
 from typing import Any, Callable
 
-from device_agent.doorbell import Doorbell
+from device_agent.doorbell import Doorbell, Ringer
 
 from . import streams
 from .follow import Follower
@@ -73,6 +76,10 @@ class EdgeFollower:
         self._on_replies = on_replies
         self.doorbell = Doorbell(f"{device}.edge")
         self.follower = Follower(device, self.doorbell)
+        self._ringer = Ringer()
+        self._wanted: frozenset[str] = frozenset()
+        self._wants_sent: frozenset[str] | None = None
+        self._next_wants = 0.0
         self._run_id: str | None = None
         self._next_run_id_check = 0.0
         self._next_beat = 0.0
@@ -93,6 +100,13 @@ class EdgeFollower:
     def stop(self) -> None:
         self._stop = True
         self.doorbell.close()
+        self._ringer.close()
+
+    def want(self, channels: frozenset[str]) -> None:
+        """The channels this edge's browsers subscribe to now (the relay loop calls it each tick)."""
+        if channels != self._wanted:
+            self._wanted = channels
+            self._ringer.ring(self.doorbell.address)
 
     # -- data ------------------------------------------------------------------------
 
@@ -169,6 +183,7 @@ class EdgeFollower:
                 self.doorbell.wait(0.5)
             except OSError:
                 return   # closed: stopping
+            self._send_wants()
             mirror = self.follower.mirror
             if mirror is None:
                 continue
@@ -187,6 +202,19 @@ class EdgeFollower:
                 for cmd in taken:
                     mirror.put_reply({"id": cmd["id"], "ok": False,
                                       "error": {"code": "offline", "message": f"cannot reach Redis: {exc}"}})
+
+    def _send_wants(self) -> None:
+        """XADD what this edge's browsers subscribe to when it changed, and every WANTS_EVERY
+        while it is not nothing (an origin forgets it WANTS_TTL after the last entry)."""
+        wanted, now = self._wanted, time.monotonic()
+        if wanted == self._wants_sent and (not wanted or now < self._next_wants):
+            return
+        try:
+            self._redis.xadd(streams.wants_key(self.device), streams.wants_entry(self.edge_id, wanted),
+                             maxlen=streams.WANTS_MAXLEN, approximate=True)
+        except self._errors:
+            return   # tried again at the next wake-up (at most 0.5 s)
+        self._wants_sent, self._next_wants = wanted, now + streams.WANTS_EVERY
 
     def _replies_loop(self) -> None:
         key = streams.replies_key(self.device, self.edge_id)

@@ -3,7 +3,10 @@
 ``OriginTap`` runs inside the bridge's relay loop, in step with it: when due (at most ``rate``
 times a second) it reads every channel of the attached device after cursors of its own and
 makes the Redis writes of that tick — one ``XADD`` per channel with something new, the
-manifest and state when they change, the heartbeat once a second. ``OriginSender`` (a thread)
+manifest and state when they change, the heartbeat once a second. Records and events
+channels always (edges backfill late joiners from them); a frame channel only while some
+edge's browsers subscribe to it (the edges say so in the wants stream), so an unwatched
+camera costs nothing between machines. ``OriginSender`` (a thread)
 sends the queued ticks' writes in one pipeline, so a slow or absent Redis never holds up the relay
 or the local browsers; it also reads the edges' commands and writes back their answers.
 What reaches Redis grows with channels × rate, never with the number of viewers.
@@ -86,10 +89,24 @@ class OriginTap:
     _state_sent: int = -1
     _next_beat: float = 0.0
     _resume: dict[str, streams.Entry | None] = field(default_factory=dict)
+    frames_wanted: frozenset[str] = frozenset()   # frame channels some edge's browsers subscribe to
 
     @property
     def run(self) -> str:
         return self._run
+
+    def want(self, channels: frozenset[str]) -> None:
+        """What the edges' browsers subscribe to now: a frame channel wanted anew is read at
+        the next tick, so its newest frame reaches the edges at once."""
+        for name in channels - self.frames_wanted:
+            cursor = self._cursors.get(name)
+            if cursor is not None:
+                cursor.due, cursor.waiting = 0.0, False
+                self.next_due = 0.0
+        self.frames_wanted = channels
+
+    def _publishes(self, channel: str, cursor: _Cursor) -> bool:
+        return cursor.kind != "frame" or channel in self.frames_wanted
 
     def resync(self, newest: dict[str, streams.Entry | None] | None = None) -> None:
         """Redis is reachable again, or for the first time (the sender dropped the writes it
@@ -170,6 +187,9 @@ class OriginTap:
         # each channel on its own schedule, as each subscription in the relay: one published a
         # moment after another is read at its publish, not a tick later
         for channel, cursor in self._cursors.items():
+            if not self._publishes(channel, cursor):
+                cursor.waiting = False
+                continue
             if now < cursor.due:
                 continue
             reader = dev.channels.get(channel)
@@ -181,14 +201,15 @@ class OriginTap:
                 writes.append(Write("xadd", streams.channel_key(name, channel), entry, maxlen))
                 cursor.due = now + TICK_FRACTION / self.rate
         self.waiting_for_data = any(c.waiting for c in self._cursors.values())
-        self.next_due = min((c.due for c in self._cursors.values() if not c.waiting), default=float("inf"))
+        self.next_due = min((c.due for n, c in self._cursors.items() if not c.waiting and self._publishes(n, c)),
+                            default=float("inf"))
         return writes
 
     def news(self, dev: DeviceAttachment) -> bool:
         """Something was published after the cursor of a channel that waits for it (checked
         after asking the device to ring: a publish in between would ring nobody)."""
         for channel, cursor in self._cursors.items():
-            if not cursor.waiting:
+            if not cursor.waiting or not self._publishes(channel, cursor):
                 continue
             reader = dev.channels.get(channel)
             if isinstance(reader, FrameReader):
@@ -232,7 +253,8 @@ class OriginSender:
 
     def __init__(self, url: str, device_name: str, submit: Callable[[Command, Callable[[dict[str, Any]], None]], None],
                  on_reconnect: Callable[[dict[str, streams.Entry | None]], None],
-                 start_task: Callable[..., Any], sleep: Callable[[float], None]) -> None:
+                 start_task: Callable[..., Any], sleep: Callable[[float], None],
+                 on_wants: Callable[[frozenset[str]], None] = lambda channels: None) -> None:
         import redis   # the [fleet] extra
 
         self.url = url
@@ -247,6 +269,9 @@ class OriginSender:
         self._errors = (redis.RedisError, OSError)
         self._submit = submit
         self._on_reconnect = on_reconnect
+        self._on_wants = on_wants
+        self._wants = streams.EdgeWants()
+        self._wanted: frozenset[str] = frozenset()
         self._sleep = sleep
         self._ticks: collections.deque[list[Write]] = collections.deque()
         self._replies: collections.deque[tuple[str, int, dict[str, Any]]] = collections.deque()
@@ -362,19 +387,25 @@ class OriginSender:
     # -- the commands thread ----------------------------------------------------------
 
     def _commands_loop(self) -> None:
-        key = streams.commands_key(self.device_name)
+        """The edges' commands, and what their browsers subscribe to (the wants stream)."""
+        key, wants_key = streams.commands_key(self.device_name), streams.wants_key(self.device_name)
         last: str | None = None
+        last_wants = streams.FIRST_ID   # every edge's recent entries: those older than WANTS_TTL expire
         while not self._stop:
             try:
                 if last is None:   # start after what is there: older commands were answered `timeout` already
                     got = self._commands_redis.xrevrange(key, count=1)
                     last = got[0][0].decode() if got else streams.FIRST_ID
-                answer = self._commands_redis.xread({key: last}, block=COMMANDS_BLOCK_MS, count=100)
+                answer = self._commands_redis.xread({key: last, wants_key: last_wants}, block=COMMANDS_BLOCK_MS,
+                                                    count=100)
             except self._errors:
-                last = None
+                last, last_wants = None, streams.FIRST_ID
                 self._wait_retry()
                 continue
-            for _key, entries in answer or []:
+            for stream, entries in answer or []:
+                if (stream.decode() if isinstance(stream, bytes) else stream) == wants_key:
+                    last_wants = self._read_wants(entries)
+                    continue
                 for entry_id, fields in entries:
                     last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                     try:
@@ -385,3 +416,20 @@ class OriginSender:
                     if command.deadline < time.time():
                         continue   # its edge has answered `timeout` already
                     self._submit(command, lambda answer, c=command: self.reply(c.edge, c.request, answer))
+            wanted = self._wants.channels(time.monotonic())
+            if wanted != self._wanted:
+                self._wanted = wanted
+                self._on_wants(wanted)
+
+    def _read_wants(self, entries: list[Any]) -> str:
+        """Take the edges' wants entries in; return the last entry's id."""
+        last = streams.FIRST_ID
+        for entry_id, fields in entries:
+            last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            try:
+                edge, channels = streams.decode_wants(fields)
+            except ValueError as exc:
+                log.warning("ignoring a malformed wants entry %s in Redis: %s", last, exc)
+                continue
+            self._wants.update(edge, channels, time.monotonic())
+        return last

@@ -20,6 +20,8 @@ key of one device lives in one slot and one XREAD may name all of its streams::
     monbridge:{D}:heartbeat    string  the origin's view of the device, with a TTL (PX)
     monbridge:{D}:commands     stream  commands from every edge, in the order they reached Redis
     monbridge:{D}:replies:E    stream  the answers to edge E's commands (expires when E is gone)
+    monbridge:{D}:wants        stream  the channels each edge's browsers subscribe to: an entry
+                                       per change and every WANTS_EVERY s (frames go only there)
     monbridge:devices          set     the names of the devices origins publish
 
 A channel entry (every value a Redis string; numbers in ASCII decimal, so ``redis-cli XRANGE``
@@ -57,7 +59,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -80,6 +82,9 @@ REPLIES_MAXLEN = 1024
 MANIFEST_MAXLEN = 16        # control streams: the newest entry is what counts
 STATE_MAXLEN = 64
 MAX_RUN = 64                # characters of a run id
+WANTS_EVERY = 1.0           # seconds between an edge's wants entries while its browsers subscribe to any
+WANTS_TTL = 3.0             # an origin forgets an edge's wants this long after its last entry
+WANTS_MAXLEN = 256
 
 
 _DIGITS = re.compile(rb"[0-9]{1,20}")
@@ -128,6 +133,10 @@ def commands_key(device: str) -> str:
 def replies_key(device: str, edge: str) -> str:
     """Edge ids follow the rule of device names (e.g. ``hostname-pid``, cut to 48 characters)."""
     return f"{device_prefix(device)}:replies:{check_name('edge', edge)}"
+
+
+def wants_key(device: str) -> str:
+    return f"{device_prefix(device)}:wants"
 
 
 # -- reading what redis-py returns --------------------------------------------------------
@@ -554,3 +563,36 @@ def decode_reply(fields: Mapping[Any, Any]) -> tuple[int, dict[str, Any]]:
     if not isinstance(answer, dict) or not isinstance(answer.get("ok"), bool):
         raise EntryError("reply entry: 'answer' must be a JSON object with a boolean 'ok'")
     return _int(fields, "request"), answer
+
+
+def wants_entry(edge: str, channels: Iterable[str]) -> dict[str, bytes]:
+    """An entry of ``monbridge:{D}:wants``: the channels edge E's browsers subscribe to now."""
+    return {"edge": edge.encode(), "channels": _dumps(sorted(channels))}
+
+
+def decode_wants(fields: Mapping[Any, Any]) -> tuple[str, frozenset[str]]:
+    channels = _json(fields, "channels")
+    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
+        raise EntryError("wants entry: 'channels' must be a JSON list of channel names")
+    return _text(_get(fields, "edge")), frozenset(channels)
+
+
+class EdgeWants:
+    """The origin's view of what the edges' browsers subscribe to: each edge's newest wants
+    entry, forgotten WANTS_TTL after it (an edge that died says nothing more)."""
+
+    def __init__(self, ttl: float = WANTS_TTL) -> None:
+        self.ttl = ttl
+        self._by_edge: dict[str, tuple[frozenset[str], float]] = {}
+
+    def update(self, edge: str, channels: frozenset[str], now: float) -> None:
+        if channels:
+            self._by_edge[edge] = (channels, now)
+        else:
+            self._by_edge.pop(edge, None)
+
+    def channels(self, now: float) -> frozenset[str]:
+        """What some edge wants now (``now``: the clock ``update`` was given)."""
+        for edge in [e for e, (_, seen) in self._by_edge.items() if now - seen > self.ttl]:
+            del self._by_edge[edge]
+        return frozenset().union(*(c for c, _ in self._by_edge.values()))
