@@ -261,7 +261,7 @@ import numpy as np
 import device_agent
 
 mon = device_agent.start(sys.argv[1])
-fr = mon.frame("burst", shape=(4,), dtype="i8", slots=8)
+fr = mon.frame("burst", shape=(4,), dtype="i8", slots=16)
 print("ready", flush=True)
 for line in sys.stdin:
     if line.startswith("bursts"):

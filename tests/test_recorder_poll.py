@@ -28,7 +28,8 @@ def test_a_ring_is_read_before_a_quarter_fills_twice():
 
 
 def test_the_fastest_channel_sets_the_period_within_bounds():
-    assert poll_period([frame_tap(30.0), records_tap(1000.0, read_at=4096)]) == MAX_POLL   # the demo
+    assert poll_period([frame_tap(30.0), records_tap(1000.0, read_at=4096)]) == pytest.approx(1 / 30)   # the demo
+    assert poll_period([frame_tap(5.0)]) == MAX_POLL
     assert poll_period([frame_tap(30.0), frame_tap(200.0)]) == pytest.approx(0.005)
     assert poll_period([frame_tap(5000.0)]) == MIN_POLL
     assert poll_period([frame_tap(0.0)]) == MAX_POLL      # nothing published yet

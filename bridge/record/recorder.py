@@ -49,7 +49,7 @@ OFFLINE_AFTER = 2.0      # s without a heartbeat: the device is gone
 MANIFEST_EVERY = 0.5     # s between manifest checks (new channels)
 READ_EVERY = 0.5         # s between reads of a records or events ring (sooner when a quarter full)
 READ_AT_FILL = 4         # ... "a quarter": read once capacity / READ_AT_FILL records wait
-MIN_POLL, MAX_POLL = 0.002, 0.02   # s: the range of poll_period
+MIN_POLL, MAX_POLL = 0.002, 0.05   # s: the range of poll_period
 FIRST_POLL = 0.005       # s: poll_period until the channels' rates are known
 FRAME_ID = "world"       # frame_id of images and clouds: one common frame, no transforms
 _LOG_SCHEMA = LOG.encode()
@@ -303,16 +303,20 @@ class Recorder:
         return n
 
     def _poll_frame(self, tap: Tap) -> int:
-        """Every frame after the cursor the slots still hold, oldest first, then the newest."""
+        """Every frame after the cursor up to the newest seen at the start, that the slots still
+        hold, oldest first (frames published meanwhile wait for the next poll: reading the
+        newest at the end instead would skip those between)."""
         latest = tap.reader.latest
         if latest <= tap.cursor:
             return 0
         written = 0
-        for seq in range(max(tap.cursor + 1, latest - tap.reader.slots + 1), latest):
+        for seq in range(max(tap.cursor + 1, latest - tap.reader.slots + 1), latest + 1):
             buffer = tap.buffers.take()
             written += self._write_frame(tap, tap.reader.read_frame(seq, out=buffer), buffer)
-        buffer = tap.buffers.take()
-        return written + self._write_frame(tap, tap.reader.read_latest(after=tap.cursor, out=buffer), buffer)
+        if tap.cursor < latest:   # even the newest was overwritten meanwhile (a writer lapping every slot)
+            buffer = tap.buffers.take()
+            written += self._write_frame(tap, tap.reader.read_latest(after=tap.cursor, out=buffer), buffer)
+        return written
 
     def _write_frame(self, tap: Tap, frame: Any, buffer: np.ndarray) -> int:
         if frame is None:   # overwritten before it could be read: counted from the next one's seq
