@@ -80,6 +80,7 @@ class EdgeFollower:
         self._wanted: frozenset[str] = frozenset()
         self._wants_sent: frozenset[str] | None = None
         self._next_wants = 0.0
+        self._wants_failing = False
         self._run_id: str | None = None
         self._next_run_id_check = 0.0
         self._next_beat = 0.0
@@ -212,8 +213,16 @@ class EdgeFollower:
         try:
             self._redis.xadd(streams.wants_key(self.device), streams.wants_entry(self.edge_id, wanted),
                              maxlen=streams.WANTS_MAXLEN, approximate=True)
-        except self._errors:
-            return   # tried again at the next wake-up (at most 0.5 s)
+        except self._errors as exc:   # tried again at the next wake-up (at most 0.5 s); said once
+            if not self._wants_failing:
+                self._wants_failing = True
+                log.warning("cannot write %r's wants stream in Redis (%s: %s): origins will not send this "
+                            "edge's browsers the frame channels they watch (an edge's ACL user needs write access "
+                            "to monbridge:{*}:wants, docs/scaling.md)", self.device, type(exc).__name__, exc)
+            return
+        if self._wants_failing:
+            self._wants_failing = False
+            log.warning("%r's wants stream in Redis is writable again", self.device)
         self._wants_sent, self._next_wants = wanted, now + streams.WANTS_EVERY
 
     def _replies_loop(self) -> None:
