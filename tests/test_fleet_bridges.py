@@ -14,6 +14,7 @@ Every wait has a deadline; nothing sleeps to synchronise.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -25,7 +26,7 @@ from bridge.client import Client as PublicClient
 from bridge.fleet import streams
 from bridge_support import (SERVING_LINE, Bridge, BridgeHarness, Device, check_error, concat_records,  # noqa: F401
                             decode_frame, decode_records, image, mb, parse_url, value_of, wait_attached,
-                            wait_devices)
+                            wait_devices, wait_stderr)
 from conftest import START_TIMEOUT, wait_for
 from redis_support import RedisServer, redis_server  # noqa: F401
 
@@ -505,3 +506,22 @@ def test_junk_in_the_commands_stream_is_skipped_with_one_warning_and_commands_st
                       "the origin's warning")
     assert len(warned) == 1, warned          # 60 bad entries, one line (the log's rate limit)
     assert origin.proc.proc.poll() is None and "Traceback" not in "".join(origin.proc.stderr)
+
+
+def test_an_edge_says_when_its_origin_writes_another_redis_layout(redis_server: RedisServer,
+                                                                   mb: BridgeHarness) -> None:
+    """An origin of an older monbridge (its heartbeat has no ``layout``) and an edge of this one:
+    frames would never reach the edge (it asks for them in the wants stream, which that origin
+    does not read), so the edge says what is wrong."""
+    name = mb.new_name()
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        r.xadd(streams.manifest_key(name), streams.manifest_entry("7.1.0", {"device": name, "pid": 7, "channels": []}))
+        r.set(streams.heartbeat_key(name), json.dumps({"run": "7.1.0", "pid": 7, "status": "online",
+                                                        "heartbeat_age": 0.0, "origin": "old", "t": time.time()}),
+              px=60_000)
+    finally:
+        r.close()
+    (edge,) = serve(mb, name, ("--edge", redis_server.url))
+    wait_stderr(edge.proc, re.compile(rf"the origin of '{name}' writes Redis layout 1 \(an older monbridge\), this "
+                                      rf"edge reads layout {streams.LAYOUT}: run the same monbridge version"))

@@ -346,7 +346,7 @@ def test_state_entries_carry_the_whole_state():
 def test_heartbeat_value_and_absence():
     beat = fs.heartbeat_value(RUN, 10430, "online", 0.02, "origin-host-1", 1_795_303_760.0)
     assert fs.decode_heartbeat(beat) == {"run": RUN, "pid": 10430, "status": "online", "heartbeat_age": 0.02,
-                                         "origin": "origin-host-1", "t": 1_795_303_760.0}
+                                         "origin": "origin-host-1", "t": 1_795_303_760.0, "layout": fs.LAYOUT}
     assert fs.decode_heartbeat(None) is None
     with pytest.raises(fs.EntryError, match="status online or offline"):
         fs.decode_heartbeat(b'{"status": "asleep"}')

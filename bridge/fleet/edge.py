@@ -81,6 +81,7 @@ class EdgeFollower:
         self._wants_sent: frozenset[str] | None = None
         self._next_wants = 0.0
         self._wants_failing = False
+        self._layout_told: Any = streams.LAYOUT   # the other layout the log named last (ours: none)
         self._run_id: str | None = None
         self._next_run_id_check = 0.0
         self._next_beat = 0.0
@@ -115,10 +116,10 @@ class EdgeFollower:
         while not self._stop:
             try:
                 self._check_run_id()
+                self._beat()   # first: it also says when the origin writes another layout
                 if self.follower.mirror is None and not self._start():
                     self._sleep(RETRY_PERIOD)
                     continue
-                self._beat()
                 self._read_once()
                 self._up()
             except self._errors as exc:
@@ -172,6 +173,11 @@ class EdgeFollower:
             return
         self._next_beat = now + BEAT_EVERY
         beat = streams.decode_heartbeat(self._redis.get(streams.heartbeat_key(self.device)))
+        if beat is not None and beat.get("layout") != streams.LAYOUT and beat.get("layout") != self._layout_told:
+            self._layout_told = beat.get("layout")
+            log.warning("the origin of %r writes Redis layout %s, this edge reads layout %d: run the same monbridge "
+                        "version on origins and edges (docs/scaling.md)", self.device,
+                        beat.get("layout") or "1 (an older monbridge)", streams.LAYOUT)
         if beat is not None and beat.get("status") == "online" and self.follower.mirror is not None:
             self.follower.mirror.beat(time.time())
 

@@ -82,6 +82,7 @@ REPLIES_MAXLEN = 1024
 MANIFEST_MAXLEN = 16        # control streams: the newest entry is what counts
 STATE_MAXLEN = 64
 MAX_RUN = 64                # characters of a run id
+LAYOUT = 2                  # this module's Redis layout, in the heartbeat (2: frames go out on edges' wants)
 WANTS_EVERY = 1.0           # seconds between an edge's wants entries while its browsers subscribe to any
 WANTS_TTL = 3.0             # an origin forgets an edge's wants this long after its last entry
 WANTS_MAXLEN = 256
@@ -500,12 +501,13 @@ def decode_state(fields: Mapping[Any, Any]) -> tuple[str, int, dict[str, Any]]:
 def heartbeat_value(run: str | None, pid: int | None, status: str, heartbeat_age: float | None,
                     origin: str, now: float) -> bytes:
     """The value the origin SETs (PX ``HEARTBEAT_TTL_MS``) at ``monbridge:{D}:heartbeat`` every
-    ``HEARTBEAT_PERIOD``: the ``device`` event's fields as the origin sees them. The key
-    expiring is how an edge learns that the origin, or Redis, is gone: offline."""
+    ``HEARTBEAT_PERIOD``: the ``device`` event's fields as the origin sees them, and the
+    ``layout`` it writes (an edge of another layout says so). The key expiring is how an edge
+    learns that the origin, or Redis, is gone: offline."""
     if status not in ("online", "offline"):
         raise ValueError(f"'status' must be 'online' or 'offline', got {status!r}")
     return _dumps({"run": run, "pid": pid, "status": status, "heartbeat_age": heartbeat_age,
-                   "origin": origin, "t": now})
+                   "origin": origin, "t": now, "layout": LAYOUT})
 
 
 def decode_heartbeat(value: bytes | str | None) -> dict[str, Any] | None:
