@@ -311,7 +311,7 @@ class OriginSender:
 
     def _send_loop(self) -> None:
         while not self._stop:
-            self._wake.wait(1.0)
+            self._wake.wait()   # no timeout: each one ended early would wake the process again (eventlet)
             self._wake.clear()
             if not self.connected and not self._connect():
                 self._wait_retry()
