@@ -6,9 +6,9 @@ makes the Redis writes of that tick — one ``XADD`` per channel with something 
 manifest and state when they change, the heartbeat once a second. Records and events
 channels always (edges backfill late joiners from them); a frame channel only while some
 edge's browsers subscribe to it (the edges say so in the wants stream), so an unwatched
-camera costs nothing between machines. ``OriginSender`` (a thread)
-sends the queued ticks' writes in one pipeline, so a slow or absent Redis never holds up the relay
-or the local browsers; it also reads the edges' commands and writes back their answers.
+camera costs nothing between machines. ``OriginSender`` (a thread) sends the queued ticks'
+writes in one pipeline, so a slow or absent Redis never holds up the relay or the local
+browsers; it also reads the edges' commands (writing back their answers) and their wants.
 What reaches Redis grows with channels × rate, never with the number of viewers.
 
 Layout and entry fields: ``bridge.fleet.streams`` and docs/scaling.md. Imports redis only
