@@ -149,7 +149,7 @@ class Bridge:
         if opts.publish:
             from .fleet.origin import OriginSender, OriginTap
 
-            tap = OriginTap(key, rate=opts.rate, origin_label=netio.hostname())
+            tap = OriginTap(key, rate=opts.rate, origin_label=netio.hostname(), all_frames=opts.publish_frames == "all")
             sender = OriginSender(opts.publish, key, submit=functools.partial(self._remote_command, key),
                                   on_reconnect=functools.partial(self._origin_resync, key),
                                   start_task=self.socketio.start_background_task, sleep=self.socketio.sleep,
@@ -425,6 +425,8 @@ def _attach_problem(options: Any) -> str | None:
         return str(exc)
     if several and options.exit_with_device:
         return "--exit-with-device serves one device: give --attach one NAME"
+    if options.publish_frames != "watched" and not options.publish:
+        return "--publish-frames is for an origin: use it with --publish redis://HOST:PORT"
     if not (options.publish or options.edge):
         return None
     if options.publish and options.edge:

@@ -159,6 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("publish", str, "", "Redis URL to publish the device into, for edge bridges elsewhere (an origin)", ALL,
             check=check_redis_url, env="MONBRIDGE_PUBLISH", default_help="$MONBRIDGE_PUBLISH, else none",
             metavar="redis://HOST:PORT"),
+    Setting("publish_frames", str, "watched", "frame channels an origin publishes: those a browser on some edge "
+            "watches, or all of them", ALL, choices=("watched", "all")),
     Setting("edge", str, "", "Redis URL to serve a device from, published there by an origin bridge (an edge)",
             BRIDGE, check=check_redis_url, env="MONBRIDGE_EDGE", default_help="$MONBRIDGE_EDGE, else none: shared memory",
             metavar="redis://HOST:PORT"),

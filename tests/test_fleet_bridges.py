@@ -525,3 +525,20 @@ def test_an_edge_says_when_its_origin_writes_another_redis_layout(redis_server: 
     (edge,) = serve(mb, name, ("--edge", redis_server.url))
     wait_stderr(edge.proc, re.compile(rf"the origin of '{name}' writes Redis layout 1 \(an older monbridge\), this "
                                       rf"edge reads layout {streams.LAYOUT}: run the same monbridge version"))
+
+
+def test_publish_frames_all_puts_every_frame_in_redis_with_no_edge_watching(redis_server: RedisServer,
+                                                                             mb: BridgeHarness) -> None:
+    name = mb.new_name()
+    proc = mb.serve(name, "--publish", redis_server.url, "--publish-frames", "all", expect_url=False)
+    dev = mb.device(name, mon="bridge=0")
+    wait_attached(_bridge(proc, name).url, dev.pid)
+    wait_published(redis_server.url, name)
+    dev.request("frame 9", "framed")
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        wait_for(lambda: r.xlen(streams.channel_key(name, "img")) > 0, 15, "the frame in Redis")
+        (_, fields), = r.xrevrange(streams.channel_key(name, "img"), count=1)
+    finally:
+        r.close()
+    assert streams.decode_entry(fields).data == image(9).astype("<f4").tobytes()

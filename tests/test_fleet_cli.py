@@ -82,3 +82,18 @@ def test_an_attach_that_is_not_names_or_several_devices_with_exit_with_device_ar
     problem = _attach_problem(options(attach="all", exit_with_device=True))
     assert problem is not None and "--exit-with-device serves one device" in problem
     assert _attach_problem(options(attach="arm1,cam2")) is None and _attach_problem(options(attach="all")) is None
+
+
+def test_publish_frames_is_watched_or_all_and_only_for_an_origin(monkeypatch, capsys):
+    monkeypatch.delenv("MONBRIDGE_PUBLISH", raising=False)
+    assert build_parser().parse_args(["serve", "--publish-frames", "all"]).publish_frames == "all"
+    assert build_parser().parse_args(["serve"]).publish_frames == "watched"
+    try:
+        build_parser().parse_args(["serve", "--publish-frames", "some"])
+    except SystemExit as exc:
+        assert exc.code == 2 and "invalid choice: 'some'" in capsys.readouterr().err
+    else:
+        raise AssertionError("--publish-frames some was accepted")
+    problem = _attach_problem(options(attach="arm", publish_frames="all"))
+    assert problem is not None and "--publish-frames is for an origin" in problem
+    assert _attach_problem(options(attach="arm", publish="redis://a:1", publish_frames="all")) is None

@@ -447,3 +447,12 @@ def test_origin_tap_publishes_a_frame_channel_only_while_an_edge_wants_it():
     origin.tap.want(frozenset({"temps"}))
     origin.cam.publish(np.full((4, 3), 3, "f4"))
     assert streams.channel_key(NAME, "cam") not in keys(origin.tick())
+
+
+def test_origin_tap_publishes_every_frame_channel_with_publish_frames_all():
+    origin = Origin()
+    origin.tap.want(frozenset())
+    origin.tap.all_frames = True                       # monbridge serve --publish-frames all
+    origin.tick()
+    origin.cam.publish(np.full((4, 3), 1, "f4"))
+    assert streams.channel_key(NAME, "cam") in keys(origin.tick())

@@ -78,7 +78,7 @@ def test_every_option_goes_into_options():
 NON_DEFAULT = {  # a value other than the default for every setting that is a MON key and an option
     "host": "127.0.0.2", "port": 0, "rate": 30.0, "specs": "/srv/specs", "token": "abcdefghij",
     "async_mode": "threading", "log": "/tmp/bridge.log", "command_timeout": 2.5, "offline_after": 3.0,
-    "command_rate": 7.5, "publish": "redis://user:secret@127.0.0.1:6399",
+    "command_rate": 7.5, "publish": "redis://user:secret@127.0.0.1:6399", "publish_frames": "all",
 }
 
 

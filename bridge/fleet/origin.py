@@ -6,7 +6,7 @@ makes the Redis writes of that tick — one ``XADD`` per channel with something 
 manifest and state when they change, the heartbeat once a second. Records and events
 channels always (edges backfill late joiners from them); a frame channel only while some
 edge's browsers subscribe to it (the edges say so in the wants stream), so an unwatched
-camera costs nothing between machines. ``OriginSender`` (a thread) sends the queued ticks'
+camera costs nothing between machines, unless ``--publish-frames all``. ``OriginSender`` (a thread) sends the queued ticks'
 writes in one pipeline, so a slow or absent Redis never holds up the relay or the local
 browsers; it also reads the edges' commands (writing back their answers) and their wants.
 What reaches Redis grows with channels × rate, never with the number of viewers.
@@ -90,6 +90,7 @@ class OriginTap:
     _next_beat: float = 0.0
     _resume: dict[str, streams.Entry | None] = field(default_factory=dict)
     frames_wanted: frozenset[str] = frozenset()   # frame channels some edge's browsers subscribe to
+    all_frames: bool = False                      # --publish-frames all: every frame channel, always
 
     @property
     def run(self) -> str:
@@ -106,7 +107,7 @@ class OriginTap:
         self.frames_wanted = channels
 
     def _publishes(self, channel: str, cursor: _Cursor) -> bool:
-        return cursor.kind != "frame" or channel in self.frames_wanted
+        return cursor.kind != "frame" or self.all_frames or channel in self.frames_wanted
 
     def resync(self, newest: dict[str, streams.Entry | None] | None = None) -> None:
         """Redis is reachable again, or for the first time (the sender dropped the writes it
