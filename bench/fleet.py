@@ -8,9 +8,11 @@ Measures: stream latency through origin → Redis → edge against the origin di
 channels at 60 Hz to 20 clients each way, alternating windows); edge and direct CPU per
 delivery; origin + redis-server CPU with 10 and with 100 clients on the edge; delivered ratio
 and missed; CPU per 1 MB frame (30 Hz to one client) on the edge against the origin serving
-it directly (a frame channel reaches an edge only while a browser there subscribes to it); the ``echo`` command's round trip through the edge against directly; failover: a
-client behind a TCP balancer (bench/balancer.py) in front of two edges, the time from SIGKILL
-of its edge to its next records. Reuses bench.relay's device, clients and windows. Figures and how: docs/performance.md, "Fleet".
+it directly (a frame channel reaches an edge only while a browser there subscribes to it);
+the ``echo`` command's round trip through the edge against directly; failover: a client
+behind a TCP balancer (bench/balancer.py) in front of two edges, the time from SIGKILL of its
+edge to its next records. Reuses bench.relay's device, clients and windows. Figures and how:
+docs/performance.md, "Fleet".
 """
 
 from __future__ import annotations

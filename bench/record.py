@@ -191,7 +191,7 @@ def role_reader(args: dict[str, Any]) -> None:
         while not stop.is_set():
             for name, r in dev.channels.items():
                 if kinds[name] == "frame":   # every frame still held, as the recorder
-                    for seq in range(max(cursors[name] + 1, r.latest - r.slots + 1), r.latest + 1):
+                    for seq in r.unread(after=cursors[name]):
                         got = r.read_frame(seq, out=frames[name])
                         cursors[name] = cursors[name] if got is None else got.seq
                 elif kinds[name] == "records":

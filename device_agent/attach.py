@@ -146,6 +146,12 @@ class FrameReader(_Reader):
     def slots(self) -> int:
         return self._core.nslots
 
+    def unread(self, after: int) -> range:
+        """The frames after ``after``, up to the newest now, that the slots may still hold: at
+        most ``slots`` of them (read each with read_frame; one overwritten meanwhile is None)."""
+        latest = self._core.latest
+        return range(max(after + 1, latest - self._core.nslots + 1), latest + 1)
+
     def read_frame(self, seq: int, out: np.ndarray | None = None) -> Frame | None:
         """Frame ``seq`` if still held (the newest and at least the one before it), else None."""
         return self._frame(self._core.read_frame(seq, out=out))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import numpy as np
+
 import pytest
 
 from bridge.record.recorder import MAX_POLL, MIN_POLL, Tap, poll_period
@@ -34,3 +36,24 @@ def test_the_fastest_channel_sets_the_period_within_bounds():
     assert poll_period([frame_tap(5000.0)]) == MIN_POLL
     assert poll_period([frame_tap(0.0)]) == MAX_POLL      # nothing published yet
     assert poll_period([]) == MAX_POLL
+
+
+def test_frame_reader_unread_is_the_frames_the_slots_may_still_hold():
+    from device_agent.attach import DeviceAttachment
+    from memory_device import MemoryDevice
+
+    dev = MemoryDevice("cam")
+    cam = dev.frame("cam", (2,), "f4", slots=4)
+    att = DeviceAttachment("cam", open_segment=dev.open_segment)
+    try:
+        reader = att.channels["cam"]
+        assert list(reader.unread(after=0)) == []              # nothing published
+        for k in range(1, 10):
+            cam.publish(np.full(2, k, "f4"))
+        assert list(reader.unread(after=7)) == [8, 9]
+        assert list(reader.unread(after=2)) == [6, 7, 8, 9]    # 4 slots: 5 and older are gone
+        assert list(reader.unread(after=9)) == []
+        assert [float(reader.read_frame(k).array[0]) for k in reader.unread(after=5)] == [6.0, 7.0, 8.0, 9.0]
+    finally:
+        att.close()
+        dev.release()

@@ -51,7 +51,7 @@ def published_devices(url: str) -> list[str]:
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0)
     try:
-        names = sorted(_text(n) for n in client.smembers(streams.DEVICES_KEY))
+        names = sorted(streams.text(n) for n in client.smembers(streams.DEVICES_KEY))
         return [n for n in names if client.exists(streams.heartbeat_key(n))]   # an origin publishes them now
     finally:
         client.close()
@@ -81,7 +81,7 @@ class EdgeFollower:
         self._wants_sent: frozenset[str] | None = None
         self._next_wants = 0.0
         self._wants_failing = False
-        self._layout_told: Any = streams.LAYOUT   # the other layout the log named last (ours: none)
+        self._layout_seen: Any = streams.LAYOUT   # the origin's layout, as last logged about
         self._run_id: str | None = None
         self._next_run_id_check = 0.0
         self._next_beat = 0.0
@@ -148,14 +148,14 @@ class EdgeFollower:
         got = r.xrevrange(follower.manifest_key, count=1)
         if not got:
             return False
-        manifest_id, fields = _text(got[0][0]), got[0][1]
+        manifest_id, fields = streams.text(got[0][0]), got[0][1]
         frame_starts = {}
         for name in follower.frame_channels(fields):
             newest = r.xrevrange(streams.channel_key(self.device, name), count=1)
             if newest:
-                frame_starts[name] = _text(newest[0][0])
+                frame_starts[name] = streams.text(newest[0][0])
         state = r.xrevrange(follower.state_key, count=1)
-        follower.start(manifest_id, fields, (_text(state[0][0]), state[0][1]) if state else None, time.time(),
+        follower.start(manifest_id, fields, (streams.text(state[0][0]), state[0][1]) if state else None, time.time(),
                        frame_starts)
         return True
 
@@ -163,9 +163,9 @@ class EdgeFollower:
         positions = self.follower.positions
         got = self._redis.xread({k: p.stream_id for k, p in positions.items()}, count=READ_COUNT, block=BLOCK_MS)
         for key, entries in got or []:
-            key = _text(key)
+            key = streams.text(key)
             for entry_id, fields in entries:
-                self.follower.apply(key, _text(entry_id), fields, time.time())
+                self.follower.apply(key, streams.text(entry_id), fields, time.time())
 
     def _beat(self) -> None:
         now = time.monotonic()
@@ -173,11 +173,13 @@ class EdgeFollower:
             return
         self._next_beat = now + BEAT_EVERY
         beat = streams.decode_heartbeat(self._redis.get(streams.heartbeat_key(self.device)))
-        if beat is not None and beat.get("layout") != streams.LAYOUT and beat.get("layout") != self._layout_told:
-            self._layout_told = beat.get("layout")
-            log.warning("the origin of %r writes Redis layout %s, this edge reads layout %d: run the same monbridge "
-                        "version on origins and edges (docs/scaling.md)", self.device,
-                        beat.get("layout") or "1 (an older monbridge)", streams.LAYOUT)
+        layout = beat.get("layout") if beat is not None else streams.LAYOUT
+        if layout != self._layout_seen:   # said once per change
+            self._layout_seen = layout
+            if layout != streams.LAYOUT:
+                log.warning("the origin of %r writes Redis layout %s, this edge reads layout %d: run the same "
+                            "monbridge version on origins and edges (docs/scaling.md)", self.device,
+                            layout or "1 (an older monbridge)", streams.LAYOUT)
         if beat is not None and beat.get("status") == "online" and self.follower.mirror is not None:
             self.follower.mirror.beat(time.time())
 
@@ -243,7 +245,7 @@ class EdgeFollower:
                 continue
             for _key, entries in got or []:
                 for entry_id, fields in entries:
-                    last = _text(entry_id)
+                    last = streams.text(entry_id)
                     try:
                         request, answer = streams.decode_reply(fields)
                     except ValueError as exc:
@@ -270,7 +272,3 @@ class EdgeFollower:
             log.warning("cannot reach Redis at %s (%s): %r shows offline until it is back; retrying every %g s",
                         streams.shown_url(self.url), exc, self.device, RETRY_PERIOD)
 
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -6,9 +6,10 @@ makes the Redis writes of that tick — one ``XADD`` per channel with something 
 manifest and state when they change, the heartbeat once a second. Records and events
 channels always (edges backfill late joiners from them); a frame channel only while some
 edge's browsers subscribe to it (the edges say so in the wants stream), so an unwatched
-camera costs nothing between machines, unless ``--publish-frames all``. ``OriginSender`` (a thread) sends the queued ticks'
-writes in one pipeline, so a slow or absent Redis never holds up the relay or the local
-browsers; it also reads the edges' commands (writing back their answers) and their wants.
+camera costs nothing between machines (unless ``--publish-frames all``). ``OriginSender``
+(a thread) sends the queued ticks' writes in one pipeline, so a slow or absent Redis never
+holds up the relay or the local browsers; it also reads the edges' commands (writing back
+their answers) and their wants.
 What reaches Redis grows with channels × rate, never with the number of viewers.
 
 Layout and entry fields: ``bridge.fleet.streams`` and docs/scaling.md. Imports redis only
@@ -396,7 +397,7 @@ class OriginSender:
             try:
                 if last is None:   # start after what is there: older commands were answered `timeout` already
                     got = self._commands_redis.xrevrange(key, count=1)
-                    last = got[0][0].decode() if got else streams.FIRST_ID
+                    last = streams.text(got[0][0]) if got else streams.FIRST_ID
                 answer = self._commands_redis.xread({key: last, wants_key: last_wants}, block=COMMANDS_BLOCK_MS,
                                                     count=100)
             except self._errors:
@@ -404,11 +405,11 @@ class OriginSender:
                 self._wait_retry()
                 continue
             for stream, entries in answer or []:
-                if (stream.decode() if isinstance(stream, bytes) else stream) == wants_key:
+                if streams.text(stream) == wants_key:
                     last_wants = self._read_wants(entries)
                     continue
                 for entry_id, fields in entries:
-                    last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    last = streams.text(entry_id)
                     try:
                         command = streams.decode_command(fields)
                     except ValueError as exc:
@@ -426,7 +427,7 @@ class OriginSender:
         """Take the edges' wants entries in; return the last entry's id."""
         last = streams.FIRST_ID
         for entry_id, fields in entries:
-            last = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            last = streams.text(entry_id)
             try:
                 edge, channels = streams.decode_wants(fields)
             except ValueError as exc:

@@ -148,11 +148,12 @@ def _get(fields: Mapping[Any, Any], name: str) -> bytes:
     if value is None:
         value = fields.get(name)
     if value is None:
-        raise EntryError(f"stream entry has no {name!r} field (fields: {sorted(_text(k) for k in fields)})")
+        raise EntryError(f"stream entry has no {name!r} field (fields: {sorted(text(k) for k in fields)})")
     return value.encode() if isinstance(value, str) else bytes(value) if isinstance(value, memoryview) else value
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A value redis-py returned (bytes, or str with decode_responses) as text."""
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
@@ -202,10 +203,10 @@ StreamId = tuple[int, int]
 
 def parse_id(value: bytes | str) -> StreamId:
     """``b"1718000000000-3"`` → (1718000000000, 3): Redis orders IDs by these two numbers."""
-    text = _text(value)
-    ms, sep, seq = text.partition("-")
+    shown = text(value)
+    ms, sep, seq = shown.partition("-")
     if not (ms.isdigit() and (not sep or seq.isdigit())):
-        raise EntryError(f"not a stream ID: {text[:40]!r} (expected MS-SEQ, e.g. '1718000000000-0')")
+        raise EntryError(f"not a stream ID: {shown[:40]!r} (expected MS-SEQ, e.g. '1718000000000-0')")
     return int(ms), int(seq or 0)
 
 
@@ -278,10 +279,10 @@ def entry_for_events(run: str, events: list[Event], first: int, next_cursor: int
 
 def decode_entry(fields: Mapping[Any, Any]) -> Entry:
     """An entry as XREAD / XRANGE return it (``{b"kind": b"records", ...}``); raises EntryError."""
-    kind = _text(_get(fields, "kind"))
+    kind = text(_get(fields, "kind"))
     if kind not in KINDS:
         raise EntryError(f"stream entry: 'kind' must be one of {', '.join(KINDS)}, got {kind[:40]!r}")
-    run = _text(_get(fields, "run"))
+    run = text(_get(fields, "run"))
     first = _int(fields, "seq", 1 if kind == "frame" else 0)
     count = _int(fields, "n", 1)
     if kind == "frame" and count != 1:
@@ -481,7 +482,7 @@ def decode_manifest(fields: Mapping[Any, Any]) -> tuple[str, dict[str, Any]]:
     manifest = _json(fields, "manifest")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("channels"), list):
         raise EntryError("manifest entry: 'manifest' must be a JSON object with a 'channels' list")
-    return _text(_get(fields, "run")), manifest
+    return text(_get(fields, "run")), manifest
 
 
 def state_entry(run: str, version: int, values: Mapping[str, Any]) -> dict[str, bytes]:
@@ -495,7 +496,7 @@ def decode_state(fields: Mapping[Any, Any]) -> tuple[str, int, dict[str, Any]]:
     values = _json(fields, "values")
     if not isinstance(values, dict):
         raise EntryError(f"state entry: 'values' must be a JSON object, got {type(values).__name__}")
-    return _text(_get(fields, "run")), _int(fields, "version"), values
+    return text(_get(fields, "run")), _int(fields, "version"), values
 
 
 def heartbeat_value(run: str | None, pid: int | None, status: str, heartbeat_age: float | None,
@@ -517,9 +518,9 @@ def decode_heartbeat(value: bytes | str | None) -> dict[str, Any] | None:
     try:
         beat = json.loads(value)
     except ValueError:
-        raise EntryError(f"heartbeat is not JSON: {_text(value)[:40]!r}") from None
+        raise EntryError(f"heartbeat is not JSON: {text(value)[:40]!r}") from None
     if not isinstance(beat, dict) or beat.get("status") not in ("online", "offline"):
-        raise EntryError(f"heartbeat must be a JSON object with status online or offline, got {_text(value)[:60]!r}")
+        raise EntryError(f"heartbeat must be a JSON object with status online or offline, got {text(value)[:60]!r}")
     return beat
 
 
@@ -550,7 +551,7 @@ def decode_command(fields: Mapping[Any, Any]) -> Command:
     deadline = _float_or_none(fields, "deadline")
     if deadline is None:
         raise EntryError("command entry: 'deadline' is required")
-    return Command(_text(_get(fields, "edge")), _int(fields, "request"), _text(_get(fields, "name")),
+    return Command(text(_get(fields, "edge")), _int(fields, "request"), text(_get(fields, "name")),
                    args, client, deadline)
 
 
@@ -576,7 +577,7 @@ def decode_wants(fields: Mapping[Any, Any]) -> tuple[str, frozenset[str]]:
     channels = _json(fields, "channels")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise EntryError("wants entry: 'channels' must be a JSON list of channel names")
-    return _text(_get(fields, "edge")), frozenset(channels)
+    return text(_get(fields, "edge")), frozenset(channels)
 
 
 class EdgeWants:

@@ -306,14 +306,12 @@ class Recorder:
         """Every frame after the cursor up to the newest seen at the start, that the slots still
         hold, oldest first (frames published meanwhile wait for the next poll: reading the
         newest at the end instead would skip those between)."""
-        latest = tap.reader.latest
-        if latest <= tap.cursor:
-            return 0
+        unread = tap.reader.unread(after=tap.cursor)
         written = 0
-        for seq in range(max(tap.cursor + 1, latest - tap.reader.slots + 1), latest + 1):
+        for seq in unread:
             buffer = tap.buffers.take()
             written += self._write_frame(tap, tap.reader.read_frame(seq, out=buffer), buffer)
-        if tap.cursor < latest:   # even the newest was overwritten meanwhile (a writer lapping every slot)
+        if unread and tap.cursor < unread[-1]:   # even the newest was overwritten meanwhile (lapped)
             buffer = tap.buffers.take()
             written += self._write_frame(tap, tap.reader.read_latest(after=tap.cursor, out=buffer), buffer)
         return written
