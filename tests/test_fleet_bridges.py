@@ -508,6 +508,30 @@ def test_junk_in_the_commands_stream_is_skipped_with_one_warning_and_commands_st
     assert origin.proc.proc.poll() is None and "Traceback" not in "".join(origin.proc.stderr)
 
 
+def test_junk_in_the_wants_stream_is_skipped_with_one_warning_and_frames_still_flow(
+        redis_server: RedisServer, mb: BridgeHarness) -> None:
+    """Bad entries in the wants stream neither stop the origin nor flood its log, and an edge's
+    real wants after them still bring it the frames its browser watches."""
+    dev, origin, (edge,) = fleet(mb, redis_server.url, 1)
+    r = redis.Redis.from_url(redis_server.url)
+    try:
+        junk = [{"nonsense": b"1"}, {"edge": b"e", "channels": b"{not json"},
+                {"edge": b"e", "channels": b'{"img": true}'}, {"edge": b"e", "channels": b"[1, 2]"}] * 15
+        for fields in junk:
+            r.xadd(streams.wants_key(dev.name), fields)
+    finally:
+        r.close()
+    wait_for(lambda: [ln for ln in origin.proc.stderr if "malformed wants entry" in ln], 10, "the origin's warning")
+    c = mb.client(edge.url)
+    c.subscribe("img")
+    dev.request("frame 3", "framed")
+    frame = c.wait_event("data", lambda d: d["channel"] == "img")
+    assert (decode_frame(frame) == image(3)).all()
+    warned = [ln for ln in origin.proc.stderr if "malformed wants entry" in ln]
+    assert len(warned) == 1, warned          # 60 bad entries, one line (the log's rate limit)
+    assert origin.proc.proc.poll() is None and "Traceback" not in "".join(origin.proc.stderr)
+
+
 def test_an_edge_says_when_its_origin_writes_another_redis_layout(redis_server: RedisServer,
                                                                    mb: BridgeHarness) -> None:
     """An origin of an older monbridge (its heartbeat has no ``layout``) and an edge of this one:
