@@ -78,6 +78,7 @@ class Item(NamedTuple):
     sequence: int
     topic: str
     data: Any
+    decoded: Any = None
 
 
 @dataclass
@@ -273,3 +274,55 @@ def test_timing_measures_how_late_messages_went_out():
     assert timing["messages"] == 4 and timing["max_ms"] == pytest.approx(5.0)   # 10 ms of recording at 2x
     assert player.status(0.01) == {"replay_position": 0.02, "replay_duration": 1.0, "replay_playing": True,
                                    "replay_speed": 2.0, "replay_epoch": 0, "replay_loop": False}
+
+
+def test_records_decoded_ahead_are_published_as_slices_without_decoding_again():
+    """Rows the read-ahead thread decoded (reader.decode_ahead: ``decoded=(block, row)``) go out
+    as a slice of their block; a tick whose rows span two blocks decodes them as usual."""
+    rec, out = recording(), Collect()
+    block_a, block_b = records_decoder(list(range(0, 6)), [START + k * 10 * MS for k in range(0, 6)]), \
+        records_decoder(list(range(6, 100)), [START + k * 10 * MS for k in range(6, 100)])
+    rec.items = [i._replace(decoded=(block_a, i.data) if i.data < 6 else (block_b, i.data - 6))
+                 if i.topic == "/tel" else i for i in rec.items]
+    decoded_again: list[int] = []
+    rec.tracks["tel"].decoders["/tel"] = lambda datas, times: decoded_again.append(len(datas)) or \
+        records_decoder(datas, times)
+    clock = PlaybackClock(rec.duration_ns, now=0.0)
+    player = Player(rec, out, clock)
+    player.tick(0.0)
+    player.tick(0.045)                    # rows 1..4 of block a: one slice
+    assert [c[2]["seq"].tolist() for c in out.take("records")] == [[0], [1, 2, 3, 4]]
+    assert decoded_again == []
+    player.tick(0.075)                    # rows 5 (block a) and 6, 7 (block b): decoded from data
+    assert [c[2]["seq"].tolist() for c in out.take("records")] == [[5, 6, 7]]
+    assert decoded_again == [3]
+    player.tick(0.095)
+    assert [c[2]["seq"].tolist() for c in out.take("records")] == [[8, 9]] and decoded_again == [3]
+    assert player.published["tel"] == 10
+
+
+def test_decode_ahead_decodes_each_records_topic_of_a_batch_in_one_call():
+    from bridge.record.chunks import Item as FileItem
+    from bridge.record.cdr import RecordLayout
+    from bridge.record.reader import Track as FileTrack, decode_ahead, _records_decoder
+
+    layout = RecordLayout(DTYPE, ["t", "seq"])
+    rows = np.zeros(5, DTYPE)
+    rows["seq"], rows["t"] = np.arange(5), np.arange(5) / 10
+    datas = layout.encode(rows)
+    calls: list[int] = []
+    decode = _records_decoder(layout)
+    tracks = {"tel": FileTrack("tel", "records", {}, {"/tel": lambda d, t: calls.append(len(d)) or decode(d, t)}, "recorded"),
+              "cam": FileTrack("cam", "frame", {}, {"/cam": lambda d: 1 / 0}, "recorded")}
+    batch = [FileItem(k, k, "/tel", datas[k]) for k in range(3)] + [FileItem(3, 0, "/cam", b"frame")] + \
+        [FileItem(k + 1, k, "/tel", datas[k]) for k in range(3, 5)]
+    out = decode_ahead(tracks)(batch)
+    assert calls == [5]                                     # one call for the topic's five messages
+    assert out[3].decoded is None and out[3].data == b"frame"   # frames are decoded when due
+    tel = [i for i in out if i.topic == "/tel"]
+    assert [(i.sequence, i.data) for i in tel] == [(k, datas[k]) for k in range(5)]
+    assert np.array_equal(np.array([i.decoded[0][i.decoded[1]] for i in tel]), rows)   # bit for bit
+    assert len({id(i.decoded[0]) for i in tel}) == 1
+    # one message that does not decode (cut short): none of the batch is decoded ahead
+    cut = [FileItem(0, 0, "/tel", datas[0]), FileItem(1, 1, "/tel", datas[1][:-1])]
+    assert [i.decoded for i in decode_ahead(tracks)(cut)] == [None, None]

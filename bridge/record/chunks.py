@@ -36,6 +36,8 @@ class Item(NamedTuple):
     sequence: int
     topic: str
     data: bytes | memoryview   # a memoryview for large messages of binary encodings (frames)
+    decoded: Any = None        # a records message decoded ahead by reader.py's read-ahead thread:
+                               # (block, row); None: the player decodes ``data`` when it is due
 
 
 def chunk_records(f: Any, index: ChunkIndex) -> bytes:

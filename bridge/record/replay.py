@@ -41,7 +41,7 @@ MIN_SPEED, MAX_SPEED = 0.1, 20.0
 FLAT_OUT = math.inf              # the speed of "as fast as possible" (--speed max)
 FLAT_OUT_STEP_NS = 250_000_000   # recording played per tick at FLAT_OUT
 MAX_TIMING_SAMPLES = 2_000_000   # per-message lateness samples kept for timing()
-_DECODE_ERRORS = (ValueError, KeyError, IndexError, TypeError, struct.error)
+DECODE_ERRORS = (ValueError, KeyError, IndexError, TypeError, struct.error)   # what a decoder may raise
 SKIP = object()   # an event decoder's answer for an event not to publish again (reader.py)
 
 
@@ -231,7 +231,7 @@ class Player:
                     self._publish_frame(track, items)
                 else:
                     self._publish_events(track, items)
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 self.undecodable[name] += len(items)
                 continue
             self._sample(items, now_ns)
@@ -241,7 +241,9 @@ class Player:
         for item in items:
             by_topic.setdefault(item.topic, []).append(item)
         for topic, group in by_topic.items():
-            rows = track.decoders[topic]([i.data for i in group], [i.log_time for i in group])
+            rows = _decoded_rows(group)
+            if rows is None:
+                rows = track.decoders[topic]([i.data for i in group], [i.log_time for i in group])
             self.undecodable[track.name] += len(group) - len(rows)
             if len(rows):
                 self.output.records(track.name, rows)
@@ -260,7 +262,7 @@ class Player:
         for item in sorted(items, key=lambda i: (i.log_time, i.sequence)):
             try:
                 message = track.decoders[item.topic](item.data)
-            except _DECODE_ERRORS:
+            except DECODE_ERRORS:
                 self.undecodable[track.name] += 1
                 continue
             if message is SKIP:
@@ -307,3 +309,12 @@ class Player:
                 "replay_duration": round(clock.duration_ns / 1e9, 3),
                 "replay_playing": clock.playing, "replay_speed": "max" if clock.speed == FLAT_OUT else clock.speed,
                 "replay_epoch": clock.epoch, "replay_loop": self.loop}
+
+
+def _decoded_rows(group: list[Any]) -> np.ndarray | None:
+    """The rows of records messages that were decoded ahead (reader.decode_ahead) as one
+    slice of their block, if they are consecutive rows of one block; else None."""
+    first, last = group[0].decoded, group[-1].decoded
+    if first is None or last is None or first[0] is not last[0] or last[1] - first[1] != len(group) - 1:
+        return None
+    return first[0][first[1] : last[1] + 1]
