@@ -11,6 +11,7 @@ imported (bridge/cli.py does it for ``serve``), so sockets, select and locks her
 from __future__ import annotations
 
 import logging
+import math
 import socket
 from typing import Any, Callable
 
@@ -159,6 +160,13 @@ class _QuietLog:
 
     def warning(self, msg: str, *args: Any, **kwargs: Any) -> None:
         log.warning(msg, *args)
+
+
+def poll_grid(deadline: float, grid: float) -> float:
+    """``deadline`` moved up to the next multiple of ``grid``. eventlet wakes its hub when a
+    timer expires even if it was cancelled, so waits that a ring ends early, each with its
+    own timeout, wake the process once more each; on a grid their timeouts fall together."""
+    return math.ceil(deadline / grid) * grid
 
 
 def wait_readable(fd: int, timeout: float) -> bool:

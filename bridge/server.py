@@ -51,6 +51,7 @@ log = logging.getLogger("bridge")
 # ~1 µs a byte, during which nobody else is served.
 MAX_MESSAGE = 16 * 1024
 VIEWS_PERIOD = 0.5           # seconds between scans of the specs directory
+POLL_GRID = 0.1              # s: while a publish is expected to ring, regular polls fall on multiples of this
 # seconds between the reply task's checks for late answers and room in the device's queue
 # while commands wait, and at most while none does (every wake-up costs CPU: docs/bridge.md)
 REPLY_POLL, IDLE_REPLY_POLL = 0.05, 0.5
@@ -342,30 +343,36 @@ class Bridge:
             cores, origins = list(hub.cores.items()), list(self.origins.items())
             for _, core in cores:
                 core.tick_seconds = elapsed
-            deadline = min([started + VIEWS_PERIOD] + [c.next_deadline() for _, c in cores])
-            for _, (tap, _sender) in origins:
-                deadline = min(deadline, tap.next_due)  # the origin's next read into Redis
-            delay = deadline - time.monotonic()
-            if delay <= 0:
+            # the regular polls (each core's idle poll, the views scan) and the times something
+            # is due (a paced subscription's next send, the origin's next read into Redis)
+            polls = min([self._next_views_scan] + [c.next_deadline() for _, c in cores])
+            due = [c.relay.next_send_at for _, c in cores if c.relay.next_send_at is not None]
+            due += [tap.next_due for _, (tap, _sender) in origins]
+            if min([polls, *due]) <= time.monotonic():
                 self.socketio.sleep(0)  # let the sends and the handlers run first
                 continue
             # the data doorbell also rings when a client's confirmation lets a subscription
             # send again, so wait on it in either case
-            news = False
+            news = ring = False
             for _, core in cores:
                 if core.waiting_for_data and core.link.device is not None:
                     core.link.device.want_wake()
+                    ring = True
                     news = news or core.news()   # published before the request: nothing will ring
             devices = {key: core.link.device for key, core in cores}
             for key, (tap, _sender) in origins:
                 dev = devices.get(key)
                 if tap.waiting_for_data and dev is not None:
                     dev.want_wake()
+                    ring = True
                     news = news or tap.news(dev)
             if news:
                 self.socketio.sleep(0)
                 continue
-            if netio.wait_readable(self.data_doorbell.fileno(), delay):
+            if ring:   # a publish will most likely end this wait before the next poll
+                polls = netio.poll_grid(polls, POLL_GRID)
+            delay = min([polls, *due]) - time.monotonic()
+            if netio.wait_readable(self.data_doorbell.fileno(), max(delay, 0.0)):
                 self.data_doorbell.drain()
         self._shutdown()
 

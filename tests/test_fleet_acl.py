@@ -3,7 +3,8 @@ its place: a real redis-server with those users (read from the docs, so the reci
 drift from what is tested), an origin and an edge bridge each logged in as its user, a
 Socket.IO client on the edge getting records, a frame (which needs the edge's wants entry)
 and a command's answer; and the edge user refused (NOPERM) when it writes data or deletes.
-An edge whose user cannot write the wants stream says so in its log.
+An edge whose user cannot write the wants stream says so in its log; an origin whose user is
+refused a command says so once and keeps publishing the rest.
 """
 
 from __future__ import annotations
@@ -101,3 +102,31 @@ def test_an_edge_user_that_cannot_write_wants_is_told_so(redis_server: RedisServ
                                       r"origins will not send this edge's browsers the frame channels they watch"))
     total = int(dev.request("pub 5", "published"))
     c.wait_for(lambda: last_seq(c) == total - 1, what=f"records up to {total - 1}")
+
+
+def test_an_origin_user_refused_a_command_says_so_and_keeps_publishing(redis_server: RedisServer,
+                                                                       mb: BridgeHarness) -> None:
+    """Without SADD the origin's heartbeat tick is refused each second: its log says so once and
+    the records still reach the edge (a refusal is not a Redis that went down)."""
+    origin_url, edge_url = acl_urls(redis_server)
+    admin = redis.Redis.from_url(redis_server.url)
+    try:
+        admin.execute_command("ACL", "SETUSER", "origin", "-sadd")
+    finally:
+        admin.close()
+    name = mb.new_name()
+    started = [mb.serve(name, "--publish", origin_url, expect_url=False),
+               mb.serve(name, "--edge", edge_url, expect_url=False)]
+    dev = mb.device(name, mon="bridge=0")
+    origin, edge = (_bridge(p, name) for p in started)
+    wait_attached(origin.url, dev.pid)
+    wait_stderr(origin.proc, re.compile(r"Redis at \S+ refused a write for '[^']+' \(NoPermissionError: .*sadd.*\): "
+                                        r"edges miss what it refused"))
+    wait_attached(edge.url, dev.pid)
+    c = mb.client(edge.url)
+    c.subscribe("telemetry")
+    for _ in range(3):   # across several refused heartbeats
+        total = int(dev.request("pub 5", "published"))
+        c.wait_for(lambda: last_seq(c) == total - 1, what=f"records up to {total - 1}")
+    assert not [line for line in origin.proc.stderr if "cannot reach Redis" in line]
+    assert sum("refused a write" in line for line in origin.proc.stderr) == 1

@@ -382,11 +382,40 @@ def test_origin_tap_reads_each_channel_at_its_publish_not_a_tick_later():
     assert origin.tap.news(origin.att)
     assert keys(origin.tick(dt=0.001)) == [streams.channel_key(NAME, "cam")]
     origin.temps.publish(t=2.0, v=2.0, pos=(1, 2, 3), n=5)
-    # temps is not due again before 0.75 / rate after its last read, and waits for no publish
-    assert not origin.tap.news(origin.att) and keys(origin.tick(dt=0.001)) == []
+    # temps is not due again before 0.75 / rate after its last read. It waited for its publish
+    # (its first read found nothing); that came before it was due: it is read when due
+    assert origin.tap.news(origin.att) and keys(origin.tick(dt=0.001)) == []
+    assert not origin.tap.news(origin.att)
     assert origin.tap.next_due == pytest.approx(origin.now - 0.002 + 0.75 / 60)
     origin.now = origin.tap.next_due - 1 / 30
     assert keys(origin.tick()) == [TEMPS]
+
+
+def test_origin_tap_waits_for_the_publish_of_a_channel_slower_than_its_rate():
+    """A channel published less often than the tap may read it (a 30 Hz camera at a 60 Hz
+    rate) is read at its publish, without a wake at its due time to find nothing; one that
+    publishes faster is read at its due times."""
+    origin = Origin()
+    origin.tap.frames_wanted = frozenset({"cam"})
+    origin.tick()
+    for k in range(3):                                     # cam at 30 Hz
+        origin.cam.publish(np.full((4, 3), k, "f4"))
+        assert origin.tap.news(origin.att)
+        assert keys(origin.tick(dt=0.001)) == [streams.channel_key(NAME, "cam")]
+        assert origin.tap.next_due == float("inf") and origin.tap.waiting_for_data   # its next publish rings
+        assert not origin.tap.news(origin.att) and keys(origin.tick(dt=1 / 30 - 0.001)) == []
+    # temps faster than the rate: read at its due times, in between it waits for nothing
+    origin.temps.publish(t=1.0, v=2.0, pos=(1, 2, 3), n=4)
+    assert keys(origin.tick(dt=0.001)) == [TEMPS]          # waited for this publish (the first read found none)
+    origin.temps.publish(t=1.1, v=2.0, pos=(1, 2, 3), n=5)
+    assert origin.tap.news(origin.att) and keys(origin.tick(dt=0.001)) == []   # early: read when due
+    due = origin.tap.next_due
+    assert due == pytest.approx(origin.now - 0.001 + 0.75 / 60) and not origin.tap.news(origin.att)
+    origin.now = due - 0.0001
+    assert keys(origin.tick(dt=0.0001)) == [TEMPS]
+    origin.temps.publish(t=1.2, v=2.0, pos=(1, 2, 3), n=6)
+    assert not origin.tap.news(origin.att)                 # not waiting: its due time comes first
+    assert origin.tap.next_due == pytest.approx(origin.now + 0.75 / 60)
 
 
 def test_origin_tap_sets_the_heartbeat_at_most_once_a_second():

@@ -7,7 +7,7 @@ manifest and state when they change, the heartbeat once a second. Records and ev
 channels always (edges backfill late joiners from them); a frame channel only while some
 edge's browsers subscribe to it (the edges say so in the wants stream), so an unwatched
 camera costs nothing between machines (unless ``--publish-frames all``). ``OriginSender``
-(a thread) sends the queued ticks' writes in one pipeline, so a slow or absent Redis never
+(a thread) sends the queued ticks' writes in one write, so a slow or absent Redis never
 holds up the relay or the local browsers; it also reads the edges' commands (writing back
 their answers) and their wants.
 What reaches Redis grows with channels × rate, never with the number of viewers.
@@ -42,6 +42,14 @@ TICK_FRACTION = 0.75       # a channel is read again after this much of 1/rate: 
 PACK_CUTOFF = 6000         # bytes: larger values go to the socket as they are, not copied (redis-py's default)
 
 
+def xadd_args(key: str, fields: dict[str, Any], maxlen: int) -> tuple[Any, ...]:
+    """``XADD key MAXLEN ~ maxlen * field value...``, as redis-py's ``xadd(approximate=True)`` sends it."""
+    args: list[Any] = ["XADD", key, "MAXLEN", "~", maxlen, "*"]
+    for item in fields.items():
+        args += item
+    return tuple(args)
+
+
 def _encode(value: Any) -> bytes | memoryview:
     """A command argument as bytes, as redis-py's Encoder makes them (bytes, str, int, float)."""
     if isinstance(value, (bytes, memoryview)):
@@ -69,7 +77,9 @@ class _Cursor:
     rate: float = 60.0     # entries a second, for MAXLEN (the tick rate: at most one per tick)
     floor: int = 0         # records/events: where this tap began reading this device process
     due: float = 0.0       # monotonic: read again from then on
-    waiting: bool = False  # due, and the last read found nothing new: read at the next publish
+    waiting: bool = False  # read at the next publish (its ring), not at ``due``
+    slow: bool = False     # published less often than it may be read: after a read, wait for the
+                           # next publish rather than wake at ``due`` to find nothing
 
 
 @dataclass
@@ -192,16 +202,20 @@ class OriginTap:
             if not self._publishes(channel, cursor):
                 cursor.waiting = False
                 continue
-            if now < cursor.due:
-                continue
             reader = dev.channels.get(channel)
+            if now < cursor.due:
+                if cursor.waiting and reader is not None and _published_after(reader, cursor):
+                    cursor.waiting = cursor.slow = False   # published before it was due: read at due
+                continue
             entry = self._read(reader, cursor) if reader is not None else None
-            cursor.waiting = entry is None
-            if entry is not None:
+            if entry is None:
+                cursor.waiting = cursor.slow = True
+            else:
                 size = streams.entry_bytes(entry)
                 maxlen = streams.maxlen(cursor.kind, cursor.rate, size, self.retention)
                 writes.append(Write("xadd", streams.channel_key(name, channel), entry, maxlen))
                 cursor.due = now + TICK_FRACTION / self.rate
+                cursor.waiting = cursor.slow
         self.waiting_for_data = any(c.waiting for c in self._cursors.values())
         self.next_due = min((c.due for n, c in self._cursors.items() if not c.waiting and self._publishes(n, c)),
                             default=float("inf"))
@@ -211,14 +225,10 @@ class OriginTap:
         """Something was published after the cursor of a channel that waits for it (checked
         after asking the device to ring: a publish in between would ring nobody)."""
         for channel, cursor in self._cursors.items():
-            if not cursor.waiting or not self._publishes(channel, cursor):
-                continue
-            reader = dev.channels.get(channel)
-            if isinstance(reader, FrameReader):
-                if reader.latest > cursor.next:
+            if cursor.waiting and self._publishes(channel, cursor):
+                reader = dev.channels.get(channel)
+                if reader is not None and _published_after(reader, cursor):
                     return True
-            elif reader is not None and reader.write_count > cursor.next:
-                return True
         return False
 
     def _read(self, reader: Any, cursor: _Cursor) -> dict[str, bytes] | None:
@@ -242,6 +252,12 @@ class OriginTap:
             cursor.next = next_cursor
             return streams.entry_for_events(self._run, events, start + missed, next_cursor)
         return None
+
+
+def _published_after(reader: Any, cursor: _Cursor) -> bool:
+    if isinstance(reader, FrameReader):
+        return reader.latest > cursor.next
+    return reader.write_count > cursor.next
 
 
 class OriginSender:
@@ -269,6 +285,9 @@ class OriginSender:
         self._redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=5.0, command_packer=packer)
         self._commands_redis = redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=None)
         self._errors = (redis.RedisError, OSError)
+        self._reply_error = redis.ResponseError
+        self._conn: Any = None      # the sender's own connection (_flush)
+        self._unread = 0            # commands sent on it whose replies are not read yet
         self._submit = submit
         self._on_reconnect = on_reconnect
         self._on_wants = on_wants
@@ -281,6 +300,8 @@ class OriginSender:
         self._stop = False
         self.connected = False
         self.dropped_ticks = 0
+        self.refused = 0            # writes Redis refused
+        self._refusals_said: set[str] = set()
         self._down_since: float | None = None
         start_task(self._send_loop)
         start_task(self._commands_loop)
@@ -322,6 +343,7 @@ class OriginSender:
                 self._flush()
             except self._errors as exc:
                 self._went_down(exc)
+        self._drop_connection()
 
     def _wait_retry(self) -> None:
         deadline = time.monotonic() + RETRY_PERIOD
@@ -350,8 +372,18 @@ class OriginSender:
         self._on_reconnect(newest)
         return True
 
+    def _refused(self, exc: BaseException) -> None:
+        """Say once what Redis refused (each kind of refusal), and count them."""
+        self.refused += 1
+        why = f"{type(exc).__name__}: {exc}"
+        if why not in self._refusals_said and len(self._refusals_said) < 16:
+            self._refusals_said.add(why)
+            log.warning("Redis at %s refused a write for %r (%s): edges miss what it refused; the origin's Redis "
+                        "user needs the rights docs/scaling.md lists", streams.shown_url(self.url), self.device_name, why)
+
     def _went_down(self, exc: BaseException) -> None:
         self.connected = False
+        self._drop_connection()
         if self._down_since is None:
             self._down_since = time.monotonic()
             log.warning("cannot reach Redis at %s (%s): edges show %r offline meanwhile; the local dashboard "
@@ -359,32 +391,53 @@ class OriginSender:
 
 
     def _flush(self) -> None:
-        """Send what is queued in one pipeline (one round trip): replies and small writes
-        first, frames last, so Redis has every record and answer before a big frame's bytes."""
+        """Send what is queued (replies and small writes first, frames last, so Redis has every
+        record and answer before a big frame's bytes) as one write on the sender's own
+        connection. The replies are read at the next flush, by then already arrived: waiting
+        for them now would wake the process once more per tick (redis-py's pipeline does)."""
         while self._ticks or self._replies:
-            pipe = self._redis.pipeline(transaction=False)
-            frames: list[Write] = []
-            n = 0
-            while self._replies and n < 256:
+            commands: list[tuple[Any, ...]] = []
+            frames: list[tuple[Any, ...]] = []
+            while self._replies and len(commands) < 256:
                 edge, request, answer = self._replies.popleft()
                 key = streams.replies_key(self.device_name, edge)
-                pipe.xadd(key, streams.reply_entry(request, answer), maxlen=streams.REPLIES_MAXLEN, approximate=True)
-                pipe.pexpire(key, streams.REPLIES_TTL_MS)
-                n += 1
-            while self._ticks and n < 256:
+                commands.append(xadd_args(key, streams.reply_entry(request, answer), streams.REPLIES_MAXLEN))
+                commands.append(("PEXPIRE", key, streams.REPLIES_TTL_MS))
+            while self._ticks and len(commands) < 256:
                 for w in self._ticks.popleft():
-                    if w.op == "xadd" and w.value.get("kind") == b"frame":
-                        frames.append(w)
-                    elif w.op == "xadd":
-                        pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
+                    if w.op == "xadd":
+                        (frames if w.value.get("kind") == b"frame" else commands).append(xadd_args(w.key, w.value, w.arg))
                     elif w.op == "set":
-                        pipe.set(w.key, w.value, px=w.arg)
+                        commands.append(("SET", w.key, w.value, "PX", w.arg))
                     else:
-                        pipe.sadd(w.key, w.value)
-                    n += 1
-            for w in frames:
-                pipe.xadd(w.key, w.value, maxlen=w.arg, approximate=True)
-            pipe.execute()
+                        commands.append(("SADD", w.key, w.value))
+            commands += frames
+            conn = self._connection()
+            self._read_replies(conn)
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            self._unread += len(commands)
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            self._conn = self._redis.connection_pool.get_connection()
+            self._unread = 0
+        return self._conn
+
+    def _read_replies(self, conn: Any) -> None:
+        """Read the replies of what was sent before, every one (the connection stays in step);
+        a refused command is said and counted, not taken for Redis being down."""
+        while self._unread:
+            self._unread -= 1
+            try:
+                conn.read_response()
+            except self._reply_error as exc:    # NOPERM from an ACL, a wrong type...
+                self._refused(exc)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect()
+            self._redis.connection_pool.release(self._conn)
+            self._conn, self._unread = None, 0
 
     # -- the commands thread ----------------------------------------------------------
 
