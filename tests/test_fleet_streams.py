@@ -425,3 +425,24 @@ def test_edge_wants_is_the_union_of_the_edges_heard_from_lately():
     assert wants.channels(3.5) == frozenset()          # a said nothing for 3 s: it is gone
     wants.update("a", frozenset({"cam"}), now=4.0)     # ... until it speaks again
     assert wants.channels(4.0) == {"cam"}
+
+
+def test_resp_commands_are_the_bytes_redis_py_sends_and_a_frame_is_not_copied():
+    from redis.connection import PythonRespSerializer
+
+    from bridge.fleet.origin import PACK_CUTOFF, resp_commands, xadd_args
+
+    frame = memoryview(np.arange(100_000, dtype=np.uint8))
+    commands = [xadd_args("monbridge:{arm}:ch:temps", {"kind": b"records", "seq": b"12", "data": b"\x00\r\n\xff"}, 600),
+                ("SET", "monbridge:{arm}:heartbeat", b'{"status":"online"}', "PX", 3000),
+                ("SADD", "monbridge:devices", "arm"), ("PEXPIRE", "monbridge:{arm}:replies:e1", 60_000),
+                xadd_args("monbridge:{arm}:ch:cam", {"kind": b"frame", "data": frame}, 30),
+                xadd_args("monbridge:{arm}:ch:ümlaut", {"kind": b"records", "data": b""}, 2**40)]
+    packed = resp_commands(commands)
+    library = PythonRespSerializer(PACK_CUTOFF, lambda v: v if isinstance(v, (bytes, memoryview)) else
+                                   (v.encode() if isinstance(v, str) else repr(v).encode()))
+    expected = b"".join(bytes(part) for args in commands for part in library.pack(*args))
+    assert b"".join(bytes(part) for part in packed) == expected
+    assert any(part is frame for part in packed)                     # sent as it is
+    assert all(len(part) < 1000 for part in packed if part is not frame)
+    assert resp_commands([("PING",)]) == [b"*1\r\n$4\r\nPING\r\n"]

@@ -246,8 +246,16 @@ def entry_for_records(run: str, records: np.ndarray, first: int) -> dict[str, by
     if first < 0:
         raise ValueError(f"'first' must be a sequence number (>= 0), got {first}")
     msg = encode_records("", records, first, 0)
+    meta = _RECORDS_META.get((records.dtype, len(records)))   # the same for a dtype and a row count
+    if meta is None:
+        if len(_RECORDS_META) >= 256:
+            _RECORDS_META.clear()
+        meta = _RECORDS_META[(records.dtype, len(records))] = _dumps({"fields": msg["fields"]})
     return {"kind": b"records", "run": _run(run), "seq": str(first).encode(), "n": str(len(records)).encode(),
-            "t": _number(msg["t"]), "meta": _dumps({"fields": msg["fields"]}), "data": msg["data"]}
+            "t": _number(msg["t"]), "meta": meta, "data": msg["data"]}
+
+
+_RECORDS_META: dict[tuple[np.dtype, int], bytes] = {}
 
 
 
