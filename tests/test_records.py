@@ -492,6 +492,23 @@ def test_records_overwritten_during_the_copy_are_dropped():
     assert got.records.tobytes() == expected_bytes(7, 3, 8)
 
 
+def test_one_record_reads_drop_a_slot_being_written_and_a_torn_copy():
+    """A reader in step reads one record at a time (its own shorter path): the same checks."""
+    buf, ring = make_ring(4, 16)
+    write_seqs(ring, buf, range(6))
+    got = RecordRing(buf, BASE).read(5)
+    assert (got.first, got.missed, got.next_cursor) == (5, 0, 6) and got.records.tobytes() == payload(5, 16)
+    set_stamp(buf, BASE, 16, 5 % 4, 2 * 9 + 1)           # record 9 begun over record 5: dropped
+    got = RecordRing(buf, BASE).read(5)
+    assert (got.first, got.missed, got.next_cursor, len(got.records)) == (6, 1, 6, 0)
+    write_seqs(ring, buf, range(6, 7))                  # record 6 in slot 2
+    scribble_payload(buf, BASE, 16, 2)
+    hook = FenceHook(2, lambda: set_stamp(buf, BASE, 16, 2, 2 * 10 + 1))   # overwritten during the copy
+    with mock.patch.object(records, "fence", hook):
+        got = RecordRing(buf, BASE).read(6)
+    assert hook.fired and len(got.records) == 0 and (got.first, got.missed, got.next_cursor) == (7, 1, 7)
+
+
 # -- property: any interleaving, several readers -----------------------------------------
 
 N_READERS = 3
