@@ -34,7 +34,7 @@ from device_agent.settings import Use, is_loopback, make_settings_class, setting
 from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, disconnect
 
-from . import logs, netio, outbox, resources
+from . import logs, netio, outbox, resources, sched
 from .clients import HostGuard, role_for, token_from
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings
@@ -374,6 +374,9 @@ class Bridge:
             delay = min([polls, *due]) - time.monotonic()
             if netio.wait_readable(self.data_doorbell.fileno(), max(delay, 0.0)):
                 self.data_doorbell.drain()
+                # the device rang at its first publish and, on this CPU, may still be
+                # publishing the rest of its burst: let it finish, so one tick reads it all
+                sched.yield_cpu()
         self._shutdown()
 
     def _route_replies(self) -> None:
@@ -479,6 +482,10 @@ def serve(args: Any) -> int:
     if problem:
         log.error("%s", problem)
         return 2
+    if options.cpu_slice:
+        problem = sched.request_slice(options.cpu_slice / 1000)
+        if problem:
+            log.info("kept the kernel's CPU time slice: %s", problem)
     options.specs = resources.specs_dir(options.specs)
     options.static = os.path.abspath(options.static) if options.static else resources.static_dir()
     options.token = options.token or secrets.token_urlsafe(16)

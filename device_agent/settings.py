@@ -32,7 +32,7 @@ DEFAULT_PORT = 8050          # the bridge's port when none is set (a free one if
 MIN_TOKEN_CHARS = 8
 TOKEN_ENV = "MONBRIDGE_TOKEN"
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,48}")
-_UNIT_NAMES = {"s": "seconds"}  # a unit as MON's messages spell it out
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds"}  # a unit as MON's messages spell it out
 
 
 class Use(enum.Flag):
@@ -154,6 +154,9 @@ SETTINGS: tuple[Setting, ...] = (
             ALL, low=0.2, high=3600, unit="s", metavar="SECONDS"),
     Setting("command_rate", float, 100.0, "commands per second per client; bursts of max(10, twice that)",
             ALL, low=0.1, high=100_000, unit="commands/s", metavar="N"),
+    Setting("cpu_slice", float, 0.3, "CPU time slice in ms the bridge asks Linux 6.12+ for: a short one sends sooner "
+            "(docs/bridge.md); below 0.1 counts as 0.1, and 0 keeps the kernel's default", ALL, low=0, high=100,
+            unit="ms", metavar="MS"),
     Setting("exit_with_device", bool, False,
             "exit when the device closes (used when a device launches its bridge)", BRIDGE),
     Setting("publish", str, "", "Redis URL to publish the device into, for edge bridges elsewhere (an origin)", ALL,

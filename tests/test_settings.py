@@ -78,7 +78,7 @@ def test_every_option_goes_into_options():
 NON_DEFAULT = {  # a value other than the default for every setting that is a MON key and an option
     "host": "127.0.0.2", "port": 0, "rate": 30.0, "specs": "/srv/specs", "token": "abcdefghij",
     "async_mode": "threading", "log": "/tmp/bridge.log", "command_timeout": 2.5, "offline_after": 3.0,
-    "command_rate": 7.5, "publish": "redis://user:secret@127.0.0.1:6399", "publish_frames": "all",
+    "command_rate": 7.5, "cpu_slice": 2.0, "publish": "redis://user:secret@127.0.0.1:6399", "publish_frames": "all",
 }
 
 
@@ -108,6 +108,7 @@ def test_a_device_at_the_defaults_passes_no_settings():
     ("command_rate", "5", "0", "must be a number of commands/s, 0.1-100000"),
     ("command_timeout", "0.5", "3601", "must be a number of seconds, 0.1-3600"),
     ("offline_after", "2", "0.1", "must be a number of seconds, 0.2-3600"),
+    ("cpu_slice", "0", "-1", "must be a number of milliseconds, 0-100"),
 ])
 def test_the_bridge_settings_are_mon_keys_too(key, good, bad, words):
     assert getattr(parse_mon(f"{key}={good}"), key) == float(good)
