@@ -1,14 +1,10 @@
-"""The bridge's CPU time slice: ask Linux (6.12 and later) for a short one.
+"""The bridge's CPU time slice: ask Linux (6.12 and later) for a short one, so that the
+clients its sends wake do not take its CPU mid-update (docs/bridge.md, "The bridge's CPU
+time slice").
 
-The bridge runs in short bursts (wake on a publish, send, sleep). With the kernel's default
-slice, a client it wakes with its first send often takes its CPU at once, and the rest of the
-send train waits for it: ~0.8 ms more stream latency here (docs/performance.md, "The bridge's
-time slice"). A short slice makes the kernel let the bridge finish its burst first.
-
-``sched_setattr(2)`` with ``sched_runtime`` on an ordinary (SCHED_OTHER) thread sets its
-slice; no privilege is needed. Threads and child processes inherit it, so the recorder that
-the bridge starts puts its own back (``request_slice(0)``). Standard library only; elsewhere
-than Linux on x86-64 or arm64 it does nothing.
+``sched_setattr(2)`` sets ``sched_runtime`` (the slice) of an ordinary thread, unprivileged;
+threads and child processes inherit it. Standard library only; a no-op but on Linux x86-64
+and arm64.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The CPU time slice the bridge asks Linux for (bridge/sched.py, docs/bridge.md "CPU time
-slice"): set and read back through the kernel, in this process's own threads and in real
+"""The CPU time slice the bridge asks Linux for (bridge/sched.py, docs/bridge.md "The bridge's
+CPU time slice"): set and read back through the kernel, in this process's own threads and in real
 bridge, device and recorder processes. Skipped on kernels without custom slices (before 6.12)."""
 
 from __future__ import annotations
@@ -23,9 +23,18 @@ def in_thread(fn: Callable[[], Any]) -> Any:
     """``fn()`` in a thread of its own, so that this process's main thread (and every process
     a later test starts) keeps its slice."""
     out: list[Any] = []
-    t = threading.Thread(target=lambda: out.append(fn()))
+
+    def run() -> None:
+        try:
+            out.append(fn())
+        except BaseException as exc:  # raised again in the caller's thread
+            out.append(exc)
+
+    t = threading.Thread(target=run)
     t.start()
     t.join()
+    if isinstance(out[0], BaseException):
+        raise out[0]
     return out[0]
 
 
