@@ -122,6 +122,12 @@ def test_serve_refuses_a_port_out_of_range(monkeypatch):
         "monbridge serve: --port must be from 0 to 65535, got 65536")
 
 
+def test_serve_refuses_a_cpu_slice_out_of_range(monkeypatch):
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    assert check_serve_args(serve_namespace("--cpu-slice", "-1")) == (
+        "monbridge serve: --cpu-slice must be from 0 to 100 ms, got -1")
+
+
 def test_serve_reads_the_token_from_the_environment_only_without_the_option(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "from-the-environment")
     args = serve_namespace()

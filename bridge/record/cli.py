@@ -156,10 +156,9 @@ def run(args: argparse.Namespace) -> int:
         if not value > 0:
             say(f"{flag} must be a positive number of seconds, got {value:g}")
             return EXIT_USAGE
-    if args.stop_with_parent:   # started by a bridge, whose short CPU time slice it inherited
-        from bridge.sched import request_slice
+    from bridge.sched import request_slice
 
-        request_slice(0)
+    request_slice(0)   # the kernel's slice, not the short one of a bridge that started this recorder
     channels = [c.strip() for c in args.channels.split(",") if c.strip()] if args.channels is not None else None
     if channels is not None and not channels:
         say("--channels is empty: name one or more channels, e.g. --channels joints,camera")
