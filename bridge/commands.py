@@ -33,6 +33,7 @@ from .protocol import ProtocolError, error, ok, parse_command, shown, unsendable
 
 log = logging.getLogger("bridge")
 BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
+QUICK_REPLY = 0.001   # s: a device whose last answer took at most this long is expected to answer quickly
 
 
 @dataclass
@@ -217,6 +218,13 @@ class CommandBroker:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def expects_quick_reply(self) -> bool:
+        """A command waits for its answer and the device answered the last one within
+        QUICK_REPLY (or has answered none yet): the adapter may watch for the answer
+        rather than wait to be woken (docs/bridge.md, "Commands")."""
+        return bool(self._pending) and (not self.rtts or self.rtts[-1] <= QUICK_REPLY)
 
     @property
     def idle(self) -> bool:

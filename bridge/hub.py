@@ -190,6 +190,12 @@ class Hub:
                 self._drop(key, wall)
         return result
 
+    def quick_repliers(self) -> list[Any]:
+        """The devices (DeviceAttachment) expected to answer a waiting command within a
+        moment (CommandBroker.expects_quick_reply)."""
+        return [c.link.device for c in self.cores.values()
+                if c.link.device is not None and c.broker.expects_quick_reply]
+
     def route_replies(self, now: float) -> None:
         for core in self.cores.values():
             core.route_replies(now)

@@ -28,7 +28,7 @@ import time
 from typing import Any, Callable
 from urllib.parse import quote
 
-from device_agent.attach import live_devices
+from device_agent.attach import REPLY_SPIN_S, live_devices
 from device_agent.doorbell import Doorbell, Ringer
 from device_agent.settings import Use, is_loopback, make_settings_class, settings_for
 from flask import Flask, request
@@ -211,8 +211,23 @@ class Bridge:
     def _event(self, sid: str, event: str, args: tuple[Any, ...]) -> Any:
         with self.lock:
             ack = self.hub.on_event(sid, event, args, time.monotonic(), time.time())
+            if event == "command" and not self.edges:
+                self._catch_quick_reply()
             self._flush()
         return ack
+
+    def _catch_quick_reply(self) -> None:
+        """A client's command went to a device that answers quickly: watch its reply queue
+        for up to REPLY_SPIN_S and route an answer that comes meanwhile at once, rather
+        than wake the reply task for it (docs/bridge.md, "Commands"). The caller holds the lock."""
+        devices = self.hub.quick_repliers()
+        if not devices:
+            return
+        deadline = time.perf_counter() + REPLY_SPIN_S
+        while not any(d.replies_waiting() for d in devices):
+            if time.perf_counter() >= deadline:
+                return
+        self.hub.route_replies(time.monotonic())   # the device's ring still wakes the reply task: no loss
 
     # -- socket.io handlers ------------------------------------------------------------
 

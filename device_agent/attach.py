@@ -324,6 +324,10 @@ class DeviceAttachment:
         self._ringer.ring(self.manifest.get("doorbell", ""))
         return cid
 
+    def replies_waiting(self) -> bool:
+        """True if the device has put replies that take_replies has not taken yet."""
+        return self._ctl.replies.pending() > 0
+
     def take_replies(self) -> list[dict[str, Any]]:
         replies = []
         while (raw := self._ctl.replies.get()) is not None:

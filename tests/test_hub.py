@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 
+from bridge.commands import QUICK_REPLY
 from bridge.core import DEVICE_TAGGED, CoreSettings, Message
 from bridge.device_link import DeviceLink
 from bridge.hub import Hub, attach_names
@@ -141,6 +142,37 @@ def test_commands_go_to_the_named_device_and_their_results_name_it(two):
     two.event("a", "command", {"id": 2, "name": "add", "args": {"a": 2}})
     result = two.to("a", "result")[-1]
     assert result["id"] == 2 and result["device"] is None and result["error"]["code"] == "bad_request"
+
+
+def test_a_device_that_answered_its_last_command_quickly_is_watched_for_the_next_answer(two):
+    """Hub.quick_repliers: the devices whose answer the adapter watches for right after
+    queuing a command, rather than wait for the device to wake its reply task (server.py)."""
+    two.connect("a")
+    assert two.hub.quick_repliers() == []  # no command waits
+    cam2 = two.hub.cores["cam2"].link.device
+
+    def command_answered_after(seconds: float, command_id: int) -> None:
+        two.event("a", "command", {"id": command_id, "device": "cam2", "name": "add", "args": {"a": 2}})
+        (taken,) = two.devs["cam2"].take_commands()
+        two.advance(seconds)
+        assert not cam2.replies_waiting()
+        two.devs["cam2"].reply(taken["id"], result=3)
+        assert cam2.replies_waiting()
+        two.route()
+        assert not cam2.replies_waiting() and two.to("a", "result")[-1]["id"] == command_id
+
+    two.event("a", "command", {"id": 0, "device": "cam2", "name": "add", "args": {"a": 2}})
+    assert two.hub.quick_repliers() == [cam2]  # it has answered none yet: worth watching
+    two.devs["cam2"].reply(two.devs["cam2"].take_commands()[0]["id"], result=3)
+    two.route()
+    command_answered_after(QUICK_REPLY * 5, 1)  # a slow handler
+    two.event("a", "command", {"id": 2, "device": "cam2", "name": "add", "args": {"a": 2}})
+    assert two.hub.quick_repliers() == []  # slow last time: wait to be woken
+    two.devs["cam2"].reply(two.devs["cam2"].take_commands()[0]["id"], result=3)
+    two.route()  # answered at once
+    two.event("a", "command", {"id": 3, "device": "cam2", "name": "add", "args": {"a": 2}})
+    assert two.hub.quick_repliers() == [cam2]
+    assert two.devs["arm1"].take_commands() == []  # arm1 has no command waiting: never listed
 
 
 def test_ping_and_unknown_events_need_no_device(two):
