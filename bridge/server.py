@@ -227,6 +227,9 @@ class Bridge:
         while not any(d.replies_waiting() for d in devices):
             if time.perf_counter() >= deadline:
                 return
+            # the ring may have queued the device's dispatcher on this CPU (a socket's wake-up
+            # is a "sync" one): let it run rather than wait out this task's slice
+            sched.yield_cpu()
         self.hub.route_replies(time.monotonic())   # the device's ring still wakes the reply task: no loss
 
     # -- socket.io handlers ------------------------------------------------------------
