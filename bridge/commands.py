@@ -219,12 +219,14 @@ class CommandBroker:
     def pending(self) -> int:
         return len(self._pending)
 
-    @property
-    def expects_quick_reply(self) -> bool:
-        """A command waits for its answer and the device answered the last one within
-        QUICK_REPLY (or has answered none yet): the adapter may watch for the answer
-        rather than wait to be woken (docs/bridge.md, "Commands")."""
-        return bool(self._pending) and (not self.rtts or self.rtts[-1] <= QUICK_REPLY)
+    def expects_quick_reply(self, now: float) -> bool:
+        """A command waits for its answer, none has waited longer than QUICK_REPLY, and the
+        device answered the last one within QUICK_REPLY (or has answered none yet): the
+        adapter may watch for the answer rather than wait to be woken (docs/bridge.md)."""
+        if not self._pending or (self.rtts and self.rtts[-1] > QUICK_REPLY):
+            return False
+        oldest = next(iter(self._pending.values()))   # in the order submitted
+        return now - oldest.sent_at <= QUICK_REPLY
 
     @property
     def idle(self) -> bool:

@@ -190,11 +190,11 @@ class Hub:
                 self._drop(key, wall)
         return result
 
-    def quick_repliers(self) -> list[Any]:
+    def quick_repliers(self, now: float) -> list[Any]:
         """The devices (DeviceAttachment) expected to answer a waiting command within a
         moment (CommandBroker.expects_quick_reply)."""
         return [c.link.device for c in self.cores.values()
-                if c.link.device is not None and c.broker.expects_quick_reply]
+                if c.link.device is not None and c.broker.expects_quick_reply(now)]
 
     def route_replies(self, now: float) -> None:
         for core in self.cores.values():

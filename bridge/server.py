@@ -220,7 +220,7 @@ class Bridge:
         """A client's command went to a device that answers quickly: watch its reply queue
         for up to REPLY_SPIN_S and route an answer that comes meanwhile at once, rather
         than wake the reply task for it (docs/bridge.md, "Commands"). The caller holds the lock."""
-        devices = self.hub.quick_repliers()
+        devices = self.hub.quick_repliers(time.monotonic())
         if not devices:
             return
         deadline = time.perf_counter() + REPLY_SPIN_S

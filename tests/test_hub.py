@@ -148,7 +148,7 @@ def test_a_device_that_answered_its_last_command_quickly_is_watched_for_the_next
     """Hub.quick_repliers: the devices whose answer the adapter watches for right after
     queuing a command, rather than wait for the device to wake its reply task (server.py)."""
     two.connect("a")
-    assert two.hub.quick_repliers() == []  # no command waits
+    assert two.hub.quick_repliers(two.now) == []  # no command waits
     cam2 = two.hub.cores["cam2"].link.device
 
     def command_answered_after(seconds: float, command_id: int) -> None:
@@ -162,17 +162,24 @@ def test_a_device_that_answered_its_last_command_quickly_is_watched_for_the_next
         assert not cam2.replies_waiting() and two.to("a", "result")[-1]["id"] == command_id
 
     two.event("a", "command", {"id": 0, "device": "cam2", "name": "add", "args": {"a": 2}})
-    assert two.hub.quick_repliers() == [cam2]  # it has answered none yet: worth watching
+    assert two.hub.quick_repliers(two.now) == [cam2]  # it has answered none yet: worth watching
     two.devs["cam2"].reply(two.devs["cam2"].take_commands()[0]["id"], result=3)
     two.route()
     command_answered_after(QUICK_REPLY * 5, 1)  # a slow handler
     two.event("a", "command", {"id": 2, "device": "cam2", "name": "add", "args": {"a": 2}})
-    assert two.hub.quick_repliers() == []  # slow last time: wait to be woken
+    assert two.hub.quick_repliers(two.now) == []  # slow last time: wait to be woken
     two.devs["cam2"].reply(two.devs["cam2"].take_commands()[0]["id"], result=3)
     two.route()  # answered at once
     two.event("a", "command", {"id": 3, "device": "cam2", "name": "add", "args": {"a": 2}})
-    assert two.hub.quick_repliers() == [cam2]
+    assert two.hub.quick_repliers(two.now) == [cam2]
     assert two.devs["arm1"].take_commands() == []  # arm1 has no command waiting: never listed
+    two.advance(QUICK_REPLY * 2)  # command 3 waits on: the device is stuck, or busy
+    two.event("a", "command", {"id": 4, "device": "cam2", "name": "add", "args": {"a": 2}})
+    assert two.hub.quick_repliers(two.now) == []
+    for c in two.devs["cam2"].take_commands():
+        two.devs["cam2"].reply(c["id"], result=3)
+    two.route()
+    assert [r["id"] for r in two.to("a", "result")[-2:]] == [3, 4]
 
 
 def test_ping_and_unknown_events_need_no_device(two):
