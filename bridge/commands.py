@@ -33,7 +33,7 @@ from .protocol import ProtocolError, error, ok, parse_command, shown, unsendable
 
 log = logging.getLogger("bridge")
 BACKLOG_LIMIT = 1024  # commands waiting here for room in the device's queue, all clients together
-QUICK_REPLY = 0.001   # s: a device whose last answer took at most this long is expected to answer quickly
+QUICK_REPLY = 0.001   # s: answering within this, a device is expected to answer quickly (expects_quick_reply)
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """The bridge server: a thin Flask-SocketIO adapter around the sans-I/O Hub (hub.py), which
 holds one BridgeCore (core.py) per device served.
 
-Handlers pass each client's event to the hub and send what it returns; one task ticks the
-hub and waits on the doorbells until its next deadline; another routes the devices' replies.
+Handlers pass each client's event to the hub and send what it returns (a command's handler
+first watches a quick device's reply queue for a moment); one task ticks the hub and waits on
+the doorbells until its next deadline; another routes the devices' replies.
 Every call into the hub holds one lock and sends the hub's messages, in order, before
 letting go, so the hub needs no locking of its own in either async mode. The eventlet /
 threading differences stay here and in netio.py (listening socket, running and stopping
