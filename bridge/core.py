@@ -268,8 +268,18 @@ class BridgeCore:
 
     # -- time passes -----------------------------------------------------------------
 
-    def tick(self, now: float, wall: float) -> TickResult:
-        """Poll the device and relay what is due (a congested client gets nothing this tick)."""
+    def relay_tick(self, now: float, wall: float) -> int:
+        """Relay what is due, nothing else; return the messages queued (per recipient). The
+        adapter calls it first and ``tick(relay=False)`` once those are on their way."""
+        budget = None
+        if self._clock is not None:
+            deadline = self._clock() + TICK_BUDGET * self.poll_period
+            budget = lambda: self._clock() > deadline  # noqa: E731
+        return self.relay.tick(now, wall, over_budget=budget)
+
+    def tick(self, now: float, wall: float, relay: bool = True) -> TickResult:
+        """Poll the device and relay what is due (a congested client gets nothing this tick);
+        ``relay=False``: all but the relay (``relay_tick`` ran just before)."""
         result = TickResult()
         changes = self.link.poll(wall)
         result.notes.extend(changes.notes)
@@ -295,11 +305,8 @@ class BridgeCore:
             result.stop = True
             return result
         self.state.poll(self.link.device, changes.attached, sids, self.congested, self._send)
-        budget = None
-        if self._clock is not None:
-            deadline = self._clock() + TICK_BUDGET * self.poll_period
-            budget = lambda: self._clock() > deadline  # noqa: E731
-        self.relay.tick(now, wall, over_budget=budget)
+        if relay:
+            self.relay_tick(now, wall)
         if status_due:
             self._next_status = now + STATUS_PERIOD
             self.relay.sample_rates(wall)

@@ -177,10 +177,14 @@ class Hub:
 
     # -- time passes -----------------------------------------------------------------
 
-    def tick(self, now: float, wall: float) -> TickResult:
+    def relay_tick(self, now: float, wall: float) -> int:
+        """Each core's ``relay_tick``; the messages queued (per recipient)."""
+        return sum([core.relay_tick(now, wall) for core in self.cores.values()])
+
+    def tick(self, now: float, wall: float, relay: bool = True) -> TickResult:
         result = TickResult()
         for key, core in list(self.cores.items()):
-            done = core.tick(now, wall)
+            done = core.tick(now, wall, relay)
             self._outbox.extend(core.take_messages())
             result.notes.extend(done.notes)
             result.stop = result.stop or done.stop

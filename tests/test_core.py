@@ -113,6 +113,31 @@ def test_a_client_gets_hello_and_state_then_data_it_subscribed_to_at_its_rate(h)
     assert list(values) == [float(v) for v in range(len(values))]
 
 
+def test_a_tick_in_two_parts_relays_first_then_does_the_rest_without_relaying_again(h):
+    """server.py's relay loop: ``relay_tick`` (its messages sent at once), then ``tick(relay=False)``."""
+    temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
+    h.dev.set_state({"mode": "idle"})
+    h.tick()
+    h.connect("a")
+    h.event("a", "subscribe", {"channels": ["temps"]})
+    temps.publish(t=h.wall, v=1.0)
+    h.dev.set_state({"mode": "run"})
+    h.advance(1 / 60)
+    mark = h.mark()
+    assert h.core.relay_tick(h.now, h.wall) == 1
+    h.sent += h.core.take_messages()
+    assert [m["seq"] for m in h.to("a", "data", mark)] == [[0, 0]] and h.to("a", "state", mark) == []
+    temps.publish(t=h.wall, v=2.0)   # due by the time the rest of the tick runs: not relayed there
+    h.advance(1 / 60)
+    mark = h.mark()
+    h.core.tick(h.now, h.wall, relay=False)
+    h.sent += h.core.take_messages()
+    assert h.to("a", "data", mark) == []
+    assert h.to("a", "state", mark) == [{"full": False, "values": {"mode": "run"}}]
+    h.tick()
+    assert [m["seq"] for m in h.to("a", "data", mark)] == [[1, 1]]
+
+
 def test_a_congested_client_skips_forward_and_is_told_exactly_what_it_missed(h):
     temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
     h.tick()
