@@ -282,20 +282,50 @@ class Relay:
 
     def _relay_records(self, name: str, reader: RecordsReader, due: list[Subscription]) -> int:
         stats = self.stats[name]
-        ready = self._ready(due, reader.write_count, stats, True)
+        newest = reader.write_count
+        judged = self._judged
+        ready = []
+        low = -1
+        key = None
+        uniform = True
+        for s in due:
+            congested = judged.get(s.sid)
+            if congested is None:
+                congested = self._is_congested(s.sid)
+            cursor = s.cursor
+            if congested:
+                s.skipped += 1
+                stats.skipped += 1
+                if newest > cursor:
+                    s.missed += newest - cursor
+                    stats.missed += newest - cursor
+                    s.cursor = newest
+                continue
+            ready.append(s)
+            if low < 0 or cursor < low:
+                low = cursor
+            if uniform:
+                k = (cursor, s.budget, s.missed)
+                if key is None:
+                    key = k
+                elif k != key:
+                    uniform = False
         if not ready:
             return 0
-        batch = reader.read(min(s.cursor for s in ready))
+        batch = reader.read(low)
         first, next_cursor = batch.first, batch.next_cursor
-        groups: dict[tuple[int, int | None, int], list[Subscription]] = {}
-        for s in ready:
-            if next_cursor > s.cursor:
-                key = (s.cursor, s.budget, s.missed)
-                members = groups.get(key)
-                if members is None:
-                    groups[key] = [s]
-                else:
-                    members.append(s)
+        if uniform:
+            groups = {key: ready} if next_cursor > key[0] else {}
+        else:
+            groups = {}
+            for s in ready:
+                if next_cursor > s.cursor:
+                    k = (s.cursor, s.budget, s.missed)
+                    members = groups.get(k)
+                    if members is None:
+                        groups[k] = [s]
+                    else:
+                        members.append(s)
         sent = 0
         for (cursor, budget, missed), members in groups.items():
             offset = cursor - first if cursor > first else 0
@@ -308,11 +338,8 @@ class Relay:
                     s.cursor = next_cursor
                     s.missed += lost
                 continue
-            for s in members:
-                s.cursor = next_cursor
-                s.missed = 0
             msg = encode_records(name, records, first + offset, missed + lost, budget)
-            self._send("data", msg, members, stats)
+            self._send("data", msg, members, stats, next_cursor)
             if msg["t"] is not None:
                 stats.lag = self._wall - msg["t"]
             sent += len(members)
@@ -374,11 +401,16 @@ class Relay:
             sent += 1
         return sent
 
-    def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats) -> None:
+    def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats,
+              cursor: int | None = None) -> None:
+        """Emit ``msg`` to ``members`` and note it; ``cursor``: records/events sent up to it (missed reset)."""
         self.emit(event, msg, [s.sid for s in members])
         last_seq = msg["seq"][1]
         base = self._due_base
         for s in members:
+            if cursor is not None:
+                s.cursor = cursor
+                s.missed = 0
             s.sent += 1
             s.next_due = base + s.interval
             if s.in_flight is not None:
