@@ -262,20 +262,12 @@ class Relay:
         """Something was published since the last tick on a channel where a subscriber waits."""
         return any((r.latest if isinstance(r, FrameReader) else r.write_count) != n for r, n in self._watched)
 
-    def _ready(self, due: list[Subscription], newest: int, stats: ChannelStats, records: bool) -> list[Subscription]:
+    def _ready(self, due: list[Subscription], stats: ChannelStats) -> list[Subscription]:
+        """The frame subscribers in ``due`` whose clients are not congested; the others skip."""
         ready = []
-        judged = self._judged
         for s in due:
-            congested = judged.get(s.sid)
-            if congested is None:
-                congested = self._is_congested(s.sid)
-            if congested:
-                s.skipped += 1
-                stats.skipped += 1
-                if records and newest > s.cursor:  # skip forward, count exactly what was skipped
-                    s.missed += newest - s.cursor
-                    stats.missed += newest - s.cursor
-                    s.cursor = newest
+            if self._is_congested(s.sid):
+                _skip_congested(s, stats)
             else:
                 ready.append(s)
         return ready
@@ -292,16 +284,11 @@ class Relay:
             congested = judged.get(s.sid)
             if congested is None:
                 congested = self._is_congested(s.sid)
-            cursor = s.cursor
             if congested:
-                s.skipped += 1
-                stats.skipped += 1
-                if newest > cursor:
-                    s.missed += newest - cursor
-                    stats.missed += newest - cursor
-                    s.cursor = newest
+                _skip_congested(s, stats, newest)
                 continue
             ready.append(s)
+            cursor = s.cursor
             if low < 0 or cursor < low:
                 low = cursor
             if uniform:
@@ -348,7 +335,7 @@ class Relay:
     def _relay_frame(self, name: str, reader: FrameReader, due: list[Subscription]) -> int:
         stats = self.stats[name]
         latest = reader.latest
-        ready = [s for s in self._ready(due, latest, stats, False) if s.cursor < latest]
+        ready = [s for s in self._ready(due, stats) if s.cursor < latest]
         if not ready:
             return 0
         frame = reader.read_latest(after=min(s.cursor for s in ready))
@@ -403,7 +390,7 @@ class Relay:
 
     def _send(self, event: str, msg: dict[str, Any], members: list[Subscription], stats: ChannelStats,
               cursor: int | None = None) -> None:
-        """Emit ``msg`` to ``members`` and note it; ``cursor``: records/events sent up to it (missed reset)."""
+        """Emit ``msg`` to ``members`` and note it; ``cursor``: records sent up to it (missed reset)."""
         self.emit(event, msg, [s.sid for s in members])
         last_seq = msg["seq"][1]
         base = self._due_base
@@ -430,6 +417,17 @@ class Relay:
                 stats.publish_rate = max(0.0, (count - stats.published) / dt)
                 stats.delivered_rate = (stats.delivered - stats._sample_delivered) / dt
             stats.published, stats._sample_t, stats._sample_delivered = count, now, stats.delivered
+
+
+def _skip_congested(s: Subscription, stats: ChannelStats, newest: int | None = None) -> None:
+    """A congested client's subscription skips this tick; a records one (``newest`` given)
+    jumps to ``newest`` and counts exactly what it skipped as missed."""
+    s.skipped += 1
+    stats.skipped += 1
+    if newest is not None and newest > s.cursor:
+        s.missed += newest - s.cursor
+        stats.missed += newest - s.cursor
+        s.cursor = newest
 
 
 def _now_cursor(reader: Any) -> int:
