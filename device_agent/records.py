@@ -47,6 +47,7 @@ from .fence import fence, needs_fence
 BODY_HEADER = 64
 HOLE = np.uint64(1 << 63)   # stamp flag: a number the writer skipped (skip_to), never written
 _WRITE_COUNT, _CAPACITY, _RECORD_SIZE, _SLOT_SIZE = 0, 1, 2, 3  # u64 word index in the body
+_FEW = 16   # reads of at most this many records (no wrap) check their stamps as a list
 
 
 def slot_size_for(record_size: int) -> int:
@@ -253,12 +254,24 @@ class RecordRing:
         k = written - start
         if k <= 0:
             return RingRead(self._payloads[:0].copy(), written, 0, written)
-        if k == 1:   # the common read of a reader in step (a few numpy calls fewer): as below
-            slot, stamp = start % self.capacity, 2 * start + 2
+        slot = start % self.capacity
+        if k == 1:   # the commonest read: one stamp, compared as a numpy scalar
+            stamp = 2 * start + 2
             if self._stamps[slot] == stamp:
                 records = self._payloads[slot : slot + 1].copy()
                 fence()
                 if self._stamps[slot] == stamp:
+                    return RingRead(records, start, start - cursor, written)
+        elif k <= _FEW and slot + k <= self.capacity:
+            # the common read of a reader in step: a few records, no wrap, every stamp as
+            # expected (checked as Python ints, fewer numpy calls); anything else: as below
+            at, step = self._stamp0 + slot * self._slot_words, self._slot_words
+            stamps = self._words[at : at + k * step : step]
+            expected = list(range(2 * start + 2, 2 * written + 2, 2))
+            if stamps.tolist() == expected:
+                records = self._payloads[slot : slot + k].copy()
+                fence()
+                if stamps.tolist() == expected:
                     return RingRead(records, start, start - cursor, written)
         parts = _split(start % self.capacity, k, self.capacity)
         before = _gather(self._stamps, parts)

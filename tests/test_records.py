@@ -509,6 +509,24 @@ def test_one_record_reads_drop_a_slot_being_written_and_a_torn_copy():
     assert hook.fired and len(got.records) == 0 and (got.first, got.missed, got.next_cursor) == (7, 1, 7)
 
 
+def test_few_record_reads_drop_a_bad_slot_and_a_torn_copy():
+    """A reader a few records behind, without a wrap (its own shorter path): the same checks."""
+    buf, ring = make_ring(8, 16)
+    write_seqs(ring, buf, range(6))
+    got = RecordRing(buf, BASE).read(3)
+    assert (got.first, got.missed, got.next_cursor) == (3, 0, 6) and got.records.tobytes() == expected_bytes(3, 3, 16)
+    set_stamp(buf, BASE, 16, 4, 2 * 4 + 1)               # record 4 being rewritten: it and 3 are dropped
+    got = RecordRing(buf, BASE).read(3)
+    assert (got.first, got.missed, got.next_cursor) == (5, 2, 6) and got.records.tobytes() == payload(5, 16)
+    set_stamp(buf, BASE, 16, 4, 2 * 4 + 2)
+    scribble_payload(buf, BASE, 16, 3)
+    hook = FenceHook(2, lambda: set_stamp(buf, BASE, 16, 3, 2 * 11 + 1))  # record 11 begun over 3 during the copy
+    with mock.patch.object(records, "fence", hook):
+        got = RecordRing(buf, BASE).read(3)
+    assert hook.fired and (got.first, got.missed, got.next_cursor) == (4, 1, 6)
+    assert got.records.tobytes() == expected_bytes(4, 2, 16)
+
+
 # -- property: any interleaving, several readers -----------------------------------------
 
 N_READERS = 3
