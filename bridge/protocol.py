@@ -267,6 +267,9 @@ def _js_dtype(dt: np.dtype) -> str:
     return f"{dt.kind}{dt.itemsize}" if dt.kind != "b" else "b1"
 
 
+_FEW_ROWS = 16  # encode_records cuts the columns of at most this many records from bytes
+
+
 def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
                    budget: int | None = None) -> dict[str, Any]:
     """A ``data`` message for a records batch: the columns, one after another, in ``data``.
@@ -286,18 +289,23 @@ def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
     count = len(records)
     plan = _columns_plan(records.dtype)
     fields, parts, size = [], [], 0
-    if plan.raw and count == 1:  # every field little-endian already, one record: a column is a slice of its bytes
-        rows = records.tobytes()
-    elif plan.raw and count:     # ... several: a slice of each record's bytes
-        rows = np.ascontiguousarray(records).view(np.uint8).reshape(count, records.dtype.itemsize)
+    few = plan.raw and count <= _FEW_ROWS
+    itemsize = records.dtype.itemsize
+    if few:                      # every field little-endian already, a few records: a column
+        rows = records.tobytes()  # is a slice of each record's bytes
+        end = count * itemsize
+    elif plan.raw:               # ... many: the same slices, cut by numpy
+        rows = np.ascontiguousarray(records).view(np.uint8).reshape(count, itemsize)
     for name, js, shape, at, width, le in plan.columns:
         if size % 8:
             parts.append(bytes(-size % 8))
             size += -size % 8
         if not count:
             column = b""
+        elif few:
+            column = rows[at:at + width] if count == 1 else b"".join([rows[i:i + width] for i in range(at, end, itemsize)])
         elif plan.raw:
-            column = rows[at:at + width] if count == 1 else rows[:, at:at + width].tobytes()
+            column = rows[:, at:at + width].tobytes()
         else:
             column = np.ascontiguousarray(records[name], dtype=le).tobytes()
         fields.append({"name": name, "dtype": js, "shape": list(shape), "offset": size, "nbytes": len(column)})
