@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
@@ -212,6 +212,9 @@ class Relay:
             if reader is None:
                 continue
             subs = self.subs[name]
+            if isinstance(reader, RecordsReader):  # the commonest: its own single pass
+                sent += self._relay_records(name, reader, subs)
+                continue
             # due, and behind the channel: a due subscriber that has had everything costs
             # no ring read (a subscriber waiting for the next publish)
             frame = isinstance(reader, FrameReader)
@@ -221,12 +224,10 @@ class Relay:
             if due:
                 if frame:
                     sent += self._relay_frame(name, reader, due)
-                elif isinstance(reader, RecordsReader):
-                    sent += self._relay_records(name, reader, due)
                 elif isinstance(reader, EventsReader):
                     sent += self._relay_events(name, reader, due)
                 newest = reader.latest if frame else reader.write_count
-            self._note_waits(reader, subs, newest, now)
+            self._note_waits(reader, subs.values(), newest)
         return sent
 
     def _is_congested(self, sid: str) -> bool:
@@ -236,15 +237,16 @@ class Relay:
             judged = self._judged[sid] = self.congested(sid)
         return judged
 
-    def _note_waits(self, reader: Any, subs: dict[str, Subscription], newest: int, start: float) -> None:
+    def _note_waits(self, reader: Any, subs: Iterable[Subscription], newest: int) -> None:
         """Update waiting_for_data and next_send_at from this channel's subscriptions (those
         waiting for their client, congested or flow-controlled, count for neither): a
         subscriber that has had everything and is due before the next regular tick waits for
         the device's next publish; any other becomes due at a time to tick then."""
+        start = self._now
         soon = start + self.idle_period
         watched = False
         next_send_at = self.next_send_at
-        for s in subs.values():
+        for s in subs:
             due_at = s.next_due
             if s.cursor >= newest and due_at <= soon:  # has had everything, due before the next tick
                 if watched or s.waiting_for_client() or self._is_congested(s.sid):
@@ -272,15 +274,28 @@ class Relay:
                 ready.append(s)
         return ready
 
-    def _relay_records(self, name: str, reader: RecordsReader, due: list[Subscription]) -> int:
+    def _relay_records(self, name: str, reader: RecordsReader, subs: dict[str, Subscription]) -> int:
+        """One pass over the channel's subscriptions: which are due and behind (a due one
+        that has had everything costs no ring read), which skip as congested, and whether
+        the rest are in step (then they form one group); one read, one message per group,
+        then the waits. A group of subscriptions in step without flow control counts for
+        the waits as one: they have the same cursor and due time."""
         stats = self.stats[name]
         newest = reader.write_count
+        now = self._now
         judged = self._judged
         ready = []
+        waits = []  # what _note_waits looks at
         low = -1
         key = None
         uniform = True
-        for s in due:
+        for s in subs.values():
+            cursor = s.cursor
+            if cursor >= newest or now < s.next_due:
+                waits.append(s)
+                continue
+            if s.in_flight is not None and len(s.unconfirmed) >= s.in_flight:
+                continue  # waiting for its client: counts for nothing
             congested = judged.get(s.sid)
             if congested is None:
                 congested = self._is_congested(s.sid)
@@ -288,48 +303,53 @@ class Relay:
                 _skip_congested(s, stats, newest)
                 continue
             ready.append(s)
-            cursor = s.cursor
             if low < 0 or cursor < low:
                 low = cursor
             if uniform:
-                k = (cursor, s.budget, s.missed)
+                k = (cursor, s.budget, s.missed, s.interval, s.in_flight)
                 if key is None:
                     key = k
                 elif k != key:
                     uniform = False
-        if not ready:
-            return 0
-        batch = reader.read(low)
-        first, next_cursor = batch.first, batch.next_cursor
-        if uniform:
-            groups = {key: ready} if next_cursor > key[0] else {}
-        else:
-            groups = {}
-            for s in ready:
-                if next_cursor > s.cursor:
-                    k = (s.cursor, s.budget, s.missed)
-                    members = groups.get(k)
-                    if members is None:
-                        groups[k] = [s]
-                    else:
-                        members.append(s)
         sent = 0
-        for (cursor, budget, missed), members in groups.items():
-            offset = cursor - first if cursor > first else 0
-            lost = first - cursor if first > cursor else 0
-            records = batch.records[offset:] if offset else batch.records
-            if lost:
-                stats.missed += lost * len(members)
-            if not len(records):
-                for s in members:  # missed is reset only when a message carries it
-                    s.cursor = next_cursor
-                    s.missed += lost
-                continue
-            msg = encode_records(name, records, first + offset, missed + lost, budget)
-            self._send("data", msg, members, stats, next_cursor)
-            if msg["t"] is not None:
-                stats.lag = self._wall - msg["t"]
-            sent += len(members)
+        if ready:
+            batch = reader.read(low)
+            first, next_cursor = batch.first, batch.next_cursor
+            if uniform:
+                groups = {key[:3]: ready} if next_cursor > key[0] else {}
+                if key[4] is None:  # in step after this tick too: one stands for all
+                    waits.append(ready[0])
+                else:
+                    waits += ready
+            else:
+                groups = {}
+                for s in ready:
+                    if next_cursor > s.cursor:
+                        k = (s.cursor, s.budget, s.missed)
+                        members = groups.get(k)
+                        if members is None:
+                            groups[k] = [s]
+                        else:
+                            members.append(s)
+                waits += ready
+            for (cursor, budget, missed), members in groups.items():
+                offset = cursor - first if cursor > first else 0
+                lost = first - cursor if first > cursor else 0
+                records = batch.records[offset:] if offset else batch.records
+                if lost:
+                    stats.missed += lost * len(members)
+                if not len(records):
+                    for s in members:  # missed is reset only when a message carries it
+                        s.cursor = next_cursor
+                        s.missed += lost
+                    continue
+                msg = encode_records(name, records, first + offset, missed + lost, budget)
+                self._send("data", msg, members, stats, next_cursor)
+                if msg["t"] is not None:
+                    stats.lag = self._wall - msg["t"]
+                sent += len(members)
+            newest = reader.write_count
+        self._note_waits(reader, waits, newest)
         return sent
 
     def _relay_frame(self, name: str, reader: FrameReader, due: list[Subscription]) -> int:

@@ -392,6 +392,38 @@ def test_a_subscriber_due_later_than_the_next_regular_tick_does_not_ask_for_a_wa
     assert h.core.waiting_for_data is True  # due, nothing new
 
 
+def test_each_subscriber_sent_to_counts_for_the_wake_up_not_just_the_first_of_its_group(h):
+    """After a message, subscribers sent the same message are judged for the wake-up one by
+    one: the first of them may wait longer (a slower rate) or for its client (flow control)."""
+    temps = h.dev.records("temps", {"t": "f8", "v": "f4"})
+    h.tick()
+    h.connect("slow")
+    h.connect("a")
+    h.event("slow", "subscribe", {"channels": ["temps"], "rate": 10})  # first in the table
+    h.event("a", "subscribe", {"channels": ["temps"], "rate": 60})
+    h.advance(1 / 60)
+    temps.publish(t=h.wall, v=1.0)
+    h.tick()
+    assert len(h.to("slow", "data")) == len(h.to("a", "data")) == 1
+    assert h.core.waiting_for_data is True  # "a" is due again before the next regular tick
+
+    h2 = Harness()
+    temps = h2.dev.records("temps", {"t": "f8", "v": "f4"})
+    h2.tick()
+    for sid in ("full", "a"):  # in step: same cursor, rate and limit, so one message for both
+        h2.connect(sid)
+        h2.event(sid, "subscribe", {"channels": ["temps"], "rate": 60, "in_flight": 2})
+    h2.advance(1 / 60)
+    temps.publish(t=h2.wall, v=1.0)
+    h2.tick()
+    h2.event("a", "consumed", {"channel": "temps", "seq": 0})
+    h2.advance(1 / 60)
+    temps.publish(t=h2.wall, v=2.0)
+    h2.tick()
+    assert [m["seq"] for m in h2.to("a", "data")] == [[0, 0], [1, 1]] and len(h2.to("full", "data")) == 2
+    assert h2.core.waiting_for_data is True  # "full" waits for its client, "a" for the next publish
+
+
 def test_a_publish_after_the_tick_and_before_the_wake_request_is_news(h):
     """The device rings only if the bridge asked before the publish: the adapter asks, then
     checks ``news()`` for a publish made in between, which nothing will ring for."""
