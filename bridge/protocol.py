@@ -303,7 +303,7 @@ def encode_records(channel: str, records: np.ndarray, first: int, missed: int,
         if not count:
             column = b""
         elif few:
-            column = rows[at:at + width] if count == 1 else b"".join([rows[i:i + width] for i in range(at, end, itemsize)])
+            column = b"".join([rows[i:i + width] for i in range(at, end, itemsize)])
         elif plan.raw:
             column = rows[:, at:at + width].tobytes()
         else:

@@ -255,14 +255,7 @@ class RecordRing:
         if k <= 0:
             return RingRead(self._payloads[:0].copy(), written, 0, written)
         slot = start % self.capacity
-        if k == 1:   # the commonest read: one stamp, compared as a numpy scalar
-            stamp = 2 * start + 2
-            if self._stamps[slot] == stamp:
-                records = self._payloads[slot : slot + 1].copy()
-                fence()
-                if self._stamps[slot] == stamp:
-                    return RingRead(records, start, start - cursor, written)
-        elif k <= _FEW and slot + k <= self.capacity:
+        if k <= _FEW and slot + k <= self.capacity:
             # the common read of a reader in step: a few records, no wrap, every stamp as
             # expected (checked as Python ints, fewer numpy calls); anything else: as below
             at, step = self._stamp0 + slot * self._slot_words, self._slot_words
@@ -273,7 +266,7 @@ class RecordRing:
                 fence()
                 if stamps.tolist() == expected:
                     return RingRead(records, start, start - cursor, written)
-        parts = _split(start % self.capacity, k, self.capacity)
+        parts = _split(slot, k, self.capacity)
         before = _gather(self._stamps, parts)
         records = _gather(self._payloads, parts)
         fence()

@@ -493,7 +493,7 @@ def test_records_overwritten_during_the_copy_are_dropped():
 
 
 def test_one_record_reads_drop_a_slot_being_written_and_a_torn_copy():
-    """A reader in step reads one record at a time (its own shorter path): the same checks."""
+    """A reader in step reads one record at a time (the few-records path): the same checks."""
     buf, ring = make_ring(4, 16)
     write_seqs(ring, buf, range(6))
     got = RecordRing(buf, BASE).read(5)
