@@ -92,22 +92,24 @@ async def clients_main(replies: Replies) -> None:
         return {"lags": lags}
 
     async def op_rtt(req: dict[str, Any]) -> dict[str, Any]:
-        """``n`` sequential calls: "echo" to the echo server, or the ``echo`` command through the
-        bridge, by the first client of ``group`` (default: the group named like the event)."""
-        c = groups[req.get("group", req["event"])][0]
+        """``n`` sequential calls: "echo" or "echo_hop" to the bare server (on its "echo"
+        connection), or the ``echo`` command through the bridge, by the first client of
+        ``group`` (default: the group named like the event, "echo" for "echo_hop")."""
+        event = req["event"]
+        c = groups[req.get("group", "echo" if event == "echo_hop" else event)][0]
         clock = time.perf_counter_ns
         samples = []
         for i in range(req["n"]):
             value = float(req.get("base", 0) + i)
             payload = {"name": "echo", "args": {"value": value}}
             a = clock()
-            if req["event"] == "echo":
-                answer, expected = await c.call("echo", payload), payload
+            if event in ("echo", "echo_hop"):
+                answer, expected = await c.call(event, payload), payload
             else:
                 answer, expected = await wire.command(c.sio, "echo", {"value": value}), {"ok": True, "result": value}
             b = clock()
             if answer != expected:
-                raise RuntimeError(f"{req['event']}: unexpected answer {answer!r}")
+                raise RuntimeError(f"{event}: unexpected answer {answer!r}")
             samples.append((b - a) / 1000)
         return {"samples_us": samples}
 

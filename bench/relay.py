@@ -4,7 +4,7 @@ clients, side by side with a bare Flask-SocketIO server in the same configuratio
     python -m bench.relay [--quick] [--json] [--no-settle]
 
 Measures, each against the bare server in the same run: the command round trip (vs its
-``echo``), stream latency, delivered ratio and CPU per 1,000 deliveries (4 records channels
+``echo``, and vs ``echo_hop``, the echo through a helper process), stream latency, delivered ratio and CPU per 1,000 deliveries (4 records channels
 at 60 Hz to 10 clients, vs the bare server emitting the same messages itself), and the most
 deliveries per second sustained (the same ladder against both); also the bridge's RSS and
 the other clients' latency while one client stops reading; CPU of every process from /proc.
@@ -28,10 +28,14 @@ if __name__ == "__main__" and sys.argv[1:3] == ["--role", "bare"]:
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import secrets
+import socket
 import statistics
+import subprocess
+import threading
 import time
 from typing import Any
 
@@ -83,7 +87,7 @@ log = logger("bench.relay")
 
 def role_bare(args: dict[str, Any]) -> None:
     """A bare Flask-SocketIO server in the bridge's configuration (already green): the ``echo``
-    event returns its payload; ``subscribe`` / ``unsubscribe`` join / leave a room per channel;
+    event returns its payload, ``echo_hop`` the answer of a helper process (HopEcho); ``subscribe`` / ``unsubscribe`` join / leave a room per channel;
     ``POST /bench/run`` (device_run's request) emits records channels s0..sN to those rooms
     as the bridge would, on a background task; ``GET /bench/result`` is device_run's answer
     once it is done ({"running": true} until then)."""
@@ -108,10 +112,15 @@ def role_bare(args: dict[str, Any]) -> None:
 
     app = Flask("bench-bare", static_folder=None)
     sio = SocketIO(app, **socketio_options("eventlet"))  # as bridge.server.Bridge
+    hop = HopEcho()
 
     @sio.on("echo")
     def echo(payload: Any = None) -> Any:
         return payload
+
+    @sio.on("echo_hop")
+    def echo_hop(payload: Any = None) -> Any:
+        return hop.call(payload)
 
     @sio.on("subscribe")
     def subscribe(msg: dict[str, Any]) -> dict[str, Any]:
@@ -165,6 +174,35 @@ def role_bare(args: dict[str, Any]) -> None:
     run, _stop = netio.server("eventlet", sock, app)
     replies.send(ok=True, port=port)
     run()
+
+
+class HopEcho:
+    """The least a device hop costs: a helper process that answers each JSON message with the
+    same JSON over a Unix socket pair (one wake-up of the helper, one of the server). It goes
+    when the server does: its recv then returns nothing."""
+
+    SCRIPT = ("import json, socket, sys\n"
+              "s = socket.socket(fileno=int(sys.argv[1]))\n"
+              "s.setblocking(True)\n"   # the server's end of the pair is green: non-blocking
+              "while m := s.recv(65536):\n"
+              "    s.send(json.dumps(json.loads(m)).encode())\n")
+
+    def __init__(self) -> None:
+        self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, str(theirs.fileno())],
+                                      pass_fds=(theirs.fileno(),))
+        theirs.close()
+        self._lock = threading.Lock()   # green in the bare server: one message on the pair at a time
+
+    def call(self, payload: Any) -> Any:
+        with self._lock:
+            self._sock.sendall(json.dumps(payload).encode())
+            return json.loads(self._sock.recv(65536))
+
+    def close(self, timeout: float = 5.0) -> int:
+        """Close our end; the helper then exits. Return its exit status."""
+        self._sock.close()
+        return self._proc.wait(timeout)
 
 
 def role_device(args: dict[str, Any]) -> None:
@@ -324,14 +362,15 @@ class Rig:
         c0.call(op="connect", kind="command", port=self.port, token=self.token)
         per_block = cfg["rtt_calls"] // cfg["rtt_blocks"]
         log(f"round trips: {RTT_WARMUP} warm-up + {cfg['rtt_blocks']} alternating blocks of {per_block} calls")
-        samples: dict[str, list[float]] = {"echo": [], "command": []}
-        for key in ("echo", "command"):
+        kinds = ("echo", "echo_hop", "command")   # echo_hop: on the echo connection, via HopEcho
+        samples: dict[str, list[float]] = {key: [] for key in kinds}
+        for key in kinds:
             c0.call(op="rtt", event=key, n=RTT_WARMUP, base=-RTT_WARMUP)
         self.settler()
         cpu0 = cpu_seconds(self.bridge.pid)
         t0 = time.perf_counter()
         for b in range(cfg["rtt_blocks"]):
-            for key in ("echo", "command") if b % 2 == 0 else ("command", "echo"):
+            for key in kinds[b % 3:] + kinds[:b % 3]:
                 got = c0.call(60.0, op="rtt", event=key, n=per_block, base=b * per_block)
                 samples[key] += got["samples_us"]
         bridge_cpu = 100 * (cpu_seconds(self.bridge.pid) - cpu0) / (time.perf_counter() - t0)
@@ -342,6 +381,8 @@ class Rig:
             out.update({f"{key}_rtt_p50_ms": percentile(s, 50) / 1000, f"{key}_rtt_p99_ms": percentile(s, 99) / 1000,
                         f"{key}_rtt_max_ms": max(s) / 1000})
         out["command_rtt_ratio"] = out["command_rtt_p50_ms"] / out["echo_rtt_p50_ms"]
+        # no target: how much of the round trip is the process hop itself (docs/performance.md)
+        out["command_rtt_ratio_vs_hop"] = out["command_rtt_p50_ms"] / out["echo_hop_rtt_p50_ms"]
         out["rtt_bridge_cpu_pct"] = bridge_cpu  # bridge share during both kinds of blocks
         return out
 
