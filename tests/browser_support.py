@@ -5,8 +5,8 @@ for leftover processes and /dev/shm segments) and tests/bridge_support.py (``htt
 ``parse_url``, ``wait_stderr``).
 
 Fixtures:
-    chromium        session-scoped Browser: /usr/bin/chromium with the flags of
-                    /work/shared/DESIGN.md (WebGL through SwiftShader). Skips the browser
+    chromium        session-scoped Browser: /usr/bin/chromium headless with CHROMIUM_ARGS
+                    (WebGL through SwiftShader, no GPU, no sandbox). Skips the browser
                     tests, with the reason, only when /usr/bin/chromium is absent.
     dashboards      ``dashboards.open(url)`` -> Dashboard: a page in a new browser context
                     (its own cookies/storage: a second "user"), waited until the page's

@@ -558,8 +558,8 @@ def client_loop(mb: BridgeHarness):
 # -- a Socket.IO client by hand, whose reading can be paused ------------------------------
 
 class RawClient:
-    """Engine.IO v4 / Socket.IO v5 by hand over websocket-client, with bench/wire.py's protocol 3
-    packets (one msgpack map per binary frame), read by a thread that can be told to stop
+    """Engine.IO v4 / Socket.IO v5 by hand over websocket-client, with bench/wire.py's msgpack
+    packets (one map per binary frame), read by a thread that can be told to stop
     reading (``pause``) and to go on (``resume``).
 
     The receive buffer is set small before connecting, so what the client does not read

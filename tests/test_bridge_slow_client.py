@@ -1,6 +1,6 @@
 """A client that stops reading must not grow the bridge or slow the other clients down.
 
-The slow client is a raw websocket speaking bench/wire.py's protocol 3 packets by hand:
+The slow client is a raw websocket speaking bench/wire.py's msgpack packets by hand:
 it connects, subscribes to a 2.4 MB frame channel published at 60 Hz, and never reads
 again. A normal python-socketio client subscribes to the same channel.
 """

@@ -3,7 +3,7 @@ or is replaced while the device runs (issue 11, defects 2-5).
 
 Real processes throughout: devices launch their bridge (its stderr is the device's), or a
 bridge is started by hand; clients are python-socketio or a raw websocket speaking
-bench/wire.py's protocol 3 packets (one msgpack map per binary frame), so that exactly the
+bench/wire.py's msgpack packets (one map per binary frame), so that exactly the
 bytes on the wire are checked.
 """
 

@@ -12,8 +12,8 @@
 Each test starts ONE device and ONE bridge (by hand, logging to a file) while a normal
 python-socketio client subscribed to the device's telemetry must keep getting data (no gap
 over MAX_GAP) and must be able to command at the end. Hostile clients are raw websockets
-(tests/hostile_support.py, with bench/wire.py's protocol 3 packets): a test sends exactly the
-frames it means to, and every frame the bridge sends must be one protocol 3 allows (a binary
+(tests/hostile_support.py, with bench/wire.py's msgpack packets): a test sends exactly the
+frames it means to, and every frame the bridge sends must be one the protocol allows (a binary
 frame holding one msgpack packet map, or an Engine.IO control packet as text), with answers
 that could be JSON (no NaN, no bytes).
 
@@ -550,7 +550,7 @@ FORGED = "\n2026-01-01 00:00:00,000 monbridge CRITICAL forged\nTraceback (most r
 # Packets the bridge cannot decode (docs/protocol.md §4.8): each must get an 'error' event
 # and a disconnect, on a fresh connection and at the end of a batch. Protocol 2's own
 # failures (attachment counts, placeholders, text where an attachment was due) have no
-# protocol 3 form; what stands in for them is marked "(protocol 2: ...)".
+# msgpack form (protocol 3 and later); what stands in for them is marked "(protocol 2: ...)".
 UNDECODABLE: dict[str, list[wire.Frame]] = {
     # a text message: Socket.IO's default JSON parser, the wire of protocol 2
     "a JSON text event": [text('42["ping",{}]')],
