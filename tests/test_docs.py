@@ -240,6 +240,8 @@ def test_block_runs(block: Block, launch, new_device_name) -> None:
         client = launch(block.code, url, mon=None, ready=None)
         client.stop(timeout=RUN_TIMEOUT, check_stderr=False)
         check_clean(client, f"{block.id} against {arg}")
+        warnings = [line for line in client.stdout + client.stderr if line.lower().startswith("warning")]
+        assert not warnings, f"{block.id} against {arg} warned: {warnings}"   # e.g. a stale protocol check
         terminate(device, arg, (128 + signal.SIGTERM, 0))
         check_clean(device, arg)
 
