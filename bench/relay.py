@@ -4,10 +4,11 @@ clients, side by side with a bare Flask-SocketIO server in the same configuratio
     python -m bench.relay [--quick] [--json] [--no-settle]
 
 Measures, each against the bare server in the same run: the command round trip (vs its
-``echo``, and vs ``echo_hop``, the echo through a helper process), stream latency, delivered ratio and CPU per 1,000 deliveries (4 records channels
-at 60 Hz to 10 clients, vs the bare server emitting the same messages itself), and the most
-deliveries per second sustained (the same ladder against both); also the bridge's RSS and
-the other clients' latency while one client stops reading; CPU of every process from /proc.
+``echo``; also vs ``echo_hop``, its echo through a helper process), stream latency, delivered
+ratio and CPU per 1,000 deliveries (4 records channels at 60 Hz to 10 clients, vs the bare
+server emitting the same messages itself), and the most deliveries per second sustained (the
+same ladder against both); also the bridge's RSS and the other clients' latency while one
+client stops reading; CPU of every process from /proc.
 ``--quick`` takes under 60 s, the full run about 3 minutes. The figures, the processes and
 why it is done this way: docs/performance.md, "Bridge relay".
 """
@@ -87,10 +88,11 @@ log = logger("bench.relay")
 
 def role_bare(args: dict[str, Any]) -> None:
     """A bare Flask-SocketIO server in the bridge's configuration (already green): the ``echo``
-    event returns its payload, ``echo_hop`` the answer of a helper process (HopEcho); ``subscribe`` / ``unsubscribe`` join / leave a room per channel;
-    ``POST /bench/run`` (device_run's request) emits records channels s0..sN to those rooms
-    as the bridge would, on a background task; ``GET /bench/result`` is device_run's answer
-    once it is done ({"running": true} until then)."""
+    event returns its payload, ``echo_hop`` the answer of a helper process (HopEcho);
+    ``subscribe`` / ``unsubscribe`` join / leave a room per channel; ``POST /bench/run``
+    (device_run's request) emits records channels s0..sN to those rooms as the bridge would,
+    on a background task; ``GET /bench/result`` is device_run's answer once it is done
+    ({"running": true} until then)."""
     import traceback
 
     import numpy as np
