@@ -56,12 +56,8 @@ import device_agent
 name = sys.argv[1]
 opts = set(sys.argv[2:])
 mon = device_agent.start(name, dispatch="manual" if "manual" in opts else "thread")
-telemetry = mon.records("telemetry", {"t": "f8", "seq": "i8", "value": "f4"}, capacity=65536)
-img = mon.frame("img", shape=(48, 64), dtype="f4")
-log = mon.events("log")
-cloud = mon.frame("cloud", shape=(200_000, 3), dtype="f4") if "cloud" in opts else None
-mon.state.update(mode="idle", speed=0.0)
-
+# the commands come first, the channels after them (below): a bridge that lists the
+# channels (wait_attached) has the whole command catalog too
 # Every command the bridge put in the queue, in the order the device took them: the
 # ground truth for "nothing was enqueued" (a hook on this process's own queue reader).
 taken = []
@@ -116,6 +112,13 @@ def nap(seconds: float):
 @mon.command
 def queue_log():
     return taken
+
+
+telemetry = mon.records("telemetry", {"t": "f8", "seq": "i8", "value": "f4"}, capacity=65536)
+img = mon.frame("img", shape=(48, 64), dtype="f4")
+log = mon.events("log")
+cloud = mon.frame("cloud", shape=(200_000, 3), dtype="f4") if "cloud" in opts else None
+mon.state.update(mode="idle", speed=0.0)
 
 
 def value_of(seq):
@@ -600,7 +603,8 @@ def http(url: BridgeURL, path: str, method: str = "GET", token: str | None | boo
 
 
 def wait_attached(url: BridgeURL, pid: int | None = None, timeout: float = START_TIMEOUT) -> dict[str, Any]:
-    """Wait until the bridge reports an online device (with ``pid``, if given) and its channels."""
+    """Wait until the bridge reports an online device (with ``pid``, if given) and its channels
+    (DEVICE declares its commands first, so then its command catalog too)."""
     def ready() -> dict[str, Any] | None:
         _, _, health = http(url, "/api/health")
         dev = health["device"]
