@@ -7,9 +7,8 @@ has no lock of its own.
 
 The core calls ``tick`` when ``tick`` says so: at ``next_send_at`` (a subscriber becomes due
 then), at the device's next publish when ``waiting_for_data`` (a subscriber due before the
-next regular tick, and before the channel's next publish is expected, has had everything:
-the adapter asks the device to ring), and otherwise ``idle_period`` after the last tick
-(1.5/rate: state, status, a publish that rang nobody).
+next regular tick has had everything: the adapter asks the device to ring), and otherwise
+``idle_period`` after the last tick (1.5/rate: state, status, a publish that rang nobody).
 A subscription at rate r is due once 1/r (less half a poll, ``poll_period``) has passed
 since its last message and stays due until there is something new to send; subscribers at
 equal rates fall into step and share messages. Per tick, for each channel with due
@@ -228,7 +227,7 @@ class Relay:
                 elif isinstance(reader, EventsReader):
                     sent += self._relay_events(name, reader, due)
                 newest = reader.latest if frame else reader.write_count
-            self._note_waits(reader, subs.values(), newest, self.stats[name].publish_rate)
+            self._note_waits(reader, subs.values(), newest)
         return sent
 
     def _is_congested(self, sid: str) -> bool:
@@ -238,23 +237,18 @@ class Relay:
             judged = self._judged[sid] = self.congested(sid)
         return judged
 
-    def _note_waits(self, reader: Any, subs: Iterable[Subscription], newest: int, publish_rate: float) -> None:
+    def _note_waits(self, reader: Any, subs: Iterable[Subscription], newest: int) -> None:
         """Update waiting_for_data and next_send_at from this channel's subscriptions (those
         waiting for their client, congested or flow-controlled, count for neither): a
-        subscriber that has had everything and is due before the next regular tick, and
-        before the channel's next publish is expected (at its ``publish_rate``, as last
-        sampled), waits for the device to ring at that publish; any other becomes due at a
-        time to tick then. So a channel published faster than it is sent wakes the relay
-        when a subscriber is due, not at every publish in between."""
+        subscriber that has had everything and is due before the next regular tick waits for
+        the device's next publish; any other becomes due at a time to tick then."""
         start = self._now
         soon = start + self.idle_period
-        if publish_rate > 0:
-            soon = min(soon, start + 1.0 / publish_rate)
         watched = False
         next_send_at = self.next_send_at
         for s in subs:
             due_at = s.next_due
-            if s.cursor >= newest and due_at <= soon:  # has had everything, due before both
+            if s.cursor >= newest and due_at <= soon:  # has had everything, due before the next tick
                 if watched or s.waiting_for_client() or self._is_congested(s.sid):
                     continue
                 watched = self.waiting_for_data = True
@@ -355,7 +349,7 @@ class Relay:
                     stats.lag = self._wall - msg["t"]
                 sent += len(members)
             newest = reader.write_count
-        self._note_waits(reader, waits, newest, stats.publish_rate)
+        self._note_waits(reader, waits, newest)
         return sent
 
     def _relay_frame(self, name: str, reader: FrameReader, due: list[Subscription]) -> int:
