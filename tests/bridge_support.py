@@ -58,6 +58,7 @@ opts = set(sys.argv[2:])
 mon = device_agent.start(name, dispatch="manual" if "manual" in opts else "thread")
 # the commands come first, the channels after them (below): a bridge that lists the
 # channels (wait_attached) has the whole command catalog too
+
 # Every command the bridge put in the queue, in the order the device took them: the
 # ground truth for "nothing was enqueued" (a hook on this process's own queue reader).
 taken = []
