@@ -363,7 +363,7 @@ class Rig:
         c0.call(op="connect", kind="echo", port=self.bare_port)
         c0.call(op="connect", kind="command", port=self.port, token=self.token)
         per_block = cfg["rtt_calls"] // cfg["rtt_blocks"]
-        log(f"round trips: {RTT_WARMUP} warm-up + {cfg['rtt_blocks']} alternating blocks of {per_block} calls")
+        log(f"round trips: {RTT_WARMUP} warm-up + {cfg['rtt_blocks']} rotated blocks of {per_block} calls of each kind")
         kinds = ("echo", "echo_hop", "command")   # echo_hop: on the echo connection, via HopEcho
         samples: dict[str, list[float]] = {key: [] for key in kinds}
         for key in kinds:
@@ -385,7 +385,7 @@ class Rig:
         out["command_rtt_ratio"] = out["command_rtt_p50_ms"] / out["echo_rtt_p50_ms"]
         # no target: how much of the round trip is the process hop itself (docs/performance.md)
         out["command_rtt_ratio_vs_hop"] = out["command_rtt_p50_ms"] / out["echo_hop_rtt_p50_ms"]
-        out["rtt_bridge_cpu_pct"] = bridge_cpu  # bridge share during both kinds of blocks
+        out["rtt_bridge_cpu_pct"] = bridge_cpu  # bridge share during all the blocks
         return out
 
     # -- streaming windows ----------------------------------------------------------------

@@ -56,8 +56,9 @@ def frames_during(normal, seconds: float, sample=lambda: None) -> list[dict]:
     return normal.data("cloud", mark)
 
 
-def share_delivered(frames: list[dict]) -> float:
-    return len(frames) / (frames[-1]["seq"][0] - frames[0]["seq"][0] + 1)
+def published_over(frames: list[dict]) -> int:
+    """Frames the device published from the first of ``frames`` to the last."""
+    return frames[-1]["seq"][0] - frames[0]["seq"][0] + 1
 
 
 def test_a_client_that_stops_reading_stays_bounded_and_others_keep_their_rate(mb):
@@ -69,7 +70,8 @@ def test_a_client_that_stops_reading_stays_bounded_and_others_keep_their_rate(mb
         normal.wait_for(lambda: len(normal.data("cloud")) >= 30, timeout=30, what="the normal client to get going")
         # what this machine lets the normal client take of 2.4 MB at 60 Hz before the slow
         # client comes: the rate it must keep
-        alone = share_delivered(frames_during(normal, BASELINE))
+        first = frames_during(normal, BASELINE)
+        alone = len(first) / published_over(first)
         base_rss = rss_bytes(bridge_pid)
 
         raw = open_raw_client(dev.url.port, dev.url.token)
@@ -87,7 +89,7 @@ def test_a_client_that_stops_reading_stays_bounded_and_others_keep_their_rate(mb
         slow_sub = slow[0]["subscriptions"][0]
         assert slow_sub["channel"] == "cloud" and slow_sub["skipped"] > 0, slow[0]
 
-        published = frames[-1]["seq"][0] - frames[0]["seq"][0] + 1
+        published = published_over(frames)
         delivered = len(frames)
         assert sum(f["missed"] for f in frames[1:]) + delivered == published  # missed counts the rest
         assert published >= 0.5 * 60 * WINDOW, f"the device published only {published} frames"
