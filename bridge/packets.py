@@ -9,7 +9,7 @@ msgpack map::
     {"type": 0-4, "nsp": "/", "data": [...], "id": 7}      # "id" only on acks and on events that want one
 
 Binary payloads (records columns, frames) travel inside it as msgpack ``bin``: no attachments,
-so nothing can arrive out of sequence or interleave with another message (docs/protocol.md §2).
+so nothing can arrive out of sequence or interleave with another message (docs/protocol.md §1).
 Standard library, msgpack and python-socketio only; no Flask, no sockets.
 
 A client's bytes that cannot be decoded (not msgpack, too deeply nested, invalid UTF-8, an

@@ -3,10 +3,11 @@
 Sans-I/O: no sockets, no Flask; numpy and the standard library only. The wire format is
 documented in docs/protocol.md; this module is the code that reads and writes it.
 
-Every client → bridge event is answered by an acknowledgement:
+Every client → bridge event but ``command`` is answered by an acknowledgement; a command
+is answered by a ``result`` event carrying its id:
     {"ok": true, ...}   or   {"ok": false, "error": {"code": "...", "message": "..."}}
 
-Error codes in acknowledgements: bad_request, unknown_device, unknown_channel, unknown_command,
+Error codes in acknowledgements and results: bad_request, unknown_device, unknown_channel, unknown_command,
 invalid_args, too_large, forbidden, rate_limited, queue_full, offline, timeout,
 handler_error, bad_result, internal. HTTP adds unauthorized.
 """

@@ -11,7 +11,8 @@ the WSGI server); http_api.py has the routes.
 
 Tasks (``socketio.start_background_task``, so eventlet and threading both work):
 * relay: ticks the core (the relay first, its messages sent before the rest of the tick)
-  several times per 1/rate s and in between when it says so; when a subscriber waits for new
+  at the deadlines the core gives (a regular tick 1.5/rate after the last one, a paced
+  subscriber's next send) and in between when it says so; when a subscriber waits for new
   data it also wakes on the data doorbell, which the device rings at its next publish
   (device_agent.channels.Waker) and a handler rings when a client's confirmation lets a
   subscription send again;

@@ -1,7 +1,7 @@
 """StateRelay: the device's state (``mon.state``) as the clients see it, full or as changes.
 
-Sans-I/O: ``poll`` reads the device's state blob through its attachment and returns what to
-send; it never emits. No Flask or socketio imports.
+Sans-I/O: ``poll`` reads the device's state blob through its attachment and hands what to
+send to the ``send`` function it is given (the core's outbox); it never emits. No Flask or socketio imports.
 
 A client gets the whole state when it connects or subscribes, and after that each change
 (``{"full": false, "values": {changed keys}}``). A congested client gets nothing while it

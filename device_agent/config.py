@@ -11,7 +11,8 @@ MON forms:
     "k=v,k=v"               on, settings inline, e.g. MON=port=0,rate=30
 
 Keys: the settings marked Use.MON in settings.SETTINGS (name, host, port, rate, specs, token,
-async_mode, log, bridge, command_timeout, offline_after, command_rate).
+async_mode, log, bridge, command_timeout, offline_after, command_rate, cpu_slice, publish,
+publish_frames).
 """
 
 from __future__ import annotations

@@ -13,6 +13,15 @@ Modules, from the bytes up:
                  cursors; turns what it reads into messages for the writer.
     cli.py       ``monbridge record``: arguments, signals, progress lines, exit codes.
 
-Nothing here is imported by ``bridge.cli`` until ``monbridge record`` runs, and only
-writer.py imports ``mcap``. docs/recording.md describes the file.
+And for playing a recording back, from the file up:
+
+    chunks.py    an indexed file's messages in log-time order, chunk by chunk.
+    foreign.py   decoders of Foxglove's schemas and JSON channels monbridge did not write.
+    reader.py    a file's tracks (the device channels to recreate) and decoded messages.
+    replay.py    the clock (speed, pause, seek) and the loop that hands out each tick's messages.
+    replay_cli.py  ``monbridge replay`` and ``monbridge recordings``.
+
+Nothing here is imported by ``bridge.cli`` until ``monbridge record`` or ``replay`` runs
+(cli.py and replay_cli.py import the standard library only at the top), and only writer.py,
+reader.py and chunks.py import ``mcap``. docs/recording.md describes the file.
 """

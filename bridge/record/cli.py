@@ -1,8 +1,9 @@
 """``monbridge record``: arguments, the device lookup, signals, progress lines, exit codes.
 
 ``add_parser`` is imported by bridge/cli.py for every ``monbridge`` command, so this
-module imports only the standard library at the top; ``run`` imports the recorder, and
-with it ``mcap`` (the ``monbridge[record]`` extra), when a recording actually starts.
+module imports only the standard library at the top; ``run`` imports the recorder and
+writer.py, and with the writer ``mcap`` (the ``monbridge[record]`` extra), when a recording
+actually starts.
 
 Exit codes (docs/recording.md):
 

@@ -3,7 +3,7 @@
 channels of numbers, into what a device publishes (a frame array, an event, records).
 
 Used by reader.py, which decides which topics become which device channels (its module
-docstring has the table). Imports numpy, the standard library and cdr.py; Pillow only to
+docstring has the table). Imports numpy, the standard library, cdr.py and replay.py's SKIP; Pillow only to
 decode a CompressedImage, when installed. Never mcap itself, device_agent or the web stack.
 """
 

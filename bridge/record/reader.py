@@ -2,8 +2,8 @@
 what a device publishes (a records batch, a frame, an event, a state).
 
 Imports ``mcap`` (the ``monbridge[record]`` extra), numpy, the standard library and
-bridge.record's cdr.py / schemas.py / recorder.py constants and foreign.py (decoders of
-Foxglove's schemas); never device_agent's writing side (replay_cli.py creates the replay device) nor the web stack.
+bridge.record's cdr.py, chunks.py, recorder.py and replay.py constants and foreign.py
+(decoders of Foxglove's schemas); never device_agent's writing side (replay_cli.py creates the replay device) nor the web stack.
 
     rec = open_recording("run.mcap")        # metadata, tracks and the state timeline
     rec.tracks["joints"].declare            # {"fields": dtype, "capacity": 65536}: mon.records(name, **declare)

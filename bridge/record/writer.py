@@ -1,7 +1,8 @@
 """The MCAP side of a recording: a ``NAME.mcap.part`` file that becomes ``NAME.mcap``.
 
-The only module of bridge.record that imports ``mcap`` (the ``monbridge[record]`` extra: its
-record classes serialise the rare records, and ``zstandard`` compresses); it knows nothing of
+The only module of bridge.record that writes with ``mcap`` (the ``monbridge[record]`` extra:
+its record classes serialise the rare records, and ``zstandard`` compresses; reader.py and
+chunks.py read with it); it knows nothing of
 devices or shared memory.
 
 Messages are framed here, not by ``mcap.writer.Writer``: its ``add_message`` costs ~10 µs of
