@@ -49,7 +49,7 @@ from conftest import START_TIMEOUT, TIMEOUT, DeviceProcess, wait_for
 # name; further arguments: "manual" (dispatch="manual"), "cloud" (a 200 000 x 3 f4 frame).
 # It acts on lines from stdin and answers each with one line on stdout.
 DEVICE = r"""
-import json, sys, threading, time
+import atexit, json, sys, threading, time
 import numpy as np
 import device_agent
 
@@ -70,6 +70,13 @@ def _counting_get():
         taken.append(json.loads(raw).get("name"))
     return raw
 _inbox.get = _counting_get
+
+@atexit.register   # runs before the monitor's close (atexit is last in, first out)
+def _unhook():
+    # the hook's view of the control segment must go before the monitor closes it, or the
+    # segment's SharedMemory says at exit that it could not close ("exported pointers exist")
+    global _inbox, _get
+    _inbox = _get = None
 
 received = []
 

@@ -117,6 +117,7 @@ class DeviceProcess:
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.stdout: list[str] = []
         self.stderr: list[str] = []
+        self.traceback_expected = False   # the test provokes one on purpose: teardown lets it pass
         self._readers = [
             threading.Thread(target=self._pump, args=(self.proc.stdout, self.stdout, self.lines), daemon=True),
             threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr, None), daemon=True),
@@ -178,9 +179,13 @@ class DeviceProcess:
         """
         code = self.wait(timeout)
         wait_for(lambda: not tagged_pids(self.tag + "."), timeout, f"descendants of {self.pid} to exit")
+        self.join_readers(timeout)
+        return code
+
+    def join_readers(self, timeout: float = TIMEOUT) -> None:
+        """Wait until stdout and stderr are read to their end (every writer has exited)."""
         for t in self._readers:
             t.join(timeout)
-        return code
 
     def stop(self, timeout: float = TIMEOUT, expect_code: int = 0, check_stderr: bool = True) -> None:
         """Close stdin (the script's signal to finish), wait for it and its children, check.
@@ -250,6 +255,11 @@ class _Guard:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        for p in self.procs:
+            p.join_readers()   # every process has exited: this completes its stderr
+            err = "".join(p.stderr)
+            if "Traceback" in err and not p.traceback_expected:
+                problems.append(f"process {p.pid} printed a traceback:\n{err[-2000:]}")
         for p in self.procs:
             for stream in (p.proc.stdin, p.proc.stdout, p.proc.stderr):
                 try:
