@@ -420,8 +420,13 @@ class Bridge:
         idle_poll = min(IDLE_REPLY_POLL, self.options.command_timeout / 10)  # a new command's deadline is >= timeout away
         while not self._stop_requested:
             idle = all(c.broker.idle for c in list(hub.cores.values()))
-            netio.wait_readable(self.doorbell.fileno(), idle_poll if idle else REPLY_POLL)
-            self.doorbell.drain()
+            try:
+                netio.wait_readable(self.doorbell.fileno(), idle_poll if idle else REPLY_POLL)
+                self.doorbell.drain()
+            except (OSError, ValueError):   # close() shut the doorbell while this task waited on it
+                if self._stop_requested:
+                    break
+                raise
             try:
                 with self.lock:
                     hub.route_replies(time.monotonic())
