@@ -32,10 +32,12 @@
     };
     const conn = h._internals && h._internals.conn;
     if (conn && conn.socket && typeof conn.socket.onAny === "function") {
+      const arrived = (msg, at) => {
+        if (msg && typeof msg.t === "number") B.arrivals.push([msg.channel, msg.t, at, msg.data && msg.data.byteLength || 0]);
+      };
       conn.socket.onAny((event, msg) => {   // runs before the dashboard's own handlers
-        if (event === "data" && msg && typeof msg.t === "number") {
-          B.arrivals.push([msg.channel, msg.t, wall(), msg.data && msg.data.byteLength || 0]);
-        }
+        if (event === "data") arrived(msg, wall());
+        else if (event === "bundle" && Array.isArray(msg)) { const at = wall(); for (const m of msg) arrived(m, at); }
       });
     }
   }

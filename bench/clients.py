@@ -1,6 +1,6 @@
 """The benchmarks' Python Socket.IO client processes (``python -m bench.clients --role
 clients|slow JSON-ARGS``, driven as bench.procs.Child): python-socketio ``AsyncClient``s and
-lean raw clients (aiohttp's websocket, bench.wire's packets) logging every ``data`` message,
+lean raw clients (aiohttp's websocket, bench.wire's packets) logging every ``data`` message (each of a ``bundle``),
 and a raw client that subscribes and never reads. Used by bench.relay and bench.browser."""
 
 from __future__ import annotations
@@ -156,10 +156,17 @@ class SioClient:
             seq = msg["seq"]
             append((clock(), msg["t"], msg["channel"], seq[0], seq[1], msg["missed"]))
 
+        async def on_bundle(msgs: list[dict[str, Any]]) -> None:
+            now = clock()
+            for msg in msgs:
+                seq = msg["seq"]
+                append((now, msg["t"], msg["channel"], seq[0], seq[1], msg["missed"]))
+
         self.sio.on("data", on_data)
+        self.sio.on("bundle", on_bundle)
 
     async def connect(self, port: int, token: str) -> None:
-        await wire.connect(self.sio, port, token)
+        await wire.connect(self.sio, port, token, bundle=True)
         self.sid = self.sio.get_sid()
 
     async def call(self, event: str, data: Any) -> Any:
@@ -189,7 +196,7 @@ class RawClient:
             while self.sid is None:
                 kind, body = await self.receive() or ("", None)
                 if kind == "open":
-                    await self.send(wire.encode_connect({"token": token}))
+                    await self.send(wire.encode_connect({"token": token, "bundle": True}))
                 elif kind == "connect":
                     self.sid = body.get("sid")
                 elif kind == "connect_error":
@@ -213,10 +220,11 @@ class RawClient:
                 kind, body = await self.receive() or ("", None)
             except ConnectionError:
                 return
-            if kind == "event" and body[0] == "data":
-                d = body[1]
-                seq = d["seq"]
-                append((clock(), d["t"], d["channel"], seq[0], seq[1], d["missed"]))
+            if kind == "event" and body[0] in ("data", "bundle"):
+                now = clock()
+                for d in (body[1] if body[0] == "bundle" else (body[1],)):
+                    seq = d["seq"]
+                    append((now, d["t"], d["channel"], seq[0], seq[1], d["missed"]))
             elif kind == "ack":
                 fut = self.pending.pop(body[0], None)
                 if fut is not None and not fut.done():

@@ -3,10 +3,11 @@ place: how a raw websocket client encodes and decodes Socket.IO packets, how the
 a python-socketio client, and the command round trip. A new protocol version changes this
 file only.
 
-PROTOCOL_VERSION 4 (docs/protocol.md §1): Engine.IO v4 over a websocket; its control packets
+PROTOCOL_VERSION 5 (docs/protocol.md §1): Engine.IO v4 over a websocket; its control packets
 (open, ping, pong) are text frames; every Socket.IO packet is one binary frame holding one
 msgpack map {"type", "nsp", "data", "id"?}; commands carry an ``id`` and are answered by a
-``result`` event.
+``result`` event; a client whose auth has ``bundle: true`` may get several records messages as
+one ``bundle`` event.
 """
 
 from __future__ import annotations
@@ -111,9 +112,10 @@ def async_client(**options: Any) -> Any:
     return sio
 
 
-async def connect(sio: Any, port: int, token: str, timeout: float = 10.0) -> None:
-    """Connect ``sio`` to the bridge on 127.0.0.1:``port`` over websocket."""
-    await sio.connect(f"http://127.0.0.1:{port}", transports=["websocket"], auth={"token": token},
+async def connect(sio: Any, port: int, token: str, timeout: float = 10.0, bundle: bool = False) -> None:
+    """Connect ``sio`` to the bridge on 127.0.0.1:``port`` over websocket; ``bundle``: take
+    ``bundle`` messages (docs/protocol.md §4.4), as the page and monbridge's clients do."""
+    await sio.connect(f"http://127.0.0.1:{port}", transports=["websocket"], auth={"token": token, "bundle": bundle},
                       wait_timeout=timeout)
 
 

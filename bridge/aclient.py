@@ -188,7 +188,7 @@ class AsyncClient:
         handlers: dict[str, Callable[..., None]] = {
             "hello": self._on_hello, "state": self._on_state, "device": self._on_device,
             "channels": self._on_channels, "devices": self._on_devices, "views": self._on_views, "data": self._on_data,
-            "event": self._on_data_event, "result": self._on_result, "error": self._on_error,
+            "bundle": self._on_bundle, "event": self._on_data_event, "result": self._on_result, "error": self._on_error,
             "connect": self._on_connect, "disconnect": self._on_disconnect, "connect_error": self._on_connect_error}
         for event, handler in handlers.items():
             self._sio.on(event, _guarded(event, handler))
@@ -216,7 +216,7 @@ class AsyncClient:
     async def open(self) -> None:
         """Connect (``connect`` does it for you); hello and the full state have arrived on return.
         DeviceError (and no connection) if this bridge does not serve the device asked for."""
-        auth = {"token": self._token} if self._token else None
+        auth = {"token": self._token, "bundle": True} if self._token else {"bundle": True}
         try:
             await asyncio.wait_for(
                 self._sio.connect(self._origin, auth=auth, transports=["websocket"], socketio_path=self._path,
@@ -549,6 +549,16 @@ class AsyncClient:
 
     def _on_data(self, msg: Any) -> None:
         self._receive("data", msg)
+
+    def _on_bundle(self, msgs: Any) -> None:
+        """Several ``data`` messages in one (docs/protocol.md §4.4): each as if it came alone."""
+        if not isinstance(msgs, list):
+            raise ProtocolError(f"a bundle message must be a list, got {type(msgs).__name__}")
+        for msg in msgs:
+            try:
+                self._receive("data", msg)
+            except Exception:   # one bad message must not cost the others
+                log.exception("monbridge client: handling a message of a bundle failed")
 
     def _on_data_event(self, msg: Any) -> None:
         self._receive("event", msg)

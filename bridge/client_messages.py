@@ -29,7 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
-PROTOCOL_VERSION = 4   # hello.protocol this client was written for
+PROTOCOL_VERSION = 5   # hello.protocol this client was written for
 MAX_IN_FLIGHT = 64     # subscribe's in_flight range is 1..64 (docs/protocol.md §3)
 DEVICE_NAME = re.compile(r"[A-Za-z0-9_-]{1,48}")   # what the bridge accepts as a device name
 

@@ -18,6 +18,7 @@ import logging
 import re
 from typing import Any, Callable
 
+from .bundles import bundle_records
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings, Message, Outbox, TickResult, make_hello
 from .device_link import DeviceLink
@@ -61,6 +62,7 @@ class Hub:
         self.views: list[dict[str, Any]] = []
         self.bridge_info: dict[str, Any] = {}    # what each device learns about this bridge (shared)
         self.clients: dict[str, tuple[str, str, str, float]] = {}  # sid -> address, user agent, role, connected at
+        self.bundling: set[str] = set()  # clients that take ``bundle`` messages
         self._outbox: list[Message] = []
 
     # -- devices ---------------------------------------------------------------------
@@ -106,7 +108,7 @@ class Hub:
         for core in self.cores.values():
             self._outbox.extend(core.take_messages())
         out, self._outbox = self._outbox, []
-        return out
+        return bundle_records(out, self.bundling)
 
     def _send(self, event: str, data: Any, sids: list[str]) -> None:
         if sids:
@@ -117,9 +119,12 @@ class Hub:
 
     # -- clients ---------------------------------------------------------------------
 
-    def connect(self, sid: str, address: str, user_agent: str, role: str, wall: float) -> None:
-        """``hello`` with every device, then each device's whole state."""
+    def connect(self, sid: str, address: str, user_agent: str, role: str, wall: float, bundle: bool = False) -> None:
+        """``hello`` with every device, then each device's whole state. ``bundle``: the client
+        takes ``bundle`` messages (its auth said so; bundles.py)."""
         self.clients[sid] = (address, user_agent, role, wall)
+        if bundle:
+            self.bundling.add(sid)
         self._send("hello", make_hello(sid, role, wall, self.entries(wall), self.multi, self.views,
                                        self.settings.max_rate), [sid])
         for core in self.cores.values():
@@ -128,6 +133,7 @@ class Hub:
 
     def disconnect(self, sid: str) -> None:
         self.clients.pop(sid, None)
+        self.bundling.discard(sid)
         for core in self.cores.values():
             core.disconnect(sid)
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .decimate import min_max_rows
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 MAX_COMMAND_ID = 64  # characters of a string command id
 MAX_IN_FLIGHT = 64  # subscribe's 'in_flight' limit (see docs/protocol.md, flow control)
 

@@ -38,6 +38,7 @@ from flask import Flask, request
 from flask_socketio import ConnectionRefusedError, SocketIO, disconnect
 
 from . import logs, netio, outbox, resources, sched
+from .bundles import parse_bundle_option
 from .clients import HostGuard, role_for, token_from
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings
@@ -249,9 +250,13 @@ class Bridge:
                 raise ConnectionRefusedError(
                     "unauthorized: missing or wrong token; open the URL the bridge printed (it ends in ?token=...)"
                 )
+            try:
+                bundle = parse_bundle_option(auth)
+            except ValueError as exc:
+                raise ConnectionRefusedError(f"bad_request: {exc}") from None
             with self.lock:
                 self.hub.connect(request.sid, str(env.get("REMOTE_ADDR", "")), str(env.get("HTTP_USER_AGENT", "")),
-                                  role, time.time())
+                                  role, time.time(), bundle=bundle)
                 self._flush()
             return True
 

@@ -46,7 +46,8 @@ import socketio
 from conftest import START_TIMEOUT, TIMEOUT, DeviceProcess, wait_for
 
 # A device with one channel of each kind and a command of each shape. Argument 1 is its
-# name; further arguments: "manual" (dispatch="manual"), "cloud" (a 200 000 x 3 f4 frame).
+# name; further arguments: "manual" (dispatch="manual"), "cloud" (a 200 000 x 3 f4 frame),
+# "pair" (a second records channel, "extra", like telemetry).
 # It acts on lines from stdin and answers each with one line on stdout.
 DEVICE = r"""
 import atexit, json, sys, threading, time
@@ -126,6 +127,7 @@ telemetry = mon.records("telemetry", {"t": "f8", "seq": "i8", "value": "f4"}, ca
 img = mon.frame("img", shape=(48, 64), dtype="f4")
 log = mon.events("log")
 cloud = mon.frame("cloud", shape=(200_000, 3), dtype="f4") if "cloud" in opts else None
+extra = mon.records("extra", {"t": "f8", "seq": "i8", "value": "f4"}, capacity=65536) if "pair" in opts else None
 mon.state.update(mode="idle", speed=0.0)
 
 
@@ -193,6 +195,12 @@ for line in sys.stdin:
     if cmd == "pub":
         publish(int(rest))
         print("published", telemetry.count, flush=True)
+    elif cmd == "pubpair":   # n records on telemetry, then as many on extra ("pair")
+        for ch in (telemetry, extra):
+            s0 = ch.count
+            ch.publish_many(np.array([(1000.0 + s * 0.001, s, value_of(s)) for s in range(s0, s0 + int(rest))],
+                                     ch.dtype))
+        print("published", telemetry.count, extra.count, flush=True)
     elif cmd == "spike":
         n, at, height = rest.split()
         spike(int(n), int(at), float(height))
@@ -538,12 +546,16 @@ class Client:
 
 
 def connect(url: BridgeURL | str, token: str | None | bool = True, timeout: float = TIMEOUT,
-            headers: dict[str, str] | None = None) -> Client:
-    """Connect a websocket client. ``token``: True = the URL's, None/False = none, else that string."""
+            headers: dict[str, str] | None = None, bundle: Any = None) -> Client:
+    """Connect a websocket client. ``token``: True = the URL's, None/False = none, else that
+    string; ``bundle``: the auth's ``bundle`` value, left out when None."""
     url = parse_url(url) if isinstance(url, str) else url
     presented = url.token if token is True else (token or None)
+    auth = {"token": presented} if presented else {}
+    if bundle is not None:
+        auth["bundle"] = bundle
     client = Client()
-    client.connect(url.base, {"token": presented} if presented else None, headers or {}, timeout)
+    client.connect(url.base, auth or None, headers or {}, timeout)
     client.wait_event("hello", timeout=timeout)
     return client
 
@@ -703,8 +715,8 @@ class BridgeHarness:
         return Bridge(proc, attach, parse_url(m[1]))   # stopped at teardown as one of ``others``
 
     def client(self, url: BridgeURL | str, token: str | None | bool = True,
-               headers: dict[str, str] | None = None) -> Client:
-        c = connect(url, token, headers=headers)
+               headers: dict[str, str] | None = None, bundle: Any = None) -> Client:
+        c = connect(url, token, headers=headers, bundle=bundle)
         self.clients.append(c)
         return c
 

@@ -30,7 +30,7 @@ def test_device_prints_url_and_hello_describes_the_device(mb):
     assert dev.request("url", "url") == dev.url.url  # mon.wait_url() agrees with the printed line
     with mb.connected(dev.url) as c:
         hello = c.hello
-        assert hello["protocol"] == 4 and hello["multi"] is False
+        assert hello["protocol"] == 5 and hello["multi"] is False
         # one device: the top level describes it, as its entry in ``devices`` does
         assert hello["devices"] == [{"name": dev.name, "device": hello["device"], "channels": hello["channels"],
                                      "commands": hello["commands"]}]

@@ -248,12 +248,12 @@ def entry(name: str | None, pid: int | None = 10, channels: list | None = None, 
 def hello(pid: int = 10, channels: list | None = None) -> dict:
     """A single-mode hello (protocol 4): device 'd', also at the top level."""
     only = entry("d", pid, [TEMPS, CAMERA, LOG] if channels is None else channels)
-    return {"protocol": 4, "sid": "abc", "role": "operator", "multi": False, "devices": [only],
+    return {"protocol": 5, "sid": "abc", "role": "operator", "multi": False, "devices": [only],
             "device": only["device"], "channels": only["channels"], "commands": [], "views": []}
 
 
 def multi_hello(*entries: dict) -> dict:
-    return {"protocol": 4, "sid": "abc", "role": "operator", "multi": True, "devices": list(entries),
+    return {"protocol": 5, "sid": "abc", "role": "operator", "multi": True, "devices": list(entries),
             "device": None, "channels": [], "commands": [], "views": []}
 
 

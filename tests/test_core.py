@@ -95,7 +95,7 @@ def test_a_client_gets_hello_and_state_then_data_it_subscribed_to_at_its_rate(h)
     h.tick()
     h.connect("a")
     hello = h.to("a", "hello")[0]
-    assert [c["name"] for c in hello["channels"]] == ["temps"] and hello["protocol"] == 4
+    assert [c["name"] for c in hello["channels"]] == ["temps"] and hello["protocol"] == 5
     assert h.to("a", "state") == [{"full": True, "values": {"mode": "idle"}}]
     ack = h.event("a", "subscribe", {"channels": ["temps"], "rate": 10})
     assert ack["ok"] and ack["rate"] == 10

@@ -80,7 +80,7 @@ def two() -> HubHarness:
 def test_hello_lists_every_device_and_each_sends_its_own_whole_state(two):
     two.connect("a")
     hello = two.to("a", "hello")[0]
-    assert hello["protocol"] == 4 and hello["multi"] is True
+    assert hello["protocol"] == 5 and hello["multi"] is True
     assert [e["name"] for e in hello["devices"]] == ["arm1", "cam2"]
     assert all([c["name"] for c in e["channels"]] == ["temps"] for e in hello["devices"])
     assert all(e["device"]["status"] == "online" for e in hello["devices"])

@@ -10,7 +10,7 @@
  *   "disconnected" – lost the bridge; socket.io-client is reconnecting by itself
  *   "refused"      – the bridge refused the token; no retry (open the URL it printed)
  * After a reconnect the bridge treats us as a new client: listeners of "connect" re-subscribe.
- * Per-device requests (`consumed`, `command`) name their device (protocol 4); main.js tells
+ * Per-device requests (`consumed`, `command`) name their device (protocol 4 and later); main.js tells
  * which device's status the banner shows (`setDevice`).
  */
 import { io } from "socket.io-client";
@@ -36,7 +36,8 @@ export class Connection {
     const base = location.pathname.replace(/[^/]*$/, "");
     this.socket = io({
       path: base + "socket.io",
-      auth: token ? { token } : {},
+      // bundle: several channels' records in one message when they go out together (§4.4)
+      auth: token ? { token, bundle: true } : { bundle: true },
       transports: ["websocket"],
       parser, // the bridge speaks msgpack (docs/protocol.md §2)
     });

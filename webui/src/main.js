@@ -31,7 +31,7 @@ import {
 } from "./devices.js";
 import { el } from "./util.js";
 
-const PROTOCOL = 4;
+const PROTOCOL = 5;
 
 const TOKEN_KEY = "monbridge.token";
 
@@ -322,6 +322,10 @@ function onBatch(msg) {
 }
 conn.on("data", onBatch);
 conn.on("event", onBatch);
+// several records messages sent together (docs/protocol.md §4.4): each as if it came alone
+conn.on("bundle", (msgs) => {
+  if (Array.isArray(msgs)) for (const msg of msgs) onBatch(msg);
+});
 
 // -- the frame loop ----------------------------------------------------------------------
 
