@@ -114,7 +114,7 @@ def async_client(**options: Any) -> Any:
 
 async def connect(sio: Any, port: int, token: str, timeout: float = 10.0, bundle: bool = False) -> None:
     """Connect ``sio`` to the bridge on 127.0.0.1:``port`` over websocket; ``bundle``: take
-    ``bundle`` messages (docs/protocol.md §4.4), as the page and monbridge's clients do."""
+    ``bundle`` messages (docs/protocol.md §4.9), as the page and monbridge's clients do."""
     await sio.connect(f"http://127.0.0.1:{port}", transports=["websocket"], auth={"token": token, "bundle": bundle},
                       wait_timeout=timeout)
 

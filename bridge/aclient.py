@@ -551,7 +551,7 @@ class AsyncClient:
         self._receive("data", msg)
 
     def _on_bundle(self, msgs: Any) -> None:
-        """Several ``data`` messages in one (docs/protocol.md §4.4): each as if it came alone."""
+        """Several ``data`` messages in one (docs/protocol.md §4.9): each as if it came alone."""
         if not isinstance(msgs, list):
             raise ProtocolError(f"a bundle message must be a list, got {type(msgs).__name__}")
         for msg in msgs:

@@ -11,7 +11,8 @@ next regular tick has had everything: the adapter asks the device to ring), and 
 ``idle_period`` after the last tick (1.5/rate: state, status, a publish that rang nobody).
 A subscription at rate r is due once 1/r (less half a poll, ``poll_period``) has passed
 since its last message and stays due until there is something new to send; subscribers at
-equal rates fall into step and share messages. Per tick, for each channel with due
+equal rates fall into step and share messages, and a client's new subscription starts in
+step with its others at the same rate. Per tick, for each channel with due
 subscribers:
 * records/events: read the ring once from the lowest cursor among due subscribers; each
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
@@ -106,13 +107,18 @@ class Relay:
     # -- subscriptions -----------------------------------------------------------------
 
     def subscribe(self, sid: str, req: Subscribe) -> None:
+        """A subscription per channel of ``req``, due in step with this client's other
+        subscriptions at the same rate, if any (so their messages can share a tick, and a
+        ``bundle``); else at once."""
         interval = 1.0 / req.rate
         budget = req.points_per_update()
         dev = self.link.device
+        next_due = next((s.next_due for subs in self.subs.values() if (s := subs.get(sid)) is not None
+                         and s.interval == interval), 0.0)
         for name in req.channels:
             reader = dev.channels.get(name) if dev else None
             cursor = _now_cursor(reader)
-            self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor,
+            self.subs[name][sid] = Subscription(sid, name, req.rate, interval, budget, cursor, next_due=next_due,
                                                 in_flight=req.in_flight, kind=getattr(reader, "kind", ""),
                                                 dtype=getattr(reader, "dtype", None))
 

@@ -304,7 +304,8 @@ def dashboards(chromium: Any) -> Iterator[Dashboards]:
 
 # -- a small device with a temp specs dir -----------------------------------------------------
 
-# Records channel `wave` (t, value) at ~100 Hz, frame channel `cloud` (2000 x 3 f4) at ~20 Hz,
+# Records channel `wave` (t, value) at ~100 Hz and `wave2` (t, value, seq) published right
+# after it, frame channel `cloud` (2000 x 3 f4) at ~20 Hz,
 # state `gain`, command set_gain(value: float), coalesced. Argument 1: its name. Prints
 # "url <URL>" (mon.wait_url()) then "ready"; stops on EOF or "quit" on stdin, or on SIGTERM.
 WAVE_DEVICE = r"""
@@ -315,6 +316,7 @@ import device_agent
 name = sys.argv[1]
 mon = device_agent.start(name)
 wave = mon.records("wave", {"t": "f8", "value": "f4"}, capacity=8192)
+wave2 = mon.records("wave2", {"t": "f8", "value": "f4", "seq": "i8"}, capacity=8192)
 cloud = mon.frame("cloud", shape=(2000, 3), dtype="f4")
 gain = 1.0
 mon.state.update(gain=gain)
@@ -340,6 +342,7 @@ def run():
     while not stop.is_set():
         now = time.time()
         wave.publish(t=now, value=gain * math.sin(2 * math.pi * now))
+        wave2.publish(t=now, value=-gain * math.sin(2 * math.pi * now), seq=k)
         if k % 5 == 0:
             cloud.publish(ball * (0.8 + 0.2 * math.sin(now)), t=now)
         k += 1

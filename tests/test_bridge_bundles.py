@@ -1,5 +1,5 @@
 """``bundle`` messages end to end: a real device and bridge, real Socket.IO clients, one that
-asks for bundles in its auth and one that does not (docs/protocol.md §2, §4.4)."""
+asks for bundles in its auth and one that does not (docs/protocol.md §2, §4.9)."""
 
 from __future__ import annotations
 

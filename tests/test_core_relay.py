@@ -130,6 +130,31 @@ def test_subscribers_in_step_share_one_message_and_a_different_budget_or_rate_ge
         assert all(m2["seq"][0] == m1["seq"][1] + 1 for m1, m2 in zip(msgs, msgs[1:]))
 
 
+def test_a_clients_later_subscription_at_the_same_rate_goes_in_step_with_its_first(h):
+    x = h.dev.records("x", {"t": "f8", "v": "f4"}, capacity=256)
+    y = h.dev.records("y", {"t": "f8", "v": "f4"}, capacity=256)
+    h.tick()
+    h.connect("a")
+
+    def publish(i):
+        x.publish(t=h.wall, v=float(i))
+        y.publish(t=h.wall, v=float(i))
+
+    h.event("a", "subscribe", {"channels": ["x"], "rate": 30})
+    ticks(h, 7, publish)   # x goes every other poll; the last poll sent it
+    assert [m["channel"] for m in h.to("a", "data")][-1:] == ["x"] and len(h.to("a", "data")) == 4
+    h.event("a", "subscribe", {"channels": ["y"], "rate": 30})   # at a poll where x is not due
+    sent = []
+    for i in range(30):
+        publish(i)
+        h.advance(1 / 60)
+        mark = h.mark()
+        h.tick()
+        sent.append(sorted(m["channel"] for m in h.to("a", "data", since=mark)))
+    # y waits for x's next turn, and from then on both go in the same polls
+    assert [c for c in sent if c] == [["x", "y"]] * 15, sent
+
+
 # -- frames ------------------------------------------------------------------------------
 
 def test_frames_are_latest_wins_and_missed_counts_the_frames_published_in_between(h):

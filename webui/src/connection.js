@@ -36,7 +36,7 @@ export class Connection {
     const base = location.pathname.replace(/[^/]*$/, "");
     this.socket = io({
       path: base + "socket.io",
-      // bundle: several channels' records in one message when they go out together (§4.4)
+      // bundle: several channels' records in one message when they go out together (§4.9)
       auth: token ? { token, bundle: true } : { bundle: true },
       transports: ["websocket"],
       parser, // the bridge speaks msgpack (docs/protocol.md §2)

@@ -322,7 +322,7 @@ function onBatch(msg) {
 }
 conn.on("data", onBatch);
 conn.on("event", onBatch);
-// several records messages sent together (docs/protocol.md §4.4): each as if it came alone
+// several records messages sent together (docs/protocol.md §4.9): each as if it came alone
 conn.on("bundle", (msgs) => {
   if (Array.isArray(msgs)) for (const msg of msgs) onBatch(msg);
 });
