@@ -275,8 +275,17 @@ async def clients_main(args: dict[str, Any], replies: Replies) -> None:
             if isinstance(msg, dict) and isinstance(msg.get("seq"), list):
                 await sio.emit("consumed", {"channel": ch, "seq": msg["seq"][1]})
 
+        async def on_bundle(msgs: Any) -> None:   # several records messages in one (protocol.md §4.9)
+            tally.other_events.update(["bundle"])
+            if not isinstance(msgs, list):
+                tally.errors.add("decode", f"client {k}: a bundle that is not a list: {type(msgs).__name__}")
+                return
+            for msg in msgs:
+                await on_message(msg)
+
         sio.on("data", on_message)
         sio.on("event", on_message)
+        sio.on("bundle", on_bundle)
         for event in ("state", "device", "channels", "views"):
             sio.on(event, lambda *_, event=event: tally.other_events.update([event]))
 
@@ -289,7 +298,7 @@ async def clients_main(args: dict[str, Any], replies: Replies) -> None:
         async def on_connect_error(data: Any = None) -> None:
             tally.errors.add("connect_error", f"client {k}: {data}")
 
-        await wire.connect(sio, args["port"], args["token"], timeout=20)
+        await wire.connect(sio, args["port"], args["token"], timeout=20, bundle=True)   # the sync clients do not
         await asyncio.wait_for(got_hello.wait(), 20)
         channels = [c["name"] for c in hello.get("channels", [])]
         if not channels:
