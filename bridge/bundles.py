@@ -1,8 +1,8 @@
 """Bundles: the records messages of one tick that go to the same clients, sent as one
 ``bundle`` message to clients that asked for it (docs/protocol.md §4.9).
 
-Sans-I/O; imports only core's Message and protocol's ``shown``. Fewer messages is fewer encodings, queue puts,
-websocket sends and client wake-ups (docs/performance.md, "Bundles").
+Sans-I/O; imports only core's Message and protocol's ``shown``. Fewer messages is fewer
+encodings, queue puts, websocket sends and client wake-ups (docs/performance.md, "Bundles").
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ next regular tick has had everything: the adapter asks the device to ring), and 
 ``idle_period`` after the last tick (1.5/rate: state, status, a publish that rang nobody).
 A subscription at rate r is due once 1/r (less half a poll, ``poll_period``) has passed
 since its last message and stays due until there is something new to send; subscribers at
-equal rates fall into step and share messages, and a client's new subscription starts in
-step with its others at the same rate. Per tick, for each channel with due
+equal rates fall into step and share messages, and a client's new subscription at 10 Hz or
+more starts in step with its others at the same rate. Per tick, for each channel with due
 subscribers:
 * records/events: read the ring once from the lowest cursor among due subscribers; each
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
@@ -43,6 +43,7 @@ from .device_link import DeviceLink
 from .protocol import Subscribe, encode_frame, encode_records
 
 Emit = Callable[[str, Any, list[str]], None]
+STEP_WAIT_MAX = 0.1   # s: the longest interval at which a new subscription waits to be in step with others
 
 
 @dataclass(slots=True)
@@ -107,14 +108,16 @@ class Relay:
     # -- subscriptions -----------------------------------------------------------------
 
     def subscribe(self, sid: str, req: Subscribe) -> None:
-        """A subscription per channel of ``req``, due in step with this client's other
-        subscriptions at the same rate, if any (so their messages can share a tick, and a
-        ``bundle``); else at once."""
+        """A subscription per channel of ``req``, due at once; at rates of 10 Hz and more, in
+        step with this client's subscription at the same rate if it has one (so their
+        messages share ticks, and a ``bundle``: at most STEP_WAIT_MAX later than at once)."""
         interval = 1.0 / req.rate
         budget = req.points_per_update()
         dev = self.link.device
-        next_due = next((s.next_due for subs in self.subs.values() if (s := subs.get(sid)) is not None
-                         and s.interval == interval), 0.0)
+        next_due = 0.0
+        if interval <= STEP_WAIT_MAX:
+            next_due = next((s.next_due for subs in self.subs.values() if (s := subs.get(sid)) is not None
+                             and s.interval == interval), 0.0)
         for name in req.channels:
             reader = dev.channels.get(name) if dev else None
             cursor = _now_cursor(reader)

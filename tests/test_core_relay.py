@@ -155,6 +155,25 @@ def test_a_clients_later_subscription_at_the_same_rate_goes_in_step_with_its_fir
     assert [c for c in sent if c] == [["x", "y"]] * 15, sent
 
 
+def test_a_later_subscription_below_10_hz_does_not_wait_for_the_clients_others(h):
+    x = h.dev.records("x", {"t": "f8", "v": "f4"}, capacity=256)
+    y = h.dev.records("y", {"t": "f8", "v": "f4"}, capacity=256)
+    h.tick()
+    h.connect("a")
+    h.event("a", "subscribe", {"channels": ["x"], "rate": 1})
+    x.publish(t=h.wall, v=0.0)
+    h.advance(1 / 60)
+    h.tick()
+    assert [m["channel"] for m in h.to("a", "data")] == ["x"]   # x's next message is due in ~1 s
+    h.advance(0.2)
+    h.event("a", "subscribe", {"channels": ["y"], "rate": 1})
+    x.publish(t=h.wall, v=1.0)
+    y.publish(t=h.wall, v=1.0)
+    h.advance(1 / 60)
+    h.tick()
+    assert [m["channel"] for m in h.to("a", "data")] == ["x", "y"]   # y at once, x not yet
+
+
 # -- frames ------------------------------------------------------------------------------
 
 def test_frames_are_latest_wins_and_missed_counts_the_frames_published_in_between(h):
