@@ -606,7 +606,8 @@ class Soak:
                        # records and events the clients will never get (frames' missed is downsampling)
                        records_missed=sum(n for ch, n in rep["missed"].items()
                                           if rep["kinds"].get(ch) in ("records", "events")),
-                       commands_ok=rep["commands_ok"])
+                       commands_ok=rep["commands_ok"],
+                       client_bundles=rep["other_events"].get("bundle", 0))   # the AsyncClients' (protocol.md §4.9)
         span_cpu = self.cpu1.get("wall", 0.0) - self.cpu0.get("wall", 0.0)
         if span_cpu > 0:   # % of one core over the samples (chromium: its processes alive at both ends)
             out["cpu_pct"] = {role: max(0.0, 100 * (self.cpu1[role] - self.cpu0[role]) / span_cpu)
