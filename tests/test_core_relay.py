@@ -130,11 +130,17 @@ def test_subscribers_in_step_share_one_message_and_a_different_budget_or_rate_ge
         assert all(m2["seq"][0] == m1["seq"][1] + 1 for m1, m2 in zip(msgs, msgs[1:]))
 
 
-def test_a_clients_later_subscription_at_the_same_rate_goes_in_step_with_its_first(h):
+def client_and_two_channels(h: Harness):
+    """Records channels x and y, and a connected client "a"."""
     x = h.dev.records("x", {"t": "f8", "v": "f4"}, capacity=256)
     y = h.dev.records("y", {"t": "f8", "v": "f4"}, capacity=256)
     h.tick()
     h.connect("a")
+    return x, y
+
+
+def test_a_clients_later_subscription_at_the_same_rate_goes_in_step_with_its_first(h):
+    x, y = client_and_two_channels(h)
 
     def publish(i):
         x.publish(t=h.wall, v=float(i))
@@ -156,10 +162,7 @@ def test_a_clients_later_subscription_at_the_same_rate_goes_in_step_with_its_fir
 
 
 def test_a_later_subscription_below_10_hz_does_not_wait_for_the_clients_others(h):
-    x = h.dev.records("x", {"t": "f8", "v": "f4"}, capacity=256)
-    y = h.dev.records("y", {"t": "f8", "v": "f4"}, capacity=256)
-    h.tick()
-    h.connect("a")
+    x, y = client_and_two_channels(h)
     h.event("a", "subscribe", {"channels": ["x"], "rate": 1})
     x.publish(t=h.wall, v=0.0)
     h.advance(1 / 60)
