@@ -45,22 +45,35 @@ def test_a_single_records_message_is_sent_as_data() -> None:
     assert bundle_records(msgs, {"s1"}) == msgs
 
 
-def test_other_messages_and_frames_end_a_run_and_keep_their_place() -> None:
+def test_other_messages_end_a_run_and_keep_their_place() -> None:
     state = Message("state", {"values": {}}, ("s1",))
+    device = Message("device", {"status": "offline"}, ("s1",))
+    msgs = [records("a", ("s1",)), records("b", ("s1",)), state, records("c", ("s1",)), records("d", ("s1",)),
+            device, records("e", ("s1",))]
+    out = bundle_records(msgs, {"s1"})
+    assert [m.event for m in out] == ["bundle", "state", "bundle", "device", "data"]
+    assert out[1] is state and out[3] is device and out[4].data["channel"] == "e"
+    assert [[m["channel"] for m in b.data] for b in (out[0], out[2])] == [["a", "b"], ["c", "d"]]
+
+
+def test_frames_and_events_of_other_channels_go_first_and_do_not_end_a_run() -> None:
     cloud = frame("cloud", ("s1",))
     event = Message("event", {"channel": "log", "events": []}, ("s1",))
-    msgs = [records("a", ("s1",)), records("b", ("s1",)), state, records("c", ("s1",)), records("d", ("s1",)),
-            cloud, records("e", ("s1",)), event, records("f", ("s1",)), records("g", ("s1",))]
+    msgs = [records("a", ("s1",)), cloud, records("b", ("s1",)), event, records("c", ("s1",))]
     out = bundle_records(msgs, {"s1"})
-    assert [m.event for m in out] == ["bundle", "state", "bundle", "data", "data", "event", "bundle"]
-    assert out[3] is cloud and out[5] is event and out[4].data["channel"] == "e"
-    assert [[m["channel"] for m in b.data] for b in (out[0], out[2], out[6])] == [["a", "b"], ["c", "d"], ["f", "g"]]
+    assert out[:2] == [cloud, event]
+    assert [(m.event, [d["channel"] for d in m.data]) for m in out[2:]] == [("bundle", ["a", "b", "c"])]
 
 
-def test_a_change_of_recipients_starts_a_new_run() -> None:
-    msgs = [records("a", ("s1", "s2")), records("b", ("s1", "s2")), records("c", ("s1",)), records("d", ("s1",))]
-    out = bundle_records(msgs, {"s1", "s2"})
-    assert [(m.event, set(m.to), len(m.data)) for m in out] == [("bundle", {"s1", "s2"}, 2), ("bundle", {"s1"}, 2)]
+def test_each_client_gets_its_messages_of_a_run_in_one_bundle_shared_with_those_that_get_the_same() -> None:
+    msgs = [records("a", ("s1", "s2", "s3")), records("b", ("s3", "s1")), records("c", ("s2",)),
+            records("d", ("s1", "s3")), records("e", ("s4",))]
+    out = bundle_records(msgs, {"s1", "s2", "s3", "s4"})
+    got = {frozenset(m.to): (m.event, [d["channel"] for d in (m.data if m.event == "bundle" else [m.data])])
+           for m in out}
+    assert got == {frozenset({"s1", "s3"}): ("bundle", ["a", "b", "d"]), frozenset({"s2"}): ("bundle", ["a", "c"]),
+                   frozenset({"s4"}): ("data", ["e"])}
+    assert len(out) == 3 and out[2] is msgs[4]
 
 
 def test_one_channels_messages_keep_their_order_in_a_bundle() -> None:
