@@ -42,11 +42,20 @@ def test_the_page_takes_bundles_and_every_row_in_them_reaches_its_view(devices: 
     write_spec(specs_dir, "wave.vl.json", WAVE10_SPEC)
     write_spec(specs_dir, "wave2.vl.json", WAVE2_SPEC)
     dev = devices.start(specs_dir)
-    dash = dashboards.open(dev.url, "#/wave2")
-    dash.js(_COUNT_BUNDLES)
-    dash.wait_view("wave2")
-    dash.wait_rows_grow("wave2")
-    dash.wait("() => window.__bundles.messages >= 10", what="10 bundle messages")
+    # A page that confirms one message after the next is due (a stall while chromium starts on
+    # a busy machine) loses step for good (docs/performance.md, "Bundles"): a new page starts
+    # in step again, so up to three pages are tried
+    for attempt in range(3):
+        dash = dashboards.open(dev.url, "#/wave2")
+        dash.js(_COUNT_BUNDLES)
+        dash.wait_view("wave2")
+        dash.wait_rows_grow("wave2")
+        try:
+            dash.wait("() => window.__bundles.messages >= 10", what="10 bundle messages", timeout_ms=15_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
     seen = dash.js("() => window.__bundles")
     assert set(seen["channels"]) == {"wave", "wave2"} and seen["items"] >= 2 * seen["messages"], seen
     # from here on (the page's first subscriptions, which start from "now", are behind us),
