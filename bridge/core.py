@@ -208,14 +208,14 @@ class BridgeCore:
                                         "command, ping)")
         try:
             check_one_payload(event, len(args))
-            return handler(sid, args[0] if args else None, wall)
+            return handler(sid, args[0] if args else None, now, wall)
         except ProtocolError as exc:
             return exc.ack()
         except Exception as exc:
             log.error("handler on_%s failed", event, exc_info=True)
             return error("internal", f"the bridge failed to handle this: {type(exc).__name__}")
 
-    def _on_subscribe(self, sid: str, payload: Any, wall: float) -> dict[str, Any]:
+    def _on_subscribe(self, sid: str, payload: Any, now: float, wall: float) -> dict[str, Any]:
         req = parse_subscribe(payload, self._channel_names(), self.max_rate)
         self.relay.subscribe(sid, req)
         self.clients.touch()  # the device's copy of the table lists subscriptions
@@ -223,19 +223,19 @@ class BridgeCore:
         return ok(channels=list(req.channels), rate=req.rate, max_points=req.max_points,
                   points_per_update=req.points_per_update(), in_flight=req.in_flight)
 
-    def _on_unsubscribe(self, sid: str, payload: Any, wall: float) -> dict[str, Any]:
+    def _on_unsubscribe(self, sid: str, payload: Any, now: float, wall: float) -> dict[str, Any]:
         channels = parse_unsubscribe(payload, self._channel_names() | self._subscribed(sid))
         self.relay.unsubscribe(sid, channels)
         self.clients.touch()
         return ok(channels=list(channels))
 
-    def _on_consumed(self, sid: str, payload: Any, wall: float) -> dict[str, Any]:
+    def _on_consumed(self, sid: str, payload: Any, now: float, wall: float) -> dict[str, Any]:
         channel, seq = parse_consumed(payload, self._subscribed(sid))
-        if self.relay.consumed(sid, channel, seq):
+        if self.relay.consumed(sid, channel, seq, now):
             self._wake = True  # its next message may go now
         return ok()
 
-    def _on_ping(self, sid: str, payload: Any, wall: float) -> dict[str, Any]:
+    def _on_ping(self, sid: str, payload: Any, now: float, wall: float) -> dict[str, Any]:
         return ok(t=parse_ping(payload), server_t=wall)
 
     def _on_command(self, sid: str, args: tuple[Any, ...], now: float) -> None:

@@ -28,6 +28,8 @@ subscribers:
   client has not yet confirmed with ``consumed`` is not due. Nothing queues for it; its
   next message is the newest frame, or every record since its cursor. A page that draws
   slower than the device publishes so gets fresh frames at its own pace, not a backlog.
+  A client's flow-controlled records channels at one rate (10 Hz or more) wait for each
+  other's confirmations, at most one interval, to stay in step (``_keep_in_step``).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Subscription:
     skipped: int = 0
     in_flight: int | None = None  # flow control: most unconfirmed messages (None: off)
     unconfirmed: deque[int] = field(default_factory=deque)  # last seq of each unconfirmed message
+    held_due: float | None = None  # waiting for its client's other channels: the next_due it had
     kind: str = ""         # the channel's kind and records dtype when subscribed: flush_missed
     dtype: Any = None      # needs them after the device that had the channel is gone
 
@@ -125,16 +128,46 @@ class Relay:
                                                 in_flight=req.in_flight, kind=getattr(reader, "kind", ""),
                                                 dtype=getattr(reader, "dtype", None))
 
-    def consumed(self, sid: str, channel: str, seq: int) -> bool:
-        """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``.
-        True if that lets the subscription send again (it had all its messages in flight)."""
+    def consumed(self, sid: str, channel: str, seq: int, now: float) -> bool:
+        """The client is done with every message on ``channel`` whose last sequence is ≤ ``seq``
+        (at monotonic time ``now``). True if that lets the subscription send again (it had all
+        its messages in flight), at once or with the client's other channels (_keep_in_step)."""
         s = self.subs.get(channel, {}).get(sid)
         if s is None:
             return False
         was_waiting = s.waiting_for_client()
         while s.unconfirmed and s.unconfirmed[0] <= seq:
             s.unconfirmed.popleft()
-        return was_waiting and not s.waiting_for_client()
+        freed = was_waiting and not s.waiting_for_client()
+        if freed and s.kind == "records" and s.interval <= STEP_WAIT_MAX:
+            self._keep_in_step(s, now)
+        return freed
+
+    def _keep_in_step(self, freed: Subscription, now: float) -> None:
+        """A client's flow-controlled records channels at one rate of 10 Hz or more wait for
+        each other's confirmations, so that they keep sharing ticks (and a ``bundle``) however
+        late and one by one the client confirms. A channel free to send is held while another
+        still waits for the confirmation of a message sent no earlier than its own last, for at
+        most one interval from ``now``; once none does, the held ones and ``freed`` are due
+        together, at the latest of their due times (never earlier than their rate allows)."""
+        group = [s for subs in self.subs.values() if (s := subs.get(freed.sid)) is not None
+                 and s.interval == freed.interval and s.in_flight is not None and s.kind == "records"]
+        newest_waiting = max((_paced_due(s) for s in group if s.waiting_for_client()), default=None)
+        released = []
+        for s in group:
+            if s.waiting_for_client():
+                continue
+            if newest_waiting is not None and newest_waiting >= _paced_due(s):
+                if s.held_due is None:
+                    s.held_due = s.next_due
+                    s.next_due = max(s.next_due, now + s.interval)
+            elif s.held_due is not None or s is freed:
+                released.append(s)
+        if len(released) > 1 or (released and released[0].held_due is not None):
+            due = max(_paced_due(s) for s in released)
+            for s in released:
+                s.next_due = due
+                s.held_due = None
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
         for name in channels:
@@ -431,6 +464,7 @@ class Relay:
             s.next_due = base + s.interval
             if s.in_flight is not None:
                 s.unconfirmed.append(last_seq)
+                s.held_due = None
         stats.delivered += len(members)
 
     def sample_rates(self, now: float) -> None:
@@ -446,6 +480,11 @@ class Relay:
                 stats.publish_rate = max(0.0, (count - stats.published) / dt)
                 stats.delivered_rate = (stats.delivered - stats._sample_delivered) / dt
             stats.published, stats._sample_t, stats._sample_delivered = count, now, stats.delivered
+
+
+def _paced_due(s: Subscription) -> float:
+    """When ``s`` may send by its rate alone: its last message's time plus its interval."""
+    return s.held_due if s.held_due is not None else s.next_due
 
 
 def _skip_congested(s: Subscription, stats: ChannelStats, newest: int | None = None) -> None:

@@ -177,6 +177,83 @@ def test_a_later_subscription_below_10_hz_does_not_wait_for_the_clients_others(h
     assert [m["channel"] for m in h.to("a", "data")] == ["x", "y"]   # y at once, x not yet
 
 
+def polls(h: Harness, n: int, publish) -> list[list[str]]:
+    """``n`` polls at 60 Hz: the channels of "a"'s data messages in each."""
+    sent = []
+    for i in range(n):
+        publish(i)
+        h.advance(1 / 60)
+        mark = h.mark()
+        h.tick()
+        sent.append(sorted(m["channel"] for m in h.to("a", "data", since=mark)))
+    return sent
+
+
+def confirm(h: Harness, channel: str) -> list[str]:
+    """"a" confirms its last message on ``channel``; a tick at once (the wake-up): what went."""
+    last = [m for m in h.to("a", "data") if m["channel"] == channel][-1]
+    h.event("a", "consumed", {"channel": channel, "seq": last["seq"][1]})
+    mark = h.mark()
+    h.tick()
+    return sorted(m["channel"] for m in h.to("a", "data", since=mark))
+
+
+def both(h: Harness, x, y):
+    def publish(i):
+        x.publish(t=h.wall, v=float(i))
+        y.publish(t=h.wall, v=float(i))
+    return publish
+
+
+def test_flow_controlled_channels_confirmed_one_by_one_and_late_still_go_together(h):
+    x, y = client_and_two_channels(h)
+    publish = both(h, x, y)
+    h.event("a", "subscribe", {"channels": ["x", "y"], "rate": 30, "in_flight": 1})
+    assert [c for c in polls(h, 2, publish) if c] == [["x", "y"]]
+    for _ in range(5):   # the client takes 0.1 s, three intervals, then confirms x and y apart
+        assert not any(polls(h, 6, publish))
+        assert confirm(h, "x") == []              # x waits for y's confirmation
+        assert not any(polls(h, 1, publish))
+        assert confirm(h, "y") == ["x", "y"]      # then both go, in one poll
+
+
+def test_flow_controlled_channels_sent_apart_fall_into_step(h):
+    x, y = client_and_two_channels(h)
+    publish = both(h, x, y)
+    h.event("a", "subscribe", {"channels": ["x"], "rate": 30, "in_flight": 1})
+    assert [c for c in polls(h, 4, publish) if c] == [["x"]]   # x waits for the client from here on
+    h.event("a", "subscribe", {"channels": ["y"], "rate": 30, "in_flight": 1})
+    assert [c for c in polls(h, 2, publish) if c] == [["y"]]   # x's due time is past: y goes alone
+    assert confirm(h, "x") == []                  # y's message is newer: x waits for it
+    assert confirm(h, "y") == []                  # y was sent under 1/30 s ago
+    assert [c for c in polls(h, 2, publish) if c] == [["x", "y"]]
+    for _ in range(3):
+        polls(h, 6, publish)
+        assert confirm(h, "y") == []
+        assert confirm(h, "x") == ["x", "y"]
+
+
+def test_a_channel_waits_for_an_unconfirmed_one_at_most_one_interval(h):
+    x, y = client_and_two_channels(h)
+    publish = both(h, x, y)
+    h.event("a", "subscribe", {"channels": ["x", "y"], "rate": 30, "in_flight": 1})
+    polls(h, 2, publish)
+    polls(h, 6, publish)
+    assert confirm(h, "x") == []                  # y is never confirmed
+    assert polls(h, 3, publish) == [[], ["x"], []]    # x goes 1/30 s after its confirmation
+    polls(h, 2, publish)
+    assert confirm(h, "x") == ["x"]               # y's message is older than x's: no more waiting
+
+
+def test_below_10_hz_a_confirmed_channel_does_not_wait_for_the_others(h):
+    x, y = client_and_two_channels(h)
+    publish = both(h, x, y)
+    h.event("a", "subscribe", {"channels": ["x", "y"], "rate": 5, "in_flight": 1})
+    assert [c for c in polls(h, 2, publish) if c] == [["x", "y"]]
+    polls(h, 30, publish)
+    assert confirm(h, "x") == ["x"]
+
+
 # -- frames ------------------------------------------------------------------------------
 
 def test_frames_are_latest_wins_and_missed_counts_the_frames_published_in_between(h):

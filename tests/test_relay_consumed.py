@@ -22,15 +22,15 @@ def test_consumed_frees_a_subscription_only_when_it_had_all_its_messages_in_flig
     sub = relay.subs["img"]["sid"]
     sub.unconfirmed.extend([1, 2])           # two messages out: the limit
     assert sub.waiting_for_client()
-    assert relay.consumed("sid", "img", 0) is False   # confirms nothing sent
-    assert relay.consumed("sid", "img", 1) is True    # one slot free again: may send
-    assert relay.consumed("sid", "img", 1) is False   # the same again: nothing changes
-    assert relay.consumed("sid", "img", 2) is False   # it could send already
+    assert relay.consumed("sid", "img", 0, 0.0) is False   # confirms nothing sent
+    assert relay.consumed("sid", "img", 1, 0.0) is True    # one slot free again: may send
+    assert relay.consumed("sid", "img", 1, 0.0) is False   # the same again: nothing changes
+    assert relay.consumed("sid", "img", 2, 0.0) is False   # it could send already
     assert not sub.unconfirmed
 
 
 def test_consumed_without_flow_control_or_subscription_frees_nothing():
     relay = relay_with(in_flight=None)
-    assert relay.consumed("sid", "img", 5) is False
-    assert relay.consumed("other", "img", 5) is False
-    assert relay.consumed("sid", "cloud", 5) is False
+    assert relay.consumed("sid", "img", 5, 0.0) is False
+    assert relay.consumed("other", "img", 5, 0.0) is False
+    assert relay.consumed("sid", "cloud", 5, 0.0) is False
