@@ -4,8 +4,8 @@ Sans-I/O: no sockets, no threads, no asyncio. ``bridge.aclient`` (asyncio) and
 ``bridge.client`` (blocking) feed it what the bridge sends and send what it builds; everything
 they have in common lives here, and is tested on hand-built messages (tests/test_client_messages.py).
 It imports numpy and the standard library only: never flask, eventlet, socketio or
-bridge.server. The wire format it reads is docs/protocol.md (protocol version 4: a bridge
-may serve several devices; a client follows one of them, see ``Session``).
+bridge.server. The wire format it reads is docs/protocol.md (protocol version 5: bundles; a
+bridge may serve several devices; a client follows one of them, see ``Session``).
 
 Exceptions::
 

@@ -3,7 +3,8 @@
 The Hub (hub.py) holds one per device served and routes clients' events to them. A core owns
 the device link, the relay, the command broker, the clients table and the state relay. It
 reads the device's shared memory (through ``link``, which a test can lay out in plain
-``bytearray``s) but never emits, never reads the clock and never touches a socket:
+``bytearray``s) but never emits, reads no clock but the ``clock`` it is given (to bound a tick's
+length) and never touches a socket:
 
 * inputs: ``connect`` / ``disconnect`` / ``on_event`` (a client sent an event), ``tick``
   (time has passed: ``now`` and ``wall`` are given), ``route_replies`` (the device may have
@@ -11,7 +12,8 @@ reads the device's shared memory (through ``link``, which a test can lay out in 
   construction (how much is waiting to be sent to a client: the congestion input);
 * outputs: ``take_messages()`` (event, data, recipients), each call's return value (an
   acknowledgement), ``next_deadline`` (when to tick again at the latest),
-  ``waiting_for_data`` (tick again when the device next publishes) and ``take_wake()``
+  ``waiting_for_data`` (tick again when the device next publishes; then ``news()``: was
+  something published since the tick, before the device was asked to ring) and ``take_wake()``
   (tick at once: a client's confirmation let a subscription send again).
 
 Not thread-safe: the adapter (server.py) makes one call at a time and sends what

@@ -18,8 +18,8 @@ subscribers:
   subscriber gets the records after its own cursor. Subscribers with the same cursor,
   budget and missed count get one message encoded once (``emit`` to a list of sids).
 * frame: read the newest frame once; send it to every due subscriber that has not seen it.
-* A congested client (its outbox over the limit; asked at most once per tick, and only when
-  it has something due or would make the relay wait for data) is sent nothing this tick: its
+* A congested client (its outbox over the limit; asked at most once per tick, and only for
+  a client with a subscription the relay looks at) is sent nothing this tick: its
   records cursor skips to the newest record and the skipped count is reported as
   ``missed`` in its next message (or, when the device goes offline or is replaced first,
   in a message without rows: ``flush_missed``); frames and state are simply superseded

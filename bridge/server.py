@@ -3,7 +3,7 @@ holds one BridgeCore (core.py) per device served.
 
 Handlers pass each client's event to the hub and send what it returns (a command's handler
 first watches a quick device's reply queue for a moment); one task ticks the hub and waits on
-the doorbells until its next deadline; another routes the devices' replies.
+the data doorbell until its next deadline; another routes the devices' replies.
 Every call into the hub holds one lock and sends the hub's messages, in order, before
 letting go, so the hub needs no locking of its own in either async mode. The eventlet /
 threading differences stay here and in netio.py (listening socket, running and stopping
@@ -11,8 +11,8 @@ the WSGI server); http_api.py has the routes.
 
 Tasks (``socketio.start_background_task``, so eventlet and threading both work):
 * relay: ticks the core (the relay first, its messages sent before the rest of the tick)
-  at the deadlines the core gives (a regular tick 1.5/rate after the last one, a paced
-  subscriber's next send) and in between when it says so; when a subscriber waits for new
+  at the deadlines the core gives (a regular tick 1.5/rate after the last one, rounded up to
+  the next POLL_GRID while a publish is expected to ring; a paced subscriber's next send) and in between when it says so; when a subscriber waits for new
   data it also wakes on the data doorbell, which the device rings at its next publish
   (device_agent.channels.Waker) and a handler rings when a client's confirmation lets a
   subscription send again;
@@ -511,7 +511,7 @@ def serve(args: Any) -> int:
     require_token = not is_loopback(args.host)
     if require_token and not args.token:
         log.error("refusing to listen on %s without a token: anyone on the network could connect. "
-                  "Pass --token (or MON=token=...), or bind 127.0.0.1.", args.host)
+                  "Pass --token (or set $MONBRIDGE_TOKEN), or bind 127.0.0.1.", args.host)
         return 2
     import secrets
 
