@@ -675,6 +675,8 @@ def run(mode: str, settle: bool = True) -> dict[str, Any]:
         halves.append(rig.stream_window("2 of 2"))
         figures.update(**rig.stream_figures(halves), **slow)
         clock.lap("stream")
+        # the bridge's collections since it started serving: a full one pauses the relay
+        figures["bridge_gc"] = http_json(rig.port, "/api/stats")["gc"]
         # against the stream windows just before and just after: drifting load affects both alike
         figures["slow_client_p99_ratio"] = figures["slow_client_stream_p99_ms"] / figures["stream_latency_p99_ms"]
         figures["slow_client_p99_ratio_1s_median"] = (figures["slow_client_stream_p99_1s_median_ms"]

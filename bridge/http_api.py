@@ -130,7 +130,7 @@ def command() -> Any:
 def metrics() -> Response:
     b = _bridge()
     with b.lock:
-        text = bridge_stats.prometheus(b.hub)
+        text = bridge_stats.prometheus(b.hub) + "\n".join(b.gc_watch.prometheus()) + "\n"
     return Response(text, mimetype="text/plain; version=0.0.4")
 
 
@@ -150,6 +150,7 @@ def stats() -> Any:
         snap = bridge_stats.snapshot(core, time.time())
         snap["devices"] = b.hub.names()
     snap["recording"] = b.recording.status()
+    snap["gc"] = b.gc_watch.figures()
     return jsonify(snap)
 
 

@@ -43,6 +43,7 @@ from .clients import HostGuard, role_for, token_from
 from .commands import Ticket
 from .core import BridgeCore, CoreSettings
 from .device_link import DeviceLink
+from .gcwatch import GcWatch, freeze_startup
 from .hub import ALL, Hub, attach_names
 from .packets import MALFORMED, SafePacket
 from .protocol import error
@@ -125,6 +126,7 @@ class Bridge:
         for key in ([options.attach] if names is None else names):
             self.open_device(key, time.time())
         self._next_views_scan = 0.0
+        self.gc_watch = GcWatch()   # installed by serve()
         self.lock = threading.RLock()  # one call into the core at a time (RLock: disconnect() re-enters)
         self._stop_requested = False
         self._stopper: Callable[[], None] | None = None
@@ -560,6 +562,8 @@ def serve(args: Any) -> int:
     bridge.socketio.start_background_task(bridge.reply_loop)
     if options.attach == ALL:
         bridge.socketio.start_background_task(bridge.discover_loop)
+    freeze_startup()   # startup's objects live as long as the bridge: no collection scans them again
+    bridge.gc_watch.install()   # the collections from here on
     try:
         run()
     finally:

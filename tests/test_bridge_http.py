@@ -106,6 +106,10 @@ def test_metrics_are_prometheus_text_and_count_what_happened(mb):
         assert m[f'monbridge_channel_delivered_total{{{d},channel="telemetry"}}'] == len(c.records("telemetry"))
         assert m[f'monbridge_channel_missed_total{{{d},channel="telemetry"}}'] == 0
         assert m["monbridge_relay_tick_seconds"] >= 0
+        # startup's objects (Flask, eventlet, numpy, socketio) are frozen: no collection scans them
+        assert m["monbridge_gc_frozen_objects"] > 10_000
+        assert all(f'monbridge_gc_pause_seconds_max{{generation="{g}"}}' in m for g in range(3))
+        assert http(dev.url, "/api/stats")[2]["gc"]["frozen_objects"] == m["monbridge_gc_frozen_objects"]
         assert http(dev.url, "/metrics", token="wrong-token-123")[0] == 401
 
 
