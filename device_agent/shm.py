@@ -20,10 +20,23 @@ from .layout import SEGMENT_PREFIX
 SHM_DIR = "/dev/shm"
 
 
+class CreatedSegment(SharedMemory):
+    """The device's segment. Unlike ``SharedMemory``, its finalizer stays quiet when views of
+    it are still alive: that happens when SIGTERM closes the monitor in the middle of a
+    publish, whose frame (kept by the exit's traceback) holds views to the very end. The
+    segment is unlinked by then, and the process's exit unmaps it."""
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (BufferError, OSError):
+            pass
+
+
 def create_segment(name: str, size: int) -> SharedMemory:
     """Create a segment (mode 0600). The creator's resource tracker unlinks it if the
     device is killed with SIGKILL; a clean close unlinks it directly."""
-    return SharedMemory(name=name, create=True, size=size)
+    return CreatedSegment(name=name, create=True, size=size)
 
 
 def destroy_segment(shm: SharedMemory) -> None:
