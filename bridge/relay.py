@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from device_agent.attach import EventsReader, FrameReader, RecordsReader
@@ -119,8 +119,7 @@ class Relay:
         dev = self.link.device
         next_due = 0.0
         if interval <= STEP_WAIT_MAX:
-            next_due = next((s.next_due for subs in self.subs.values() if (s := subs.get(sid)) is not None
-                             and s.interval == interval), 0.0)
+            next_due = next((s.next_due for s in self._client_subs(sid, interval)), 0.0)
         for name in req.channels:
             reader = dev.channels.get(name) if dev else None
             cursor = _now_cursor(reader)
@@ -150,8 +149,8 @@ class Relay:
         still waits for the confirmation of a message sent no earlier than its own last, for at
         most one interval from ``now``; once none does, the held ones and ``freed`` are due
         together, at the latest of their due times (never earlier than their rate allows)."""
-        group = [s for subs in self.subs.values() if (s := subs.get(freed.sid)) is not None
-                 and s.interval == freed.interval and s.in_flight is not None and s.kind == "records"]
+        group = [s for s in self._client_subs(freed.sid, freed.interval)
+                 if s.in_flight is not None and s.kind == "records"]
         newest_waiting = max((_paced_due(s) for s in group if s.waiting_for_client()), default=None)
         released = []
         for s in group:
@@ -163,11 +162,15 @@ class Relay:
                     s.next_due = max(s.next_due, now + s.interval)
             elif s.held_due is not None or s is freed:
                 released.append(s)
-        if len(released) > 1 or (released and released[0].held_due is not None):
+        if released:   # (``freed`` alone, not held: its due time stays as it is)
             due = max(_paced_due(s) for s in released)
             for s in released:
                 s.next_due = due
                 s.held_due = None
+
+    def _client_subs(self, sid: str, interval: float) -> Iterator[Subscription]:
+        """Client ``sid``'s subscriptions at ``interval``, one per channel."""
+        return (s for subs in self.subs.values() if (s := subs.get(sid)) is not None and s.interval == interval)
 
     def unsubscribe(self, sid: str, channels: tuple[str, ...]) -> None:
         for name in channels:
